@@ -1,0 +1,1 @@
+"""Statistics over the replay store."""

@@ -1,0 +1,1 @@
+"""The reading side of the replay store (DuckDB over the Parquet files)."""

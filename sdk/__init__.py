@@ -1,0 +1,88 @@
+"""predlog: a flight recorder for production ML models.
+
+Decorate a predict function and every call becomes one row in a Parquet replay store::
+
+    import predlog
+
+    predlog.configure(store="predlog-store", model="fraud", version="1.4.0")
+
+    @predlog.capture
+    def predict(x: dict) -> float: ...
+
+    with predlog.context(user_id="u1", request_id="r1"):
+        y = predict({"amount": 10.0, "country": "DE"})
+        pid = predlog.last_prediction_id()
+    predlog.log_label(1, prediction_id=pid)
+
+The module-level functions act on one default :class:`Recorder`. Reading the store lives in
+:mod:`predlog.replay` (extra ``predlog[query]``); this package imports neither pandas,
+duckdb nor scipy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import Config, ConfigError
+from ._context import context, suppressed
+from ._convert import ids_for as _ids_for
+from ._recorder import Recorder, last_record as _last_record
+from ._sinks import InMemorySink, Sink
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InMemorySink",
+    "Recorder",
+    "Sink",
+    "capture",
+    "configure",
+    "context",
+    "flush",
+    "last_prediction_id",
+    "last_prediction_ids",
+    "log_label",
+    "shutdown",
+    "stats",
+    "suppressed",
+]
+
+__version__ = "0.1.0"
+
+_default = Recorder()
+
+capture = _default.capture
+log_label = _default.log_label
+stats = _default.stats
+flush = _default.flush
+shutdown = _default.shutdown
+
+
+def configure(**config: Any) -> Config:
+    """Configure the default recorder; see :class:`Config` for every setting.
+
+    Precedence: argument > ``PREDLOG_*`` environment variable > default. Functions already
+    decorated with ``@predlog.capture`` follow the new settings.
+
+    Raises:
+        ConfigError: an argument is invalid.
+    """
+    return _default.configure(**config)
+
+
+def last_prediction_ids() -> list[str]:
+    """Ids of the rows written for the last recorded call in this thread or task.
+
+    One id for a single call, one per row for a batch call; empty if nothing was recorded.
+    """
+    rec = _last_record()
+    return [] if rec is None else _ids_for(rec)
+
+
+def last_prediction_id() -> str | None:
+    """Id of the last recorded prediction in this thread or task, to attach a label later.
+
+    For a batch call, the id of its first row (see :func:`last_prediction_ids`).
+    """
+    ids = last_prediction_ids()
+    return ids[0] if ids else None

@@ -1,0 +1,95 @@
+"""Request context (user, request, free key/values) carried in a contextvar.
+
+Web middleware enters :func:`context` once per request; every prediction made inside it,
+on any thread or task that inherits the context, carries the values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["Ctx", "context", "current_context", "suppressed"]
+
+
+class Ctx:
+    """An immutable snapshot of the request context. Cheap to hold by reference."""
+
+    __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket")
+
+    def __init__(
+        self,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+        suppress: bool = False,
+    ) -> None:
+        self.user_id = user_id
+        self.request_id = request_id
+        self.extra = extra or {}
+        self.suppress = suppress
+        self._user_bucket: float | None = None
+
+    def user_bucket(self) -> float:
+        """A number in [0, 1) fixed per user id, for deterministic sampling."""
+        bucket = self._user_bucket
+        if bucket is None:
+            bucket = zlib.crc32(str(self.user_id).encode("utf-8", "surrogatepass")) / 4294967296.0
+            self._user_bucket = bucket
+        return bucket
+
+
+_CURRENT: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("predlog_context", default=None)
+
+
+def current_context() -> Ctx | None:
+    return _CURRENT.get()
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@contextlib.contextmanager
+def context(*, user_id: Any = None, request_id: Any = None, **extra: Any) -> Iterator[None]:
+    """Attach a user id, a request id and free key/values to predictions made inside.
+
+    Contexts nest: an inner context keeps the outer values it does not override. Ids are
+    stored as strings. Safe for threads and asyncio tasks (a contextvar underneath).
+
+    Example::
+
+        with predlog.context(user_id="u1", request_id="r1", region="eu"):
+            predict(x)
+    """
+    outer = _CURRENT.get()
+    if outer is not None:
+        merged = {**outer.extra, **extra} if extra else outer.extra
+        ctx = Ctx(
+            _str_or_none(user_id) if user_id is not None else outer.user_id,
+            _str_or_none(request_id) if request_id is not None else outer.request_id,
+            merged,
+            outer.suppress,
+        )
+    else:
+        ctx = Ctx(_str_or_none(user_id), _str_or_none(request_id), dict(extra))
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def suppressed() -> Iterator[None]:
+    """Calls made inside are not recorded (used by replay so that it is not live traffic)."""
+    outer = _CURRENT.get()
+    ctx = Ctx(outer.user_id, outer.request_id, outer.extra, True) if outer else Ctx(suppress=True)
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

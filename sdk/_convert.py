@@ -1,0 +1,719 @@
+"""Records → Arrow tables, in the writer thread.
+
+The fast path hands whole columns to Arrow's C++ converter. When Arrow refuses a column
+(mixed types, objects, integers past 64 bits, empty structs) the column is rebuilt field by
+field, and only the values Arrow cannot hold become JSON text, flagged in the row's ``flags``
+as ``json:<path>``. Strings and bytes longer than the cap are cut and flagged as
+``truncated:<path>``. Nothing here raises for any input: the last resort stores ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _ids
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._capture import FunctionSpec
+
+__all__ = ["Flags", "column", "ids_for", "labels_to_table", "records_to_table", "shape_of", "to_json", "truncate"]
+
+_ARROW_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    global _ARROW_ERRORS
+    if not _ARROW_ERRORS:
+        import pyarrow as pa
+
+        # Arrow's converter may call into user objects (__len__, __iter__, __array__), which can
+        # raise anything: every Exception means "Arrow cannot take this column as it is".
+        _ARROW_ERRORS = (Exception,)
+    return _ARROW_ERRORS
+
+
+class Flags:
+    """Per-row flags collected while converting (sparse: most rows have none)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows: dict[int, list[str]] = {}
+
+    def add(self, row: int, flag: str) -> None:
+        self.rows.setdefault(row, []).append(flag)
+
+
+# ---------------------------------------------------------------- values → JSON
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if hasattr(obj, "model_dump"):  # pydantic
+        return obj.model_dump()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).hex()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return repr(obj)
+
+
+def to_json(value: Any) -> str:
+    try:
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return json.dumps(repr(value), ensure_ascii=False)
+        except Exception:  # repr itself raised
+            return json.dumps(f"<unrepresentable {type(value).__qualname__}>")
+
+
+# ---------------------------------------------------------------- columns
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays → lists, pydantic models → dicts, Mappings → dicts (recursively cheap)."""
+    t = type(value)
+    if t is dict or t is str or t is float or t is int or t is bool or value is None:
+        return value
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "tolist") and hasattr(value, "ndim") and getattr(value, "ndim", 0) > 0:
+        return value.tolist()
+    return value
+
+
+def _has_empty_struct(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_empty_struct(t.value_type)
+    if pa.types.is_map(t):
+        return _has_empty_struct(t.item_type) or _has_empty_struct(t.key_type)
+    return pa.types.is_union(t)
+
+
+def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None = None, depth: int = 0) -> pa.Array:
+    """Build one Arrow array from Python values, never raising.
+
+    ``row_of[i]`` is the table row that ``values[i]`` belongs to (for flags); None means i.
+    """
+    import pyarrow as pa
+
+    errors = _arrow_errors()
+    try:
+        arr = pa.array(values)
+        if not _has_empty_struct(arr.type):
+            return arr
+    except errors:
+        pass
+    # Arrow refused the column as a whole. Pivot dicts into fields; JSON the rest.
+    plain = [_plain(v) for v in values]
+    if depth < 16 and plain and all(v is None or type(v) is dict for v in plain) and any(v for v in plain):
+        return _struct_column(plain, path, flags, row_of, depth)
+    try:
+        arr = pa.array(plain)
+        if not _has_empty_struct(arr.type):
+            return arr
+    except errors:
+        pass
+    if plain and all(v is None or (type(v) is dict and not v) for v in plain):
+        return pa.nulls(len(plain))  # only empty dicts: nothing to store, Parquet cannot hold struct<>
+    out: list[str | None] = []
+    for i, v in enumerate(plain):
+        if v is None:
+            out.append(None)
+        else:
+            out.append(to_json(v))
+            flags.add(row_of[i] if row_of is not None else i, f"json:{path}")
+    return pa.array(out, type=pa.string())
+
+
+def _struct_column(rows: list[dict[str, Any] | None], path: str, flags: Flags, row_of: list[int] | None, depth: int) -> pa.Array:
+    import pyarrow as pa
+
+    keys: dict[str, None] = {}
+    for r in rows:
+        if r:
+            for k in r:
+                keys[k] = None
+    names = []
+    children = []
+    for k in keys:
+        name = k if isinstance(k, str) else str(k)
+        child_values = [None if r is None else r.get(k) for r in rows]
+        children.append(column(child_values, f"{path}.{name}", flags, row_of, depth + 1))
+        names.append(name)
+    mask = pa.array([r is None for r in rows], type=pa.bool_())
+    if not names:
+        return pa.nulls(len(rows))
+    return pa.StructArray.from_arrays(children, names=names, mask=mask)
+
+
+def truncate(arr: pa.Array, path: str, cap: int, flags: Flags, parent_rows: Any = None) -> pa.Array:
+    """Cut strings and bytes longer than ``cap`` (recursing into structs and lists)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        lengths = pc.binary_length(arr)
+        over = pc.greater(lengths, cap)
+        if not pc.any(over).as_py():
+            return arr
+        for i in np.flatnonzero(over.to_numpy(zero_copy_only=False)):
+            row = int(parent_rows[i]) if parent_rows is not None else int(i)
+            flags.add(row, f"truncated:{path}")
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            # Cut at a code-point boundary no longer than cap bytes (cap/4 code points is safe;
+            # keep as many as fit).
+            cut = pc.utf8_slice_codeunits(arr, 0, cap)
+            while True:
+                too_long = pc.greater(pc.binary_length(cut), cap)
+                if not pc.any(too_long).as_py():
+                    break
+                shorter = pc.utf8_slice_codeunits(cut, 0, max(cap // 4, 1))
+                cut = pc.if_else(too_long, shorter, cut)
+        else:
+            cut = pc.binary_slice(arr, 0, cap)
+        return pc.if_else(over, cut, arr)
+    if pa.types.is_struct(t):
+        children = [truncate(arr.field(i), f"{path}.{t.field(i).name}", cap, flags, parent_rows) for i in range(t.num_fields)]
+        if all(c is arr.field(i) for i, c in enumerate(children)):
+            return arr
+        mask = arr.is_null() if arr.null_count else None
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        if len(arr.values) == 0:
+            return arr
+        parents = pc.list_parent_indices(arr).to_numpy()
+        if parent_rows is not None:
+            parents = np.asarray(parent_rows)[parents]
+        values = truncate(arr.flatten(), f"{path}[]", cap, flags, parents)
+        if values is arr.flatten():
+            return arr
+        offsets = pc.subtract(arr.offsets, arr.offsets[0]) if arr.offset else arr.offsets
+        cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+        return cls.from_arrays(offsets, values, mask=arr.is_null() if arr.null_count else None)
+    return arr
+
+
+# ---------------------------------------------------------------- records → rows
+
+
+def _is_dataframe(x: Any) -> bool:
+    t = type(x)
+    return t.__name__ == "DataFrame" and t.__module__.startswith("pandas")
+
+
+def _is_ndarray(x: Any) -> bool:
+    t = type(x)
+    return t.__name__ == "ndarray" and t.__module__ == "numpy"
+
+
+def _length(x: Any) -> int | None:
+    if x is None or isinstance(x, (str, bytes, dict)):
+        return None
+    try:
+        return len(x)
+    except Exception:
+        return None
+
+
+class _Shape:
+    """How one call becomes rows: a single row, or a batch of n rows."""
+
+    __slots__ = ("batch", "n", "features", "outputs")
+
+    def __init__(self, batch: bool, n: int, features: Any, outputs: Any) -> None:
+        self.batch = batch
+        self.n = n
+        self.features = features
+        self.outputs = outputs
+
+
+def _bound_args(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    sig = spec.signature
+    if sig is not None:
+        try:
+            bound = sig.bind_partial(*args, **kwargs)
+        except TypeError:
+            pass
+        else:
+            out = dict(bound.arguments)
+            if spec.skip_self and out:
+                out.pop(next(iter(out)))
+            for name, p in sig.parameters.items():
+                if p.kind is p.VAR_KEYWORD and name in out:
+                    out.update(out.pop(name))
+            return out
+    out = {f"arg{i}": a for i, a in enumerate(args[spec.skip_self :])}
+    out.update(kwargs)
+    return out
+
+
+def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, exc: BaseException | None) -> _Shape:
+    """Decide single row or batch, and find the features. Same answer every time it is asked."""
+    sel = spec.features
+    if callable(sel):
+        x = sel(*args, **kwargs)
+        auto = False
+    elif isinstance(sel, str):
+        x = kwargs[sel] if sel in kwargs else _bound_args(spec, args, kwargs).get(sel)
+        auto = False
+    else:
+        i = spec.skip_self
+        if len(args) > i:
+            x = args[i]
+        elif kwargs and spec.signature is not None:
+            x = _bound_args(spec, args, kwargs)
+            x = next(iter(x.values())) if len(x) == 1 else x
+        else:
+            x = None
+        auto = True
+    t = type(x)
+    if t is dict:
+        return _Shape(False, 1, x, output)
+    if isinstance(x, Mapping):
+        return _Shape(False, 1, dict(x), output)
+    if hasattr(x, "model_dump") and callable(x.model_dump) and not isinstance(x, type):
+        return _Shape(False, 1, x.model_dump(), output)
+    n_out = _length(output) if exc is None else None
+    if _is_dataframe(x):
+        n = len(x)
+        if n_out == n and n >= 1:
+            return _Shape(True, n, x, output)
+        if n == 1:
+            return _Shape(False, 1, x.iloc[0].to_dict(), output)
+    elif _is_ndarray(x):
+        if x.ndim == 1:
+            names = spec.feature_names or tuple(f"f{i}" for i in range(x.shape[0]))
+            if len(names) == x.shape[0]:
+                return _Shape(False, 1, dict(zip(names, x.tolist())), output)
+        elif x.ndim == 2 and n_out == x.shape[0] and x.shape[0] >= 1:
+            return _Shape(True, x.shape[0], x, output)
+    elif isinstance(x, (list, tuple)) and x and n_out == len(x) and all(isinstance(r, Mapping) for r in x):
+        return _Shape(True, len(x), x, output)
+    elif auto and x is None and not args[spec.skip_self :] and not kwargs:
+        return _Shape(False, 1, None, output)
+    if auto:
+        return _Shape(False, 1, _bound_args(spec, args, kwargs), output)
+    return _Shape(False, 1, {"value": x} if x is not None else None, output)
+
+
+def ids_for(rec: tuple[Any, ...]) -> list[str]:
+    """Prediction ids of one record (one id, or one per batch row), on demand."""
+    spec, args, kwargs, output, exc, t0, _t1, _cpu, _ctx, seq = rec
+    try:
+        shape = shape_of(spec, args, kwargs, output, exc)
+    except Exception:
+        return [_ids.uuid7_str(t0, seq)]
+    if shape.batch:
+        return [_ids.uuid7_str(t0, seq, i) for i in range(shape.n)]
+    return [_ids.uuid7_str(t0, seq)]
+
+
+def _error_fields(exc: BaseException) -> tuple[str, str]:
+    t = type(exc)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    try:
+        msg = str(exc)
+    except Exception:
+        msg = f"<str() of {name} raised>"
+    return name, msg
+
+
+def _confidence(spec: FunctionSpec, pred: Any) -> float | None:
+    conf = spec.confidence
+    if conf is None or pred is None:
+        return None
+    if conf == "max":
+        value = pred
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        while isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple)):
+            value = value[0]
+        if isinstance(value, Mapping):
+            value = list(value.values())
+        value = max(value)
+    else:
+        value = conf(pred)
+    if hasattr(value, "item"):
+        value = value.item()
+    value = float(value)
+    return value
+
+
+def _unwrap_single(pred: Any) -> Any:
+    """A single call to a vectorised model returns a length-1 array: store the element."""
+    if _is_ndarray(pred) and pred.ndim >= 1 and pred.shape[0] == 1:
+        return pred[0].tolist() if hasattr(pred[0], "tolist") else pred[0]
+    if hasattr(pred, "tolist") and hasattr(pred, "ndim"):
+        return pred.tolist()
+    return pred
+
+
+def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> list[tuple[pa.Table, int]]:
+    """Convert prediction records to tables in the store's predictions schema.
+
+    Returns (table, calls) pairs: one table for the single calls, one per batch call.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    ts: list[int] = []
+    seqs: list[int] = []
+    model: list[str] = []
+    version: list[str] = []
+    latency: list[float] = []
+    cpu: list[float | None] = []
+    status: list[str] = []
+    etype: list[str | None] = []
+    emsg: list[str | None] = []
+    req: list[str | None] = []
+    user: list[str | None] = []
+    features: list[Any] = []
+    prediction: list[Any] = []
+    confidence: list[float | None] = []
+    context: list[Any] = []
+    rate: list[float] = []
+    batches: list[tuple[int, _Shape, tuple[Any, ...]]] = []
+    errors = _arrow_errors()
+
+    for rec in records:
+        spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+        try:
+            shape = shape_of(spec, args, kwargs, output, exc)
+        except Exception as e:  # the features selector raised: keep the call, flag it
+            shape = _Shape(False, 1, {"_features_error": to_json(f"{type(e).__name__}: {e}")}, output)
+            flags.add(len(ts), "features_error")
+        if shape.batch:
+            batches.append((len(batches), shape, rec))
+            continue
+        row = len(ts)
+        ts.append(t0)
+        seqs.append(seq)
+        model.append(spec.model)
+        version.append(spec.version)
+        latency.append((t1 - t0) / 1e6)
+        cpu.append(cpu_ns / 1e6 if cpu_ns >= 0 else None)
+        if ctx is not None:
+            req.append(ctx.request_id)
+            user.append(ctx.user_id)
+            context.append(ctx.extra or None)
+        else:
+            req.append(None)
+            user.append(None)
+            context.append(None)
+        features.append(shape.features)
+        rate.append(spec.sample_rate if exc is None else 1.0)
+        if exc is not None:
+            name, msg = _error_fields(exc)
+            status.append("error")
+            etype.append(name)
+            emsg.append(msg)
+            prediction.append(None if spec.kind in ("sync", "async") else output or None)
+            confidence.append(None)
+            continue
+        status.append("ok")
+        etype.append(None)
+        emsg.append(None)
+        try:
+            pred = spec.prediction(output) if spec.prediction is not None else _unwrap_single(output)
+        except Exception as e:
+            pred = output
+            flags.add(row, f"prediction_error:{type(e).__name__}")
+        prediction.append(pred)
+        try:
+            conf = _confidence(spec, pred)
+            confidence.append(conf)
+        except Exception:
+            confidence.append(None)
+            flags.add(row, "confidence_error")
+
+    tables: list[tuple[pa.Table, int]] = []
+    if ts:
+        ts_arr = np.asarray(ts, dtype=np.int64)
+        data, n = _ids.uuid7_array(ts_arr, np.asarray(seqs, dtype=np.uint64), None)
+        ids = _fixed_strings(data, n, 36)
+        nulls_s = pa.nulls(n, pa.string())
+        cols = {
+            "prediction_id": ids,
+            "ts": pa.array(ts_arr // 1000, type=pa.timestamp("us", tz="UTC")),
+            "model": pa.array(model, type=pa.string()),
+            "model_version": pa.array(version, type=pa.string()),
+            "latency_ms": pa.array(latency, type=pa.float64()),
+            "cpu_ms": pa.array(cpu, type=pa.float64()),
+            "status": pa.array(status, type=pa.string()),
+            "error_type": pa.array(etype, type=pa.string()),
+            "error_message": _str_column(emsg, "error_message", flags),
+            "request_id": _str_column(req, "request_id", flags),
+            "user_id": _str_column(user, "user_id", flags),
+            "batch_id": nulls_s,
+            "batch_index": pa.nulls(n, pa.int32()),
+            "batch_size": pa.nulls(n, pa.int32()),
+            "trace_id": nulls_s,
+            "span_id": nulls_s,
+            "features": column(features, "features", flags),
+            "prediction": column(prediction, "prediction", flags),
+            "confidence": _float_column(confidence, flags, "confidence"),
+            "context": column(context, "context", flags),
+            "sample_rate": pa.array(rate, type=pa.float64()),
+        }
+        tables.append((_finish(cols, flags, max_value_bytes), n))
+    for _, shape, rec in batches:
+        bflags = Flags()
+        try:
+            table = _batch_table(shape, rec, bflags, max_value_bytes)
+        except errors:
+            # Could not build the batch column-wise: keep every row as JSON rather than lose it.
+            table = _batch_fallback(shape, rec, bflags, max_value_bytes)
+        tables.append((table, 1))
+    return tables
+
+
+def _fixed_strings(data: bytes, n: int, width: int) -> pa.Array:
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+
+
+def _str_column(values: list[Any], path: str, flags: Flags) -> pa.Array:
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=pa.string())
+    except _arrow_errors():
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _float_column(values: list[Any], flags: Flags, path: str) -> pa.Array:
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=pa.float64())
+    except _arrow_errors():
+        out = []
+        for i, v in enumerate(values):
+            try:
+                out.append(None if v is None else float(v))
+            except Exception:
+                out.append(None)
+                flags.add(i, f"invalid:{path}")
+        return pa.array(out, type=pa.float64())
+
+
+def _finish(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa.Table:
+    import pyarrow as pa
+
+    for name in ("error_message", "request_id", "user_id", "features", "prediction", "context"):
+        cols[name] = truncate(cols[name], name, max_value_bytes, flags)
+    n = len(cols["prediction_id"])
+    if flags.rows:
+        cols["flags"] = pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
+    else:
+        cols["flags"] = pa.nulls(n, pa.list_(pa.string()))
+    return pa.table(cols)
+
+
+def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array:
+    import pyarrow as pa
+
+    x = shape.features
+    if _is_dataframe(x):
+        try:
+            table = pa.Table.from_pandas(x, preserve_index=False)
+            names = [str(c) for c in table.column_names]
+            arrays = [c.combine_chunks() for c in table.columns]
+            if not arrays:
+                return pa.nulls(shape.n)
+            if not any(_has_empty_struct(a.type) for a in arrays):
+                return pa.StructArray.from_arrays(arrays, names=names)
+        except _arrow_errors():
+            pass
+        return column([{str(k): v for k, v in r.items()} for r in x.to_dict("records")], "features", flags)
+    if _is_ndarray(x):
+        ncols = x.shape[1]
+        given = spec.feature_names
+        names = list(given) if given and len(given) == ncols else [f"f{i}" for i in range(ncols)]
+        try:
+            if x.dtype.kind in "biuf":
+                arrays = [pa.array(x[:, j]) for j in range(ncols)]
+                return pa.StructArray.from_arrays(arrays, names=names)
+        except _arrow_errors():
+            pass
+        return column([dict(zip(names, row)) for row in x.tolist()], "features", flags)
+    return column([_plain(r) for r in x], "features", flags)
+
+
+def _batch_predictions(spec: FunctionSpec, output: Any, n: int, flags: Flags) -> tuple[pa.Array, pa.Array]:
+    import numpy as np
+    import pyarrow as pa
+
+    conf = None
+    if spec.prediction is not None:
+        output = spec.prediction(output)
+    if _is_ndarray(output):
+        if output.ndim == 1:
+            pred = pa.array(output) if output.dtype.kind in "biufUSM?" else column(output.tolist(), "prediction", flags)
+        else:
+            rows = output.reshape(n, -1)
+            pred = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1]) if rows.dtype.kind in "biuf" else column(rows.tolist(), "prediction", flags)
+            if pred.type.__class__.__name__ == "FixedSizeListType":
+                pred = pred.cast(pa.list_(pred.type.value_type))
+            if spec.confidence == "max" and rows.dtype.kind in "biuf":
+                conf = pa.array(rows.max(axis=1).astype(np.float64))
+    elif type(output).__name__ in ("Series", "DataFrame") and type(output).__module__.startswith("pandas"):
+        return _batch_predictions(_SpecView(spec), output.to_numpy(), n, flags)
+    else:
+        pred = column([_plain(o) for o in output], "prediction", flags)
+    if conf is None:
+        if spec.confidence is None:
+            conf = pa.nulls(n, pa.float64())
+        else:
+            values = pred.to_pylist()
+            out = []
+            for i, v in enumerate(values):
+                try:
+                    out.append(_confidence(spec, v))
+                except Exception:
+                    out.append(None)
+                    flags.add(i, "confidence_error")
+            conf = pa.array(out, type=pa.float64())
+    return pred, conf
+
+
+class _SpecView:
+    """The spec without its ``prediction`` extractor (already applied)."""
+
+    __slots__ = ("_spec",)
+    prediction = None
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spec, name)
+
+
+def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_bytes: int) -> pa.Table:
+    import numpy as np
+    import pyarrow as pa
+
+    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+    n = shape.n
+    data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
+    ids = _fixed_strings(data, n, 36)
+    pred, conf = _batch_predictions(spec, output, n, flags)
+    per_row_latency = (t1 - t0) / 1e6
+    ctx_extra = ctx.extra if ctx is not None and ctx.extra else None
+    context = column([ctx_extra] * n, "context", flags) if ctx_extra else pa.nulls(n, pa.null())
+
+    def rep(value: Any, typ: pa.DataType) -> pa.Array:
+        return pa.array([value] * n, type=typ) if value is not None else pa.nulls(n, typ)
+
+    cols = {
+        "prediction_id": ids,
+        "ts": pa.array(np.full(n, t0 // 1000, dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
+        "model": rep(spec.model, pa.string()),
+        "model_version": rep(spec.version, pa.string()),
+        "latency_ms": rep(per_row_latency, pa.float64()),
+        "cpu_ms": rep(cpu_ns / 1e6 if cpu_ns >= 0 else None, pa.float64()),
+        "status": rep("ok", pa.string()),
+        "error_type": pa.nulls(n, pa.string()),
+        "error_message": pa.nulls(n, pa.string()),
+        "request_id": rep(ctx.request_id if ctx else None, pa.string()),
+        "user_id": rep(ctx.user_id if ctx else None, pa.string()),
+        "batch_id": rep(_ids.uuid7_str(t0, seq), pa.string()),
+        "batch_index": pa.array(np.arange(n, dtype=np.int32)),
+        "batch_size": rep(n, pa.int32()),
+        "trace_id": pa.nulls(n, pa.string()),
+        "span_id": pa.nulls(n, pa.string()),
+        "features": _batch_features(spec, shape, flags),
+        "prediction": pred,
+        "confidence": conf,
+        "context": context,
+        "sample_rate": rep(spec.sample_rate, pa.float64()),
+    }
+    return _finish(cols, flags, max_value_bytes)
+
+
+def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_bytes: int) -> pa.Table:
+    """Last resort for a batch Arrow would not take column-wise: one JSON value per row."""
+    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+    n = shape.n
+    x = shape.features
+    if _is_dataframe(x):
+        feats = x.to_dict("records")
+    elif _is_ndarray(x):
+        feats = x.tolist()
+    else:
+        feats = list(x)
+    try:
+        outs = list(output)
+    except Exception:
+        outs = [output] * n
+    singles = Flags()
+    sub = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq) for i in range(n)]
+    import pyarrow as pa
+
+    tables = [t for t, _ in records_to_table(sub, singles, max_value_bytes)]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+class _RowSpec:
+    """A spec view that treats one row of a failed batch as a single call."""
+
+    __slots__ = ("_spec",)
+    features = None
+    prediction = None
+    skip_self = 0
+    signature = None
+    kind = "sync"
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spec, name)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def labels_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> pa.Table:
+    """Label records ``(LABEL, prediction_id, request_id, label, extra, ts_ns)`` → labels table."""
+    import numpy as np
+    import pyarrow as pa
+
+    ts = np.asarray([r[5] for r in records], dtype=np.int64)
+    cols = {
+        "prediction_id": _str_column([r[1] for r in records], "prediction_id", flags),
+        "request_id": _str_column([r[2] for r in records], "request_id", flags),
+        "ts": pa.array(ts // 1000, type=pa.timestamp("us", tz="UTC")),
+        "label": column([_plain(r[3]) for r in records], "label", flags),
+        "extra": column([r[4] or None for r in records], "extra", flags),
+    }
+    for name in ("label", "extra"):
+        cols[name] = truncate(cols[name], name, max_value_bytes, flags)
+    n = len(records)
+    cols["flags"] = (
+        pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
+        if flags.rows
+        else pa.nulls(n, pa.list_(pa.string()))
+    )
+    return pa.table(cols)

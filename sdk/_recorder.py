@@ -1,0 +1,521 @@
+"""The Recorder: bounded queue on the request side, one writer thread, one sealer thread.
+
+Threading contract:
+
+* ``_submit`` runs on request threads: it never blocks (unless ``on_full="block"``), never
+  raises, and does no I/O.
+* The writer thread drains the queue, converts records to Arrow, runs processors, and
+  appends one frame per batch to the current write-ahead segment.
+* The sealer thread turns closed segments into Parquet and recovers segments of dead
+  processes. Parquet encoding releases the GIL, so sealing overlaps with serving.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import contextvars
+import logging
+import os
+import random
+import statistics
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from . import _ids
+from ._capture import FunctionSpec, wrap
+from ._config import Config, ConfigError, resolve_config
+
+if TYPE_CHECKING:
+    from ._sinks import Sink
+
+logger = logging.getLogger("predlog")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["Recorder", "LABEL"]
+
+
+class _LabelMarker:
+    kind = "label"
+
+    def __repr__(self) -> str:
+        return "LABEL"
+
+
+# Label records are tuples (LABEL, prediction_id, request_id, label, extra, ts_ns).
+LABEL = _LabelMarker()
+
+# Last prediction record of the current thread / task, for last_prediction_id().
+_LAST: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar("predlog_last", default=None)
+
+# Under pytest, internal errors fail the test instead of being swallowed.
+_RAISE_INTERNAL = os.environ.get("PREDLOG_RAISE_INTERNAL_ERRORS") == "1"
+
+
+class _OnceLogger:
+    """Logs each distinct failure once per process (a duplicate filter)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def error(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            logger.error(msg, *args, exc_info=exc_info)
+
+
+class Recorder:
+    """Records every call of the functions it decorates into one replay store.
+
+    Module-level ``predlog.capture``, ``predlog.configure`` and friends act on a default
+    recorder; build your own for tests or for servers that write several stores.
+
+    Example::
+
+        rec = predlog.Recorder(store="/var/lib/predlog", model="fraud", version="1.4.0")
+
+        @rec.capture
+        def predict(x: dict) -> float: ...
+    """
+
+    def __init__(self, *, sinks: list[Sink] | None = None, **config: Any) -> None:
+        self.config: Config = resolve_config(config)
+        self._extra_sinks = list(sinks or [])
+        self._specs: weakref.WeakSet[FunctionSpec] = weakref.WeakSet()
+        self._random = random.Random().random
+        self._init_runtime()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (r := ref()) is not None and r._after_fork_in_child())
+        atexit.register(_atexit_flush, ref)
+
+    # ------------------------------------------------------------------ state
+
+    def _init_runtime(self) -> None:
+        """Fresh queue, locks, counters and no threads (at start and in a forked child)."""
+        cfg = self.config
+        self._pid = os.getpid()
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._max = cfg.max_queue_size
+        self._batch = max(1, min(cfg.max_queue_size // 4, 8192))
+        self._wake_at = 1  # the first record starts the writer
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._space = threading.Condition(threading.Lock())
+        self._flush_cv = threading.Condition(threading.Lock())
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._stopping = False
+        self._writer: threading.Thread | None = None
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._errors = _OnceLogger()
+        self._sink: Any = None
+        self._closed = False
+
+    def _after_fork_in_child(self) -> None:
+        _ids.reseed()
+        sink = self._sink
+        self._init_runtime()
+        if sink is not None:
+            sink.abandon()  # the parent owns the open segment; the child starts its own
+
+    def _refresh_specs(self) -> None:
+        for spec in list(self._specs):
+            spec.refresh()
+
+    # ------------------------------------------------------------------ public API
+
+    @overload
+    def capture(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def capture(
+        self,
+        fn: None = None,
+        /,
+        *,
+        model: str | None = ...,
+        version: str | None = ...,
+        features: str | Callable[..., Any] | None = ...,
+        feature_names: list[str] | tuple[str, ...] | None = ...,
+        prediction: Callable[[Any], Any] | None = ...,
+        confidence: Callable[[Any], Any] | str | None = ...,
+        sample_rate: float | None = ...,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def capture(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        features: str | Callable[..., Any] | None = None,
+        feature_names: list[str] | tuple[str, ...] | None = None,
+        prediction: Callable[[Any], Any] | None = None,
+        confidence: Callable[[Any], Any] | str | None = None,
+        sample_rate: float | None = None,
+    ) -> Any:
+        """Decorate a predict function so every call is recorded.
+
+        Works on functions and methods, sync or async, plain or generators; the signature,
+        return value and exceptions are unchanged.
+
+        Args:
+            model: Model name (defaults to the recorder's, then the function's name).
+            version: Model version (defaults to the recorder's).
+            features: Argument name holding the features, or a callable taking the call's
+                arguments and returning them. By default: the first argument when it is a
+                mapping, pydantic model, DataFrame or array, else all arguments by name.
+            feature_names: Names for the columns of array inputs (default ``f0, f1, ...``).
+            prediction: Callable extracting the prediction from the return value.
+            confidence: Callable on the prediction, or ``"max"`` for the largest class
+                probability of a probability vector.
+            sample_rate: Fraction of successful calls kept (errors are always kept).
+
+        Raises:
+            ConfigError: at decoration time, for invalid arguments.
+        """
+
+        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            if not callable(func):
+                raise ConfigError(f"@capture decorates a function, got {func!r}")
+            spec = FunctionSpec(
+                self, func, model=model, version=version, features=features,
+                feature_names=tuple(feature_names) if feature_names is not None else None,
+                prediction=prediction, confidence=confidence, sample_rate=sample_rate,
+            )
+            self._specs.add(spec)
+            return wrap(spec)
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    def configure(self, **config: Any) -> Config:
+        """Replace this recorder's configuration (pending records are flushed first).
+
+        Decorated functions pick up the new defaults. Raises ConfigError for bad arguments.
+        """
+        new = resolve_config(config)
+        self.flush(timeout_s=new.shutdown_timeout_s)
+        self._stop_threads(timeout_s=new.shutdown_timeout_s)
+        self.config = new
+        self._init_runtime()
+        self._refresh_specs()
+        return new
+
+    def log_label(
+        self,
+        label: Any = None,
+        *,
+        prediction_id: str | None = None,
+        request_id: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Record the true outcome of an earlier prediction, joined at query time.
+
+        Give the ``prediction_id`` (from :func:`last_prediction_id`) or the ``request_id``
+        the prediction was made under. Extra keyword arguments are stored alongside.
+        Never raises after validating its arguments.
+        """
+        if prediction_id is None and request_id is None:
+            raise ValueError("log_label needs prediction_id=... or request_id=... to join the label to its prediction")
+        self._submit((LABEL, prediction_id, None if request_id is None else str(request_id), label, extra or None, time.time_ns()))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process.
+
+        Calls are counted, not rows: ``captured`` calls passed sampling; each ends up
+        ``written`` (its rows reached the write-ahead segment) or in ``dropped`` by reason
+        (``queue_full``, ``write_error``, ``processor``, ``processor_error``,
+        ``convert_error``). After :meth:`flush`, captured == written + dropped_total.
+        ``rows_written`` counts rows (a batch call writes one row per input row),
+        ``sealed_rows`` the rows now in Parquet, ``labels`` the label rows written.
+        """
+        with self._lock:
+            counts = dict(self._counts)
+            dropped = dict(self._dropped)
+        depth = len(self._queue)
+        labels_dropped = dropped.pop("labels_dropped", 0)
+        calls_taken = counts.get("taken", 0) - counts.get("labels_taken", 0)
+        return {
+            "captured": calls_taken + depth + dropped.get("queue_full", 0),
+            "written": counts.get("written", 0),
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "rows_written": counts.get("rows_written", 0),
+            "sealed_rows": counts.get("sealed_rows", 0),
+            "files": counts.get("files", 0),
+            "labels": counts.get("labels", 0),
+            "labels_dropped": labels_dropped,
+            "failed": counts.get("failed", 0),
+            "recovered_segments": counts.get("recovered_segments", 0),
+            "corrupt_frames": counts.get("corrupt_frames", 0),
+            "queue_depth": depth,
+        }
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Write everything captured so far and seal it into Parquet.
+
+        Returns True when done within ``timeout_s``, False otherwise. Never raises.
+        """
+        if self._writer is None and not self._queue and self._sink is None:
+            return True
+        try:
+            self._ensure_writer()
+            with self._flush_cv:
+                self._flush_requested += 1
+                ticket = self._flush_requested
+            self._wakeup.set()
+            deadline = time.monotonic() + timeout_s
+            with self._flush_cv:
+                while self._flush_done < ticket:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._writer is None or not self._writer.is_alive():
+                        return False
+                    self._flush_cv.wait(min(left, 0.1))
+            return True
+        except Exception:
+            self._internal_error("flush")
+            return False
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Flush, then stop the threads. Later calls are recorded again after a restart."""
+        timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        ok = self.flush(timeout_s=timeout)
+        self._stop_threads(timeout_s=timeout)
+        return ok
+
+    # ------------------------------------------------------------------ request side
+
+    def _submit(self, rec: tuple[Any, ...]) -> None:
+        """Enqueue one record. Must not block (unless asked to) or raise."""
+        q = self._queue
+        if len(q) < self._max:
+            q.append(rec)
+            if rec[0] is not LABEL:
+                _LAST.set(rec)
+            if len(q) >= self._wake_at:
+                self._wake()
+            return
+        self._full(rec)
+
+    def _wake(self) -> None:
+        try:
+            if self._writer is None or self._pid != os.getpid():
+                self._ensure_writer()
+            self._wakeup.set()
+        except Exception:
+            self._internal_error("wake")
+
+    def _full(self, rec: tuple[Any, ...]) -> None:
+        try:
+            if self._pid != os.getpid():  # forked without the at-fork hook running
+                self._after_fork_in_child()
+                self._submit(rec)
+                return
+            self._ensure_writer()
+            self._wakeup.set()
+            if self.config.on_full == "block":
+                deadline = time.monotonic() + self.config.block_timeout_s
+                with self._space:
+                    while len(self._queue) >= self._max:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._space.wait(left)
+                if len(self._queue) < self._max:
+                    self._queue.append(rec)
+                    if rec[0] is not LABEL:
+                        _LAST.set(rec)
+                    return
+            self._drop("labels_dropped" if rec[0] is LABEL else "queue_full", 1)
+        except Exception:
+            self._internal_error("full")
+
+    def _internal_error(self, where: str) -> None:
+        with self._lock:
+            self._counts["failed"] += 1
+        self._errors.error(where, "predlog: internal error in %s (counted, serving continues)", where, exc_info=True)
+        if _RAISE_INTERNAL:
+            raise
+
+    # ------------------------------------------------------------------ writer
+
+    def _ensure_writer(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
+        if self._writer is not None and self._writer.is_alive():
+            return
+        with self._lock:
+            if self._writer is not None and self._writer.is_alive():
+                return
+            if self._sink is None:
+                from ._sinks import ParquetSink
+
+                self._sink = ParquetSink(self)
+            self._stopping = False
+            self._writer = threading.Thread(target=self._run_writer, name="predlog-writer", daemon=True)
+            self._writer.start()
+            self._wake_at = self._batch
+
+    def _stop_threads(self, timeout_s: float) -> None:
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            self._stopping = True
+            self._wakeup.set()
+            writer.join(timeout_s)
+        self._writer = None
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                self._sink.shutdown(timeout_s)
+            self._sink = None
+        for sink in self._extra_sinks:
+            with contextlib.suppress(Exception):
+                sink.shutdown()
+
+    def _run_writer(self) -> None:
+        cfg = self.config
+        q = self._queue
+        while True:
+            self._wakeup.wait(cfg.flush_interval_s)
+            self._wakeup.clear()
+            with self._flush_cv:
+                ticket = self._flush_requested
+            stopping = self._stopping
+            # Drain what is queued now; a flush waits for exactly what preceded it.
+            while q:
+                n = min(len(q), 65536)
+                batch = [q.popleft() for _ in range(n)]
+                with self._lock:
+                    self._counts["taken"] += n
+                if cfg.on_full == "block":
+                    with self._space:
+                        self._space.notify_all()
+                self._process(batch)
+            try:
+                self._sink.tick(seal_now=ticket > self._flush_done or stopping)
+            except Exception:
+                self._internal_error("seal")
+            if ticket > self._flush_done:
+                with self._flush_cv:
+                    self._flush_done = ticket
+                    self._flush_cv.notify_all()
+            if stopping:
+                return
+
+    def _process(self, batch: list[tuple[Any, ...]]) -> None:
+        from ._convert import Flags, labels_to_table, records_to_table
+
+        preds = [r for r in batch if r[0] is not LABEL]
+        labels = [r for r in batch if r[0] is LABEL] if len(preds) != len(batch) else []
+        if labels:
+            self._count("labels_taken", len(labels))
+        cfg = self.config
+        if preds:
+            self._observe_latency(preds)
+            # One function's outputs share a type; mixing functions in one column would not.
+            by_spec: dict[int, list[tuple[Any, ...]]] = {}
+            for r in preds:
+                by_spec.setdefault(id(r[0]), []).append(r)
+            for group in by_spec.values():
+                try:
+                    tables = records_to_table(group, Flags(), cfg.max_value_bytes)
+                except Exception:
+                    self._internal_error("convert")
+                    self._drop("convert_error", len(group))
+                    continue
+                for table, calls in tables:
+                    self._export(table, labels=False, calls=calls)
+        if labels:
+            try:
+                table = labels_to_table(labels, Flags(), cfg.max_value_bytes)
+            except Exception:
+                self._internal_error("convert_labels")
+                self._drop("labels_dropped", len(labels))
+            else:
+                self._export(table, labels=True, calls=len(labels))
+
+    def _observe_latency(self, preds: list[tuple[Any, ...]]) -> None:
+        if self.config.cpu_time != "auto":
+            return
+        by_spec: dict[int, tuple[FunctionSpec, list[int]]] = {}
+        for r in preds[:512]:
+            by_spec.setdefault(id(r[0]), (r[0], []))[1].append(r[6] - r[5])
+        for spec, lat in by_spec.values():
+            if len(lat) >= 8:
+                spec.observe_latency(statistics.median(lat))
+
+    def _export(self, table: Any, *, labels: bool, calls: int) -> None:
+        """Run processors and sinks on one table; count every call as written or dropped.
+
+        ``calls`` is how many recorded calls the table holds: its rows for single calls,
+        1 for a batch call. A batch call counts as written if any of its rows is.
+        """
+        single = calls == table.num_rows
+        dropped_key = "labels_dropped" if labels else None
+        try:
+            processed, removed = self._sink.pipeline.apply(table, label_table=labels)
+        except Exception:
+            self._internal_error("processors")
+            self._drop(dropped_key or "processor_error", calls)
+            return
+        rows = 0 if processed is None else processed.num_rows
+        survived = rows if single else (calls if rows else 0)
+        if calls - survived:
+            self._drop(dropped_key or "processor", calls - survived)
+        if not rows:
+            return
+        try:
+            self._sink.export(processed, labels=labels)
+        except OSError as exc:
+            self._drop(dropped_key or "write_error", survived)
+            self._errors.error(
+                f"write:{exc.errno}",
+                "predlog: cannot write to store %s (%s); dropping and counting until it is writable",
+                self.config.store, exc,
+            )
+            return
+        except Exception:
+            self._internal_error("export")
+            self._drop(dropped_key or "write_error", survived)
+            return
+        with self._lock:
+            if labels:
+                self._counts["labels"] += rows
+            else:
+                self._counts["written"] += survived
+                self._counts["rows_written"] += rows
+        for sink in self._extra_sinks:
+            try:
+                sink.export(processed, labels=labels)
+            except Exception:
+                self._internal_error(f"sink:{type(sink).__name__}")
+
+    def _drop(self, reason: str, n: int) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+
+def _atexit_flush(ref: weakref.ReferenceType[Recorder]) -> None:
+    rec = ref()
+    if rec is None or rec._pid != os.getpid():
+        return
+    with contextlib.suppress(Exception):
+        rec.shutdown(timeout_s=rec.config.shutdown_timeout_s)
+
+
+def last_record() -> tuple[Any, ...] | None:
+    return _LAST.get()
+

@@ -1,0 +1,247 @@
+"""Sinks receive processed Arrow tables from the writer thread.
+
+A sink is anything with ``export(table, *, labels)``, ``force_flush(timeout_s)`` and
+``shutdown()``. They run in the writer thread, must not block for long, and may raise (the
+writer counts the failure and carries on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._processors import Pipeline
+from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame
+from ._store import ensure_store, recover_orphans, seal_segment, segment_name, wal_dir
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._recorder import Recorder
+
+logger = logging.getLogger("predlog")
+
+__all__ = ["InMemorySink", "ParquetSink", "Sink"]
+
+
+class Sink(Protocol):
+    """Receives tables of predictions (``labels=False``) or labels from the writer thread."""
+
+    def export(self, table: pa.Table, *, labels: bool = False) -> None: ...
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+class InMemorySink:
+    """Keeps every exported table in memory: for tests of instrumented code."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.predictions: list[pa.Table] = []
+        self.labels: list[pa.Table] = []
+
+    def export(self, table: pa.Table, *, labels: bool = False) -> None:
+        with self._lock:
+            (self.labels if labels else self.predictions).append(table)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every prediction row exported so far, as dicts."""
+        with self._lock:
+            return [row for t in self.predictions for row in t.to_pylist()]
+
+    def label_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [row for t in self.labels for row in t.to_pylist()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.predictions.clear()
+            self.labels.clear()
+
+
+class ParquetSink:
+    """Write-ahead segment now, Parquet later: the store's own sink.
+
+    ``export`` appends a frame to the open segment (fdatasync at most once per flush
+    interval). A segment is closed when it reaches its row, byte or age limit, or on flush,
+    and handed to the sealer thread, which writes the Parquet files and deletes it. The
+    sealer also recovers segments of dead processes, at start and every minute.
+    """
+
+    _RECOVER_EVERY_S = 60.0
+
+    def __init__(self, recorder: Recorder) -> None:
+        cfg = recorder.config
+        self.recorder = recorder
+        self.store = os.fspath(cfg.store)
+        self.cfg = cfg
+        self.pipeline = Pipeline(
+            drop_fields=cfg.drop_fields, redact=cfg.redact, hash_fields=cfg.hash_fields,
+            hash_key=cfg.hash_key, processors=cfg.processors,
+        )
+        self.segment: SegmentWriter | None = None
+        self.opened_at = 0.0
+        self.synced_at = 0.0
+        self.dirty = False
+        self._handed = 0
+        self._attempted = 0
+        self._sealq: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self._seal_cv = threading.Condition()
+        self._retry: list[str] = []
+        self._sealer: threading.Thread | None = None
+
+    # -- writer thread
+
+    def _open(self) -> SegmentWriter:
+        ensure_store(self.store)
+        seg = SegmentWriter(os.path.join(wal_dir(self.store), segment_name()))
+        self.opened_at = time.monotonic()
+        self._start_sealer()
+        return seg
+
+    def export(self, table: pa.Table, *, labels: bool = False) -> None:
+        frame = encode_frame(KIND_LABELS if labels else KIND_PREDICTIONS, table)
+        if self.segment is None:
+            self.segment = self._open()
+        try:
+            self.segment.append(frame, table.num_rows)
+        except OSError:
+            # The segment may now end in a torn frame; readers cut it. Start a new one.
+            self._rotate()
+            raise
+        self.dirty = True
+        seg = self.segment
+        if seg.rows >= self.cfg.segment_max_rows or seg.bytes >= self.cfg.segment_max_bytes:
+            self._rotate()
+
+    def tick(self, *, seal_now: bool = False) -> None:
+        """Called by the writer after each drain: sync, and seal on age or on request."""
+        now = time.monotonic()
+        seg = self.segment
+        if seg is not None:
+            if self.dirty and now - self.synced_at >= self.cfg.flush_interval_s:
+                with contextlib.suppress(OSError):
+                    seg.sync()
+                self.synced_at = now
+                self.dirty = False
+            if seal_now or now - self.opened_at >= self.cfg.segment_max_age_s:
+                self._rotate()
+        if seal_now:
+            self._wait_sealed(self.cfg.shutdown_timeout_s)
+
+    def _rotate(self) -> None:
+        seg, self.segment = self.segment, None
+        if seg is None:
+            return
+        with contextlib.suppress(OSError):
+            seg.sync()
+        seg.close()
+        self.dirty = False
+        if seg.rows == 0:
+            with contextlib.suppress(OSError):
+                os.unlink(seg.path)
+            return
+        self._handed += 1
+        self._sealq.put((self._handed, seg.path))
+
+    def _wait_sealed(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._seal_cv:
+            while self._attempted < self._handed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._seal_cv.wait(left)
+        return True
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        self._rotate()
+        return self._wait_sealed(timeout_s)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self.force_flush(timeout_s)
+        if self._sealer is not None and self._sealer.is_alive():
+            self._sealq.put(None)
+            self._sealer.join(timeout_s)
+
+    def abandon(self) -> None:
+        """In a forked child: drop the parent's open segment without writing to it."""
+        if self.segment is not None:
+            self.segment.abandon()
+            self.segment = None
+
+    # -- sealer thread
+
+    def _start_sealer(self) -> None:
+        if self._sealer is None or not self._sealer.is_alive():
+            self._sealer = threading.Thread(target=self._run_sealer, name="predlog-sealer", daemon=True)
+            self._sealer.start()
+
+    def _seal(self, path: str) -> bool:
+        rec = self.recorder
+        try:
+            result = seal_segment(self.store, path, row_group_size=self.cfg.row_group_size)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            rec._errors.error(f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment", path, exc)
+            return False
+        except Exception:
+            rec._internal_error("seal_segment")
+            return False
+        rec._count("sealed_rows", result.prediction_rows)
+        rec._count("files", len(result.files))
+        if result.corrupt_frames:
+            rec._count("corrupt_frames", result.corrupt_frames)
+        return True
+
+    def _recover(self) -> None:
+        try:
+            own = {self.segment.path} if self.segment is not None else set()
+            results = recover_orphans(self.store, row_group_size=self.cfg.row_group_size, skip=own | set(self._retry))
+        except OSError:
+            return
+        except Exception:
+            self.recorder._internal_error("recover")
+            return
+        if results:
+            self.recorder._count("recovered_segments", len(results))
+            self.recorder._count("corrupt_frames", sum(r.corrupt_frames for r in results))
+
+    def _run_sealer(self) -> None:
+        self._recover()
+        last_recover = time.monotonic()
+        backoff = 1.0
+        while True:
+            try:
+                item = self._sealq.get(timeout=backoff if self._retry else self._RECOVER_EVERY_S)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            if item:
+                n, path = item
+                if not self._seal(path):
+                    self._retry.append(path)
+                with self._seal_cv:
+                    self._attempted = max(self._attempted, n)
+                    self._seal_cv.notify_all()
+            if self._retry and not item:
+                self._retry = [p for p in self._retry if not self._seal(p)]
+                backoff = min(backoff * 2, 30.0) if self._retry else 1.0
+            if time.monotonic() - last_recover >= self._RECOVER_EVERY_S:
+                self._recover()
+                last_recover = time.monotonic()

@@ -1,0 +1,261 @@
+"""Store layout on disk, sealing of write-ahead segments into Parquet, and recovery.
+
+Used by the writer (seal its own segments, recover those of dead processes) and by the
+reading side (recover on open). Sealing is idempotent: the Parquet names derive from the
+segment's name, so sealing a segment twice (a crash between the rename and the unlink)
+rewrites the same files with the same rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentContents, read_segment
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+logger = logging.getLogger("predlog")
+
+__all__ = [
+    "FORMAT_VERSION", "SealResult", "ensure_store", "recover_orphans", "seal_segment", "segment_name", "wal_dir",
+]
+
+FORMAT_VERSION = 1
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+WAL_DIR = "_wal"
+SEGMENT_SUFFIX = ".arrows"
+_HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
+
+
+def wal_dir(store: str) -> str:
+    return os.path.join(store, WAL_DIR)
+
+
+def segment_name() -> str:
+    """A segment file name unique across hosts, processes and time: host-pid-random."""
+    return f"{_HOST}-{os.getpid()}-{os.urandom(8).hex()}{SEGMENT_SUFFIX}"
+
+
+def _mkdir(path: str) -> None:
+    """Create a directory (and parents) with mode 0700, fixing the mode the umask changed."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _mkdir(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, DIR_MODE)
+
+
+def ensure_store(store: str) -> None:
+    """Create the store's skeleton and its ``predlog.json`` marker if missing."""
+    _mkdir(wal_dir(store))
+    marker = os.path.join(store, "predlog.json")
+    if not os.path.exists(marker):
+        tmp = f"{marker}.{os.getpid()}.tmp"
+        with _open_private(tmp) as f:
+            f.write(json.dumps({"format": FORMAT_VERSION}).encode())
+        os.replace(tmp, marker)
+
+
+@contextlib.contextmanager
+def _open_private(path: str) -> Iterator[object]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass
+class SealResult:
+    files: list[str]
+    prediction_rows: int
+    label_rows: int
+    corrupt_frames: int
+    torn_tail_bytes: int
+
+
+def _date_strings(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.strftime(ts, format="%Y-%m-%d")
+
+
+def _schema_groups(tables: list[pa.Table]) -> list[tuple[pa.Schema, list[pa.Table]]]:
+    """Group tables, in order, into runs that unify into one schema (permissive promotion)."""
+    import pyarrow as pa
+
+    groups: list[tuple[pa.Schema, list[pa.Table]]] = []
+    for table in tables:
+        if groups:
+            schema, members = groups[-1]
+            if table.schema != schema:
+                try:
+                    schema = pa.unify_schemas([schema, table.schema], promote_options="permissive")
+                except (pa.ArrowException, TypeError):
+                    groups.append((table.schema, [table]))
+                    continue
+            groups[-1] = (schema, members + [table])
+            continue
+        groups.append((table.schema, [table]))
+    return groups
+
+
+def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_group_size: int) -> int:
+    """Write tables (cast to ``schema``) to ``path`` via a hidden temp name, fsync, rename."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = os.path.dirname(path)
+    _mkdir(directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    rows = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            with pq.ParquetWriter(f, schema, compression="zstd", write_statistics=True) as writer:
+                pending: list[pa.Table] = []
+                pending_rows = 0
+                for table in tables:
+                    if table.schema != schema:
+                        table = table.cast(schema)
+                    pending.append(table)
+                    pending_rows += table.num_rows
+                    if pending_rows >= row_group_size:
+                        writer.write_table(pa.concat_tables(pending), row_group_size=row_group_size)
+                        rows += pending_rows
+                        pending, pending_rows = [], 0
+                if pending:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=row_group_size)
+                    rows += pending_rows
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+    return rows
+
+
+def _split(table: pa.Table, keys: list[str]) -> Iterator[tuple[tuple[str, ...], pa.Table]]:
+    """Split a table by the distinct values of string key columns, keeping row order."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return
+    combos = table.select(keys).group_by(keys, use_threads=False).aggregate([])
+    if combos.num_rows == 1:
+        yield tuple(combos.column(k)[0].as_py() for k in keys), table
+        return
+    for i in range(combos.num_rows):
+        mask = None
+        values = []
+        for k in keys:
+            v = combos.column(k)[i].as_py()
+            values.append(v)
+            m = pc.equal(table.column(k), v)
+            mask = m if mask is None else pc.and_(mask, m)
+        yield tuple(values), table.filter(mask)
+
+
+def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072) -> SealResult:
+    """Turn a closed segment into Parquet files under predictions/ and labels/, then delete it.
+
+    Rows are split by model and UTC date; runs of frames whose schemas unify share a file.
+    Raises OSError (e.g. disk full) leaving the segment in place, so it can be retried.
+    """
+    import pyarrow as pa
+
+    contents: SegmentContents = read_segment(segment_path)
+    stem = os.path.basename(segment_path)[: -len(SEGMENT_SUFFIX)]
+    by_part: dict[tuple[str, ...], list[pa.Table]] = {}
+    for kind, table in contents.tables:
+        if table.num_rows == 0:
+            continue
+        dates = _date_strings(table.column("ts"))
+        table = table.append_column("_date", dates)
+        if kind == KIND_PREDICTIONS:
+            for (model, date), part in _split(table, ["model", "_date"]):
+                by_part.setdefault(("predictions", f"model={model}", f"date={date}"), []).append(part.drop_columns(["_date"]))
+        elif kind == KIND_LABELS:
+            for (date,), part in _split(table, ["_date"]):
+                by_part.setdefault(("labels", f"date={date}"), []).append(part.drop_columns(["_date"]))
+    files = []
+    rows = {"predictions": 0, "labels": 0}
+    for part, tables in sorted(by_part.items()):
+        directory = os.path.join(store, *part)
+        for i, (schema, members) in enumerate(_schema_groups(tables)):
+            path = os.path.join(directory, f"{stem}-{i}.parquet")
+            rows[part[0]] += _write_parquet(path, schema, members, row_group_size)
+            files.append(path)
+    os.unlink(segment_path)
+    with contextlib.suppress(OSError):
+        _fsync_dir(os.path.dirname(segment_path))
+    if contents.corrupt_frames or contents.torn_tail_bytes:
+        logger.warning(
+            "predlog: segment %s had %d corrupt frame(s) and a torn tail of %d bytes; intact frames were kept",
+            segment_path, contents.corrupt_frames, contents.torn_tail_bytes,
+        )
+    return SealResult(files, rows["predictions"], rows["labels"], contents.corrupt_frames, contents.torn_tail_bytes)
+
+
+def recover_orphans(store: str, *, row_group_size: int = 131_072, skip: set[str] | None = None) -> list[SealResult]:
+    """Seal the segments of writers that are gone (their file lock is free).
+
+    A live writer holds an exclusive ``flock`` on its open segment; the lock dies with the
+    process, however it died. Segments that cannot be sealed now (disk full) stay for a
+    later try.
+    """
+    import fcntl
+
+    directory = wal_dir(store)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    results = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if not name.endswith(SEGMENT_SUFFIX) or (skip and path in skip):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    continue  # a live writer owns it
+                raise
+            if not os.path.exists(path):
+                continue  # sealed by someone else between listdir and lock
+            results.append(seal_segment(store, path, row_group_size=row_group_size))
+        finally:
+            os.close(fd)
+    return results
