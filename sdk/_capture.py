@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import ConfigError, check_sample_rate, validate_model_name
 from ._context import _CURRENT
 from ._ids import next_seq
+from ._recorder_state import _tls
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -41,7 +42,7 @@ class FunctionSpec:
     __slots__ = (
         "recorder", "fn", "name", "model_arg", "version_arg", "features", "feature_names",
         "prediction", "confidence", "sample_rate_arg", "skip_self", "signature", "kind",
-        "model", "version", "sample_rate", "active", "cpu_every", "cpu_auto", "__weakref__",
+        "model", "version", "sample_rate", "keep_all", "active", "cpu_every", "cpu_auto", "__weakref__",
     )
 
     def __init__(
@@ -108,6 +109,7 @@ class FunctionSpec:
             self.model = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip("._-")[:128] or "model"
         self.version = self.version_arg if self.version_arg is not None else cfg.version
         self.sample_rate = self.sample_rate_arg if self.sample_rate_arg is not None else cfg.sample_rate
+        self.keep_all = self.sample_rate >= 1.0
         self.active = cfg.enabled
         self.cpu_auto = cfg.cpu_time == "auto"
         self.cpu_every = {"always": 1, "never": 0, "auto": 1}[cfg.cpu_time]
@@ -142,7 +144,11 @@ def wrap(spec: FunctionSpec) -> Callable[..., Any]:
 
 def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
     fn = spec.fn
-    submit = spec.recorder._submit
+    recorder = spec.recorder
+    q = recorder._queue  # one deque for the recorder's life (cleared, never replaced)
+    full = recorder._full
+    wake = recorder._wake
+    tls = _tls
     get_ctx = _CURRENT.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -160,7 +166,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
                 t1 = time_ns()
-                submit((spec, args, kwargs, None, exc, t0, t1, thread_time_ns() - c0, ctx, seq))
+                recorder._submit((spec, args, kwargs, None, exc, t0, t1, thread_time_ns() - c0, ctx, seq))
                 raise
             t1 = time_ns()
             cpu = thread_time_ns() - c0
@@ -169,12 +175,24 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
             try:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
-                submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq))
+                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq))
                 raise
             t1 = time_ns()
             cpu = -1
-        if spec.sample_rate >= 1.0 or spec.keep(ctx):
-            submit((spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq))
+        if spec.keep_all or spec.keep(ctx):
+            # recorder._submit, inlined: this is the per-call cost of predlog.
+            rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq)
+            if ctx is not None:
+                ctx.last = rec
+            else:
+                tls.last = rec
+            n = len(q)
+            if n < recorder._max:
+                q.append(rec)
+                if n >= recorder._wake_at:
+                    wake()
+            else:
+                full(rec)
         return out
 
     return wrapper
@@ -255,7 +273,7 @@ def _wrap_async(spec: FunctionSpec) -> Callable[..., Any]:
             submit((spec, args, kwargs, None, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
             raise
         t1 = time_ns()
-        if spec.sample_rate >= 1.0 or spec.keep(ctx):
+        if spec.keep_all or spec.keep(ctx):
             submit((spec, args, kwargs, out, None, t0, t1, meter.cpu_ns if meter else -1, ctx, seq))
         return out
 
@@ -330,7 +348,7 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
             submit((spec, args, kwargs, tap.items, exc, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq))
             raise
         t1 = time_ns()
-        if spec.sample_rate >= 1.0 or spec.keep(ctx):
+        if spec.keep_all or spec.keep(ctx):
             submit((spec, args, kwargs, tap.items, None, t0, t1, tap.cpu_ns if measure else -1, ctx, seq))
         return result
 
@@ -381,7 +399,7 @@ def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
             if record:
                 submit((spec, args, kwargs, items, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
             raise
-        if record and (spec.sample_rate >= 1.0 or spec.keep(ctx)):
+        if record and (spec.keep_all or spec.keep(ctx)):
             submit((spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
 
     return wrapper

@@ -278,8 +278,10 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
         if len(args) > i:
             x = args[i]
         elif kwargs and spec.signature is not None:
-            x = _bound_args(spec, args, kwargs)
-            x = next(iter(x.values())) if len(x) == 1 else x
+            # The first argument in signature order, as if it had been passed positionally:
+            # a mapping / model / frame / array is the features, a scalar falls back below.
+            bound = _bound_args(spec, args, kwargs)
+            x = next(iter(bound.values())) if bound else None
         else:
             x = None
         auto = True

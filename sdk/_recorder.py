@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import contextvars
 import logging
 import os
 import random
@@ -29,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
+from ._context import _CURRENT
+from ._recorder_state import _tls
 
 if TYPE_CHECKING:
     from ._sinks import Sink
@@ -51,8 +52,9 @@ class _LabelMarker:
 # Label records are tuples (LABEL, prediction_id, request_id, label, extra, ts_ns).
 LABEL = _LabelMarker()
 
-# Last prediction record of the current thread / task, for last_prediction_id().
-_LAST: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar("predlog_last", default=None)
+# The last prediction record, for last_prediction_id(), is kept on the request's context
+# object (one per request, so right under asyncio too), else per thread. A contextvar set
+# per call would cost several times more.
 
 # Under pytest, internal errors fail the test instead of being swallowed.
 _RAISE_INTERNAL = os.environ.get("PREDLOG_RAISE_INTERNAL_ERRORS") == "1"
@@ -92,7 +94,14 @@ class Recorder:
         self._init_runtime()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (r := ref()) is not None and r._after_fork_in_child())
-        atexit.register(_atexit_flush, ref)
+        # Flush while threads still run (before interpreter teardown) where possible.
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise AttributeError
+            register(_atexit_flush, ref)
+        except (AttributeError, RuntimeError):
+            atexit.register(_atexit_flush, ref)
 
     # ------------------------------------------------------------------ state
 
@@ -100,10 +109,13 @@ class Recorder:
         """Fresh queue, locks, counters and no threads (at start and in a forked child)."""
         cfg = self.config
         self._pid = os.getpid()
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        # Wrappers hold this deque directly: clear it, never replace it.
+        if not hasattr(self, "_queue"):
+            self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue.clear()
         self._max = cfg.max_queue_size
         self._batch = max(1, min(cfg.max_queue_size // 4, 8192))
-        self._wake_at = 1  # the first record starts the writer
+        self._wake_at = 0  # the first record starts the writer
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._space = threading.Condition(threading.Lock())
@@ -227,7 +239,7 @@ class Recorder:
         """
         if prediction_id is None and request_id is None:
             raise ValueError("log_label needs prediction_id=... or request_id=... to join the label to its prediction")
-        self._submit((LABEL, prediction_id, None if request_id is None else str(request_id), label, extra or None, time.time_ns()))
+        self._submit_label((LABEL, prediction_id, None if request_id is None else str(request_id), label, extra or None, time.time_ns()))
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process.
@@ -296,13 +308,27 @@ class Recorder:
     # ------------------------------------------------------------------ request side
 
     def _submit(self, rec: tuple[Any, ...]) -> None:
-        """Enqueue one record. Must not block (unless asked to) or raise."""
+        """Enqueue one prediction record. Must not block (unless asked to) or raise."""
+        ctx = rec[8]
+        if ctx is not None:
+            ctx.last = rec
+        else:
+            _tls.last = rec
         q = self._queue
-        if len(q) < self._max:
+        n = len(q)
+        if n < self._max:
             q.append(rec)
-            if rec[0] is not LABEL:
-                _LAST.set(rec)
-            if len(q) >= self._wake_at:
+            if n >= self._wake_at:
+                self._wake()
+            return
+        self._full(rec)
+
+    def _submit_label(self, rec: tuple[Any, ...]) -> None:
+        q = self._queue
+        n = len(q)
+        if n < self._max:
+            q.append(rec)
+            if n >= self._wake_at:
                 self._wake()
             return
         self._full(rec)
@@ -319,7 +345,7 @@ class Recorder:
         try:
             if self._pid != os.getpid():  # forked without the at-fork hook running
                 self._after_fork_in_child()
-                self._submit(rec)
+                (self._submit_label if rec[0] is LABEL else self._submit)(rec)
                 return
             self._ensure_writer()
             self._wakeup.set()
@@ -333,8 +359,6 @@ class Recorder:
                         self._space.wait(left)
                 if len(self._queue) < self._max:
                     self._queue.append(rec)
-                    if rec[0] is not LABEL:
-                        _LAST.set(rec)
                     return
             self._drop("labels_dropped" if rec[0] is LABEL else "queue_full", 1)
         except Exception:
@@ -384,6 +408,13 @@ class Recorder:
     def _run_writer(self) -> None:
         cfg = self.config
         q = self._queue
+        try:
+            # Arrow imports its pandas shim on first use; do it now, not during interpreter exit.
+            import pyarrow as pa
+
+            pa.array([0])
+        except Exception:
+            pass
         while True:
             self._wakeup.wait(cfg.flush_interval_s)
             self._wakeup.clear()
@@ -517,5 +548,8 @@ def _atexit_flush(ref: weakref.ReferenceType[Recorder]) -> None:
 
 
 def last_record() -> tuple[Any, ...] | None:
-    return _LAST.get()
+    ctx = _CURRENT.get()
+    if ctx is not None and ctx.last is not None:
+        return ctx.last
+    return getattr(_tls, "last", None)
 

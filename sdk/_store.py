@@ -136,6 +136,7 @@ def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_gro
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             with pq.ParquetWriter(f, schema, compression="zstd", write_statistics=True) as writer:
+                # Frames are small (one per flush interval); regroup them into full row groups.
                 pending: list[pa.Table] = []
                 pending_rows = 0
                 for table in tables:
@@ -144,9 +145,12 @@ def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_gro
                     pending.append(table)
                     pending_rows += table.num_rows
                     if pending_rows >= row_group_size:
-                        writer.write_table(pa.concat_tables(pending), row_group_size=row_group_size)
-                        rows += pending_rows
-                        pending, pending_rows = [], 0
+                        merged = pa.concat_tables(pending)
+                        full = pending_rows - pending_rows % row_group_size
+                        writer.write_table(merged.slice(0, full), row_group_size=row_group_size)
+                        rows += full
+                        rest = merged.slice(full)
+                        pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
                 if pending:
                     writer.write_table(pa.concat_tables(pending), row_group_size=row_group_size)
                     rows += pending_rows

@@ -1,0 +1,118 @@
+"""End-to-end demo: record a real scikit-learn model's predictions, then read them back.
+
+    python examples/quickstart.py [STORE_DIR]
+
+A gradient-boosting classifier is trained on scikit-learn's bundled breast-cancer data set.
+A few thousand requests from 200 users in three regions are served through a decorated
+``predict`` (single calls and a batch call), some requests fail, labels arrive late for a
+part of them; then DuckDB answers the questions one asks after an incident.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import train_test_split
+
+import predlog
+
+
+def main(store: Path) -> None:
+    data = load_breast_cancer(as_frame=True)
+    X = data.data.rename(columns=lambda c: c.replace(" ", "_"))
+    y = data.target
+    X_train, X_serve, y_train, y_serve = train_test_split(X, y, test_size=0.5, random_state=0)
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X_train, y_train)
+    feature_names = list(X.columns)
+
+    predlog.configure(store=str(store), model="cancer", version="1.0.0")
+
+    @predlog.capture(confidence="max", prediction=lambda proba: proba.tolist())
+    def predict(features: dict) -> np.ndarray:
+        if any(v != v for v in features.values()):  # NaN from a broken upstream
+            raise ValueError("missing feature value")
+        row = pd.DataFrame([features], columns=feature_names)
+        return model.predict_proba(row)[0]
+
+    @predlog.capture(model="cancer-batch", version="1.0.0", confidence="max")
+    def predict_batch(frame: pd.DataFrame) -> np.ndarray:
+        return model.predict_proba(frame)
+
+    rng = random.Random(0)
+    rows = X_serve.to_dict("records")
+    truth = y_serve.tolist()
+    regions = ["eu", "us", "apac"]
+    started = time.perf_counter()
+    served, failed, labelled = 0, 0, 0
+    for i in range(2000):
+        j = rng.randrange(len(rows))
+        features = dict(rows[j])
+        if rng.random() < 0.01:
+            features["mean_radius"] = float("nan")
+        with predlog.context(user_id=f"user-{rng.randrange(200)}", request_id=f"req-{i}", region=rng.choice(regions)):
+            try:
+                predict(features)
+                served += 1
+            except ValueError:
+                failed += 1
+                continue
+            pid = predlog.last_prediction_id()
+        if rng.random() < 0.3:  # the true outcome arrives later for some requests
+            predlog.log_label(truth[j], prediction_id=pid)
+            labelled += 1
+    predict_batch(X_serve)
+    predlog.flush(timeout_s=30)
+    elapsed = time.perf_counter() - started
+    stats = predlog.stats()
+    print(f"served {served} predictions ({failed} failed) + a batch of {len(X_serve)} rows in {elapsed:.2f}s; "
+          f"{labelled} labels logged")
+    print(f"stats: captured={stats['captured']} written={stats['written']} dropped={stats['dropped_total']} "
+          f"rows in Parquet={stats['sealed_rows']} files={stats['files']}")
+    predlog.shutdown()
+
+    preds = f"read_parquet('{store}/predictions/**/*.parquet', hive_partitioning=true, union_by_name=true)"
+    labels = f"read_parquet('{store}/labels/**/*.parquet', union_by_name=true)"
+    con = duckdb.connect()
+    print("\nPer model and status:")
+    print(con.sql(f"""
+        select model, model_version, status, count(*) as n,
+               round(avg(latency_ms), 3) as avg_latency_ms, round(avg(confidence), 3) as avg_confidence
+        from {preds} group by all order by all""").df().to_string(index=False))
+    print("\nAll predictions for user-7 (newest first):")
+    print(con.sql(f"""
+        select ts, request_id, context.region as region, round(features.mean_radius, 2) as mean_radius,
+               round(confidence, 3) as confidence, status
+        from {preds} where user_id = 'user-7' order by ts desc limit 5""").df().to_string(index=False))
+    print("\nAccuracy by region, on the predictions whose labels arrived:")
+    print(con.sql(f"""
+        select p.context.region as region, count(*) as labelled,
+               round(avg(case when (p.prediction[2] > 0.5)::int = l.label then 1 else 0 end), 3) as accuracy
+        from {preds} p join {labels} l using (prediction_id)
+        where p.model = 'cancer' group by 1 order by 1""").df().to_string(index=False))
+    print("\nErrors:")
+    print(con.sql(f"""
+        select error_type, error_message, count(*) as n from {preds}
+        where status = 'error' group by all""").df().to_string(index=False))
+    print(f"\nstore: {store}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        target = Path(sys.argv[1])
+        main(target)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="predlog-quickstart-"))
+        try:
+            main(tmp / "store")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""The wheel holds every module, and importing predlog stays light."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"sdk": "predlog", "replay": "predlog.replay", "analysis": "predlog.analysis"}
+
+
+def _source_modules() -> set[str]:
+    names = set()
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            names.add(".".join([package, *parts]))
+    return names
+
+
+@pytest.mark.slow
+def test_wheel_contains_and_imports_every_module(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("predlog-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        files = set(zf.namelist())
+        zf.extractall(tmp_path / "site")
+    in_wheel = {
+        f[: -len(".py")].replace("/__init__", "").replace("/", ".") for f in files if f.endswith(".py")
+    }
+    missing = _source_modules() - in_wheel
+    assert not missing, f"modules missing from the wheel: {sorted(missing)}"
+    assert "predlog/py.typed" in files
+    # Import every module from the unpacked wheel, not from the source tree.
+    code = (
+        "import importlib, sys\n"
+        f"sys.path.insert(0, {str(tmp_path / 'site')!r})\n"
+        f"for name in {sorted(in_wheel)!r}:\n"
+        "    mod = importlib.import_module(name)\n"
+        f"    assert mod.__file__.startswith({str(tmp_path / 'site')!r}), mod.__file__\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_import_predlog_does_not_import_the_reading_side() -> None:
+    code = (
+        "import sys, predlog\n"
+        "heavy = [m for m in ('pandas', 'duckdb', 'scipy', 'pyarrow') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_source_module_imports() -> None:
+    for name in sorted(_source_modules()):
+        importlib.import_module(name)
+
+
+def test_public_surface_is_small_and_sorted() -> None:
+    import predlog
+
+    assert predlog.__all__ == sorted(predlog.__all__)
+    for name in predlog.__all__:
+        assert hasattr(predlog, name), name
