@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import ConfigError, check_sample_rate, validate_model_name
 from ._context import _CURRENT
 from ._ids import next_seq
-from ._recorder_state import _tls
+from ._recorder_state import LAST
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -148,7 +148,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
     q = recorder._queue  # one deque for the recorder's life (cleared, never replaced)
     full = recorder._full
     wake = recorder._wake
-    tls = _tls
+    set_last = LAST.set
     get_ctx = _CURRENT.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -179,13 +179,10 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
                 raise
             t1 = time_ns()
             cpu = -1
+        rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq)
+        set_last(rec)
         if spec.keep_all or spec.keep(ctx):
             # recorder._submit, inlined: this is the per-call cost of predlog.
-            rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq)
-            if ctx is not None:
-                ctx.last = rec
-            else:
-                tls.last = rec
             n = len(q)
             if n < recorder._max:
                 q.append(rec)
@@ -272,9 +269,11 @@ def _wrap_async(spec: FunctionSpec) -> Callable[..., Any]:
         except BaseException as exc:
             submit((spec, args, kwargs, None, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
             raise
-        t1 = time_ns()
+        rec = (spec, args, kwargs, out, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq)
         if spec.keep_all or spec.keep(ctx):
-            submit((spec, args, kwargs, out, None, t0, t1, meter.cpu_ns if meter else -1, ctx, seq))
+            submit(rec)
+        else:
+            LAST.set(rec)  # sampled out: the id still names this call, not an older one
         return out
 
     return wrapper
@@ -347,9 +346,11 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
         except BaseException as exc:
             submit((spec, args, kwargs, tap.items, exc, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq))
             raise
-        t1 = time_ns()
+        rec = (spec, args, kwargs, tap.items, None, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq)
         if spec.keep_all or spec.keep(ctx):
-            submit((spec, args, kwargs, tap.items, None, t0, t1, tap.cpu_ns if measure else -1, ctx, seq))
+            submit(rec)
+        else:
+            LAST.set(rec)
         return result
 
     return wrapper
@@ -399,7 +400,11 @@ def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
             if record:
                 submit((spec, args, kwargs, items, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
             raise
-        if record and (spec.keep_all or spec.keep(ctx)):
-            submit((spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
+        if record:
+            rec = (spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq)
+            if spec.keep_all or spec.keep(ctx):
+                submit(rec)
+            else:
+                LAST.set(rec)
 
     return wrapper

@@ -18,7 +18,7 @@ __all__ = ["Ctx", "context", "current_context", "suppressed"]
 class Ctx:
     """An immutable snapshot of the request context. Cheap to hold by reference."""
 
-    __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket", "last")
+    __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket")
 
     def __init__(
         self,
@@ -32,7 +32,6 @@ class Ctx:
         self.extra = extra or {}
         self.suppress = suppress
         self._user_bucket: float | None = None
-        self.last: tuple[Any, ...] | None = None  # the last prediction record made under it
 
     def user_bucket(self) -> float:
         """A number in [0, 1) fixed per user id, for deterministic sampling."""

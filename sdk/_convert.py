@@ -292,10 +292,12 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
         return _Shape(False, 1, dict(x), output)
     if hasattr(x, "model_dump") and callable(x.model_dump) and not isinstance(x, type):
         return _Shape(False, 1, x.model_dump(), output)
-    n_out = _length(output) if exc is None else None
+    # A batch: N input rows and N outputs. A call that raised has no outputs; its N input
+    # rows are still a batch, so the inputs are kept row by row, each row marked as an error.
+    n_out = _length(output) if exc is None else -1
     if _is_dataframe(x):
         n = len(x)
-        if n_out == n and n >= 1:
+        if n >= 1 and (n_out == n or (n_out == -1 and n > 1)):
             return _Shape(True, n, x, output)
         if n == 1:
             return _Shape(False, 1, x.iloc[0].to_dict(), output)
@@ -304,9 +306,12 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
             names = spec.feature_names or tuple(f"f{i}" for i in range(x.shape[0]))
             if len(names) == x.shape[0]:
                 return _Shape(False, 1, dict(zip(names, x.tolist())), output)
-        elif x.ndim == 2 and n_out == x.shape[0] and x.shape[0] >= 1:
+        elif x.ndim == 2 and x.shape[0] >= 1 and n_out in (x.shape[0], -1):
             return _Shape(True, x.shape[0], x, output)
-    elif isinstance(x, (list, tuple)) and x and n_out == len(x) and all(isinstance(r, Mapping) for r in x):
+    elif (
+        isinstance(x, (list, tuple)) and x and n_out in (len(x), -1)
+        and all(isinstance(r, Mapping) for r in x)
+    ):
         return _Shape(True, len(x), x, output)
     elif auto and x is None and not args[spec.skip_self :] and not kwargs:
         return _Shape(False, 1, None, output)
@@ -620,7 +625,13 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
     n = shape.n
     data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
     ids = _fixed_strings(data, n, 36)
-    pred, conf = _batch_predictions(spec, output, n, flags)
+    if exc is None:
+        pred, conf = _batch_predictions(spec, output, n, flags)
+        status, etype, emsg = "ok", None, None
+    else:
+        pred, conf = pa.nulls(n, pa.null()), pa.nulls(n, pa.float64())
+        status = "error"
+        etype, emsg = _error_fields(exc)
     per_row_latency = (t1 - t0) / 1e6
     ctx_extra = ctx.extra if ctx is not None and ctx.extra else None
     context = column([ctx_extra] * n, "context", flags) if ctx_extra else pa.nulls(n, pa.null())
@@ -635,9 +646,9 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "model_version": rep(spec.version, pa.string()),
         "latency_ms": rep(per_row_latency, pa.float64()),
         "cpu_ms": rep(cpu_ns / 1e6 if cpu_ns >= 0 else None, pa.float64()),
-        "status": rep("ok", pa.string()),
-        "error_type": pa.nulls(n, pa.string()),
-        "error_message": pa.nulls(n, pa.string()),
+        "status": rep(status, pa.string()),
+        "error_type": rep(etype, pa.string()),
+        "error_message": rep(emsg, pa.string()),
         "request_id": rep(ctx.request_id if ctx else None, pa.string()),
         "user_id": rep(ctx.user_id if ctx else None, pa.string()),
         "batch_id": rep(_ids.uuid7_str(t0, seq), pa.string()),
@@ -649,7 +660,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "prediction": pred,
         "confidence": conf,
         "context": context,
-        "sample_rate": rep(spec.sample_rate, pa.float64()),
+        "sample_rate": rep(spec.sample_rate if exc is None else 1.0, pa.float64()),
     }
     return _finish(cols, flags, max_value_bytes)
 

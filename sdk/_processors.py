@@ -149,7 +149,7 @@ class Pipeline:
                 col = table.column(parts[0]).combine_chunks()
                 replace(parts[0], _map_path(col, parts[1:], self._hash_array))
         dropped = 0
-        if self.processors:
+        if self.processors and not label_table:  # user processors are written for prediction rows
             table, dropped = self._run_user(table)
         return table, dropped
 

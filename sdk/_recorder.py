@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
-from ._context import _CURRENT
-from ._recorder_state import _tls
+from ._recorder_state import LAST
 
 if TYPE_CHECKING:
     from ._sinks import Sink
@@ -52,9 +51,6 @@ class _LabelMarker:
 # Label records are tuples (LABEL, prediction_id, request_id, label, extra, ts_ns).
 LABEL = _LabelMarker()
 
-# The last prediction record, for last_prediction_id(), is kept on the request's context
-# object (one per request, so right under asyncio too), else per thread. A contextvar set
-# per call would cost several times more.
 
 # Under pytest, internal errors fail the test instead of being swallowed.
 _RAISE_INTERNAL = os.environ.get("PREDLOG_RAISE_INTERNAL_ERRORS") == "1"
@@ -235,11 +231,21 @@ class Recorder:
 
         Give the ``prediction_id`` (from :func:`last_prediction_id`) or the ``request_id``
         the prediction was made under. Extra keyword arguments are stored alongside.
-        Never raises after validating its arguments.
+        Never raises: a label with neither id is dropped and counted in ``labels_dropped``.
         """
         if prediction_id is None and request_id is None:
-            raise ValueError("log_label needs prediction_id=... or request_id=... to join the label to its prediction")
-        self._submit_label((LABEL, prediction_id, None if request_id is None else str(request_id), label, extra or None, time.time_ns()))
+            # Serving code must not break over a label: count it and say so once.
+            self._drop("labels_dropped", 1)
+            self._errors.error(
+                "label:no_id",
+                "predlog: log_label() needs prediction_id=... or request_id=... to join the label; "
+                "labels without either are dropped (counted in stats()['labels_dropped'])",
+            )
+            return
+        self._submit_label(
+            (LABEL, None if prediction_id is None else str(prediction_id),
+             None if request_id is None else str(request_id), label, extra or None, time.time_ns())
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process.
@@ -309,11 +315,7 @@ class Recorder:
 
     def _submit(self, rec: tuple[Any, ...]) -> None:
         """Enqueue one prediction record. Must not block (unless asked to) or raise."""
-        ctx = rec[8]
-        if ctx is not None:
-            ctx.last = rec
-        else:
-            _tls.last = rec
+        LAST.set(rec)
         q = self._queue
         n = len(q)
         if n < self._max:
@@ -548,8 +550,5 @@ def _atexit_flush(ref: weakref.ReferenceType[Recorder]) -> None:
 
 
 def last_record() -> tuple[Any, ...] | None:
-    ctx = _CURRENT.get()
-    if ctx is not None and ctx.last is not None:
-        return ctx.last
-    return getattr(_tls, "last", None)
+    return LAST.get()
 
