@@ -127,8 +127,8 @@ class FunctionSpec:
         if rate <= 0.0:
             return False
         if ctx is not None and ctx.user_id is not None:
-            return ctx.user_bucket() < rate
-        return self.recorder._random() < rate
+            return bool(ctx.user_bucket() < rate)
+        return bool(self.recorder._random() < rate)
 
     def __repr__(self) -> str:
         return f"<FunctionSpec {self.name} model={self.model} version={self.version}>"

@@ -101,7 +101,7 @@ def _has_empty_struct(t: pa.DataType) -> bool:
         return _has_empty_struct(t.value_type)
     if pa.types.is_map(t):
         return _has_empty_struct(t.item_type) or _has_empty_struct(t.key_type)
-    return pa.types.is_union(t)
+    return bool(pa.types.is_union(t))
 
 
 def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None = None, depth: int = 0) -> pa.Array:
@@ -176,19 +176,16 @@ def truncate(arr: pa.Array, path: str, cap: int, flags: Flags, parent_rows: Any 
         for i in np.flatnonzero(over.to_numpy(zero_copy_only=False)):
             row = int(parent_rows[i]) if parent_rows is not None else int(i)
             flags.add(row, f"truncated:{path}")
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            # Cut at a code-point boundary no longer than cap bytes (cap/4 code points is safe;
-            # keep as many as fit).
-            cut = pc.utf8_slice_codeunits(arr, 0, cap)
-            while True:
-                too_long = pc.greater(pc.binary_length(cut), cap)
-                if not pc.any(too_long).as_py():
-                    break
-                shorter = pc.utf8_slice_codeunits(cut, 0, max(cap // 4, 1))
-                cut = pc.if_else(too_long, shorter, cut)
-        else:
-            cut = pc.binary_slice(arr, 0, cap)
-        return pc.if_else(over, cut, arr)
+        # Over-long values are rare: cut them one by one, at the last whole UTF-8 character
+        # that fits in cap bytes for strings.
+        is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
+        cut = []
+        for value in arr.filter(over).to_pylist():
+            if is_text:
+                cut.append(value.encode("utf-8", "surrogatepass")[:cap].decode("utf-8", "ignore"))
+            else:
+                cut.append(value[:cap])
+        return pc.replace_with_mask(arr, over, pa.array(cut, type=t))
     if pa.types.is_struct(t):
         children = [truncate(arr.field(i), f"{path}.{t.field(i).name}", cap, flags, parent_rows) for i in range(t.num_fields)]
         if all(c is arr.field(i) for i, c in enumerate(children)):
@@ -342,7 +339,7 @@ def _error_fields(exc: BaseException) -> tuple[str, str]:
     return name, msg
 
 
-def _confidence(spec: FunctionSpec, pred: Any) -> float | None:
+def _confidence(spec: FunctionSpec | _SpecView, pred: Any) -> float | None:
     conf = spec.confidence
     if conf is None or pred is None:
         return None
@@ -355,8 +352,10 @@ def _confidence(spec: FunctionSpec, pred: Any) -> float | None:
         if isinstance(value, Mapping):
             value = list(value.values())
         value = max(value)
-    else:
+    elif callable(conf):
         value = conf(pred)
+    else:
+        return None
     if hasattr(value, "item"):
         value = value.item()
     value = float(value)
@@ -567,7 +566,7 @@ def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array
     return column([_plain(r) for r in x], "features", flags)
 
 
-def _batch_predictions(spec: FunctionSpec, output: Any, n: int, flags: Flags) -> tuple[pa.Array, pa.Array]:
+def _batch_predictions(spec: FunctionSpec | _SpecView, output: Any, n: int, flags: Flags) -> tuple[pa.Array, pa.Array]:
     import numpy as np
     import pyarrow as pa
 
@@ -610,7 +609,7 @@ class _SpecView:
     __slots__ = ("_spec",)
     prediction = None
 
-    def __init__(self, spec: FunctionSpec) -> None:
+    def __init__(self, spec: FunctionSpec | _SpecView) -> None:
         self._spec = spec
 
     def __getattr__(self, name: str) -> Any:
@@ -681,7 +680,7 @@ def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value
     except Exception:
         outs = [output] * n
     singles = Flags()
-    sub = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq) for i in range(n)]
+    sub: list[tuple[Any, ...]] = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq) for i in range(n)]
     import pyarrow as pa
 
     tables = [t for t, _ in records_to_table(sub, singles, max_value_bytes)]

@@ -89,7 +89,7 @@ class Recorder:
         self._random = random.Random().random
         self._init_runtime()
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (r := ref()) is not None and r._after_fork_in_child())
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         # Flush while threads still run (before interpreter teardown) where possible.
         register = getattr(threading, "_register_atexit", None)
         try:
@@ -539,6 +539,12 @@ class Recorder:
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._counts[key] += n
+
+
+def _after_fork(ref: weakref.ReferenceType[Recorder]) -> None:
+    rec = ref()
+    if rec is not None:
+        rec._after_fork_in_child()
 
 
 def _atexit_flush(ref: weakref.ReferenceType[Recorder]) -> None:

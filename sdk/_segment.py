@@ -46,7 +46,7 @@ def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
             writer.write_table(batch)
         else:
             writer.write_batch(batch)
-    payload = sink.getvalue().to_pybytes()
+    payload: bytes = sink.getvalue().to_pybytes()
     return _FRAME.pack(FRAME_MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
 
 

@@ -226,6 +226,7 @@ class ParquetSink:
         last_recover = time.monotonic()
         backoff = 1.0
         while True:
+            item: tuple[int, str] | None | tuple[()]
             try:
                 item = self._sealq.get(timeout=backoff if self._retry else self._RECOVER_EVERY_S)
             except queue.Empty:

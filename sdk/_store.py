@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from typing import BinaryIO
 from typing import TYPE_CHECKING
 
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentContents, read_segment
@@ -72,7 +73,7 @@ def ensure_store(store: str) -> None:
 
 
 @contextlib.contextmanager
-def _open_private(path: str) -> Iterator[object]:
+def _open_private(path: str) -> Iterator[BinaryIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         yield f
