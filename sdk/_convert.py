@@ -10,6 +10,7 @@ as ``json:<path>``. Strings and bytes longer than the cap are cut and flagged as
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -379,6 +380,10 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
     import numpy as np
     import pyarrow as pa
 
+    fast = _fast_singles(records, flags, max_value_bytes)
+    if fast is not None:
+        return [(fast, len(records))]
+
     ts: list[int] = []
     seqs: list[int] = []
     model: list[str] = []
@@ -488,6 +493,112 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             table = _batch_fallback(shape, rec, bflags, max_value_bytes)
         tables.append((table, 1))
     return tables
+
+
+_SCALAR_TYPES = frozenset({float, int, str, bool, type(None)})
+
+
+def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
+    """A struct column from dicts; fast when every row has the same keys (the usual case).
+
+    The rows are transposed with C-level ``itemgetter`` and ``zip`` and each field becomes
+    one Arrow array, which is several times faster than Arrow's row-wise dict converter.
+    """
+    import pyarrow as pa
+
+    first = rows[0]
+    keys = tuple(first)
+    k = len(keys)
+    if not k or set(map(len, rows)) != {k} or not all(type(key) is str for key in keys):
+        return column(rows, path, flags)
+    try:
+        values = list(map(itemgetter(*keys), rows))
+    except Exception:  # a row with other keys (KeyError), or a user Mapping acting up
+        return column(rows, path, flags)
+    fields = [values] if k == 1 else zip(*values)
+    children = [column(list(c), f"{path}.{key}", flags) for key, c in zip(keys, fields)]
+    return pa.StructArray.from_arrays(children, names=list(keys))
+
+
+def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> pa.Table | None:
+    """Column-wise conversion of the common case, or None to take the general path.
+
+    The common case: single calls of one function, none raised, features are the first
+    argument and a plain dict. Every per-row step is a C-level map, zip or numpy operation.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(records)
+    specs, args, _kwargs, outputs, excs, t0s, t1s, cpus, ctxs, seqs = zip(*records)
+    spec = specs[0]
+    if spec.features is not None or specs.count(spec) != n or excs.count(None) != n:
+        return None
+    try:
+        firsts = list(map(itemgetter(spec.skip_self), args))
+    except IndexError:
+        return None
+    if set(map(type, firsts)) != {dict}:
+        return None
+
+    if spec.prediction is None and set(map(type, outputs)) <= _SCALAR_TYPES:
+        predictions: list[Any] = list(outputs)
+    else:
+        predictions = []
+        for i, out in enumerate(outputs):
+            try:
+                predictions.append(spec.prediction(out) if spec.prediction is not None else _unwrap_single(out))
+            except Exception as e:
+                predictions.append(out)
+                flags.add(i, f"prediction_error:{type(e).__name__}")
+    if spec.confidence is None:
+        confidence = pa.nulls(n, pa.float64())
+    else:
+        conf: list[float | None] = []
+        for i, pred in enumerate(predictions):
+            try:
+                conf.append(_confidence(spec, pred))
+            except Exception:
+                conf.append(None)
+                flags.add(i, "confidence_error")
+        confidence = _float_column(conf, flags, "confidence")
+
+    if ctxs.count(None) == n:
+        request_id = user_id = pa.nulls(n, pa.string())
+        context = pa.nulls(n, pa.null())
+    else:
+        request_id = _str_column([c.request_id if c is not None else None for c in ctxs], "request_id", flags)
+        user_id = _str_column([c.user_id if c is not None else None for c in ctxs], "user_id", flags)
+        context = column([c.extra or None if c is not None else None for c in ctxs], "context", flags)
+
+    t0 = np.array(t0s, dtype=np.int64)
+    cpu = np.array(cpus, dtype=np.float64)
+    data, _ = _ids.uuid7_array(t0, np.array(seqs, dtype=np.uint64), None)
+    strings = pa.nulls(n, pa.string())
+    cols = {
+        "prediction_id": _fixed_strings(data, n, 36),
+        "ts": pa.array(t0 // 1000, type=pa.timestamp("us", tz="UTC")),
+        "model": pa.array([spec.model] * n, type=pa.string()),
+        "model_version": pa.array([spec.version] * n, type=pa.string()),
+        "latency_ms": pa.array((np.array(t1s, dtype=np.int64) - t0) / 1e6),
+        "cpu_ms": pa.array(cpu / 1e6, mask=cpu < 0),
+        "status": pa.array(["ok"] * n, type=pa.string()),
+        "error_type": strings,
+        "error_message": strings,
+        "request_id": request_id,
+        "user_id": user_id,
+        "batch_id": strings,
+        "batch_index": pa.nulls(n, pa.int32()),
+        "batch_size": pa.nulls(n, pa.int32()),
+        "trace_id": strings,
+        "span_id": strings,
+        "features": _dict_rows(firsts, "features", flags),
+        "prediction": column(predictions, "prediction", flags),
+        "confidence": confidence,
+        "context": context,
+        "sample_rate": pa.array(np.full(n, spec.sample_rate, dtype=np.float64)),
+    }
+    return _finish(cols, flags, max_value_bytes)
 
 
 def _fixed_strings(data: bytes, n: int, width: int) -> pa.Array:

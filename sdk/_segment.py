@@ -15,17 +15,21 @@ mid-write) is a torn tail and is cut off.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import mmap
 import os
 import struct
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["KIND_LABELS", "KIND_PREDICTIONS", "SegmentContents", "SegmentWriter", "encode_frame", "read_segment"]
+__all__ = [
+    "KIND_LABELS", "KIND_PREDICTIONS", "SegmentContents", "SegmentWriter", "encode_frame", "encode_frame_parts",
+    "read_segment",
+]
 
 HEADER = b"PLWAL\x00\x01\n"
 FRAME_MAGIC = b"PLFR"
@@ -35,8 +39,11 @@ KIND_LABELS = 2
 _KINDS = (KIND_PREDICTIONS, KIND_LABELS)
 
 
-def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
-    """One frame holding ``table`` as a single record batch."""
+def encode_frame_parts(kind: int, table: pa.Table | pa.RecordBatch) -> tuple[bytes, pa.Buffer]:
+    """One frame holding ``table`` as a single record batch: (header, payload).
+
+    The payload stays an Arrow buffer (no copy into Python bytes); the CRC reads it in place.
+    """
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
@@ -46,8 +53,15 @@ def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
             writer.write_table(batch)
         else:
             writer.write_batch(batch)
-    payload: bytes = sink.getvalue().to_pybytes()
-    return _FRAME.pack(FRAME_MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
+    payload = sink.getvalue()
+    return _FRAME.pack(FRAME_MAGIC, kind, payload.size, zlib.crc32(payload)), payload
+
+
+def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
+    """One frame holding ``table``, as bytes."""
+    header, payload = encode_frame_parts(kind, table)
+    data: bytes = payload.to_pybytes()
+    return header + data
 
 
 class SegmentWriter:
@@ -62,26 +76,41 @@ class SegmentWriter:
         import fcntl
 
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # Created under a name recovery ignores, and given its real name only once locked:
+        # an unlocked *.arrows file, even for an instant, would be sealed (deleted) by another
+        # process's recovery, and this writer would then append to an unlinked file.
+        tmp = f"{path}.new"
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._write_all(HEADER)
+            os.link(tmp, path)  # never replaces an existing segment (FileExistsError)
         except BaseException:
             os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         self.bytes = len(HEADER)
         self.rows = 0
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write_all(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
+        return size
 
-    def append(self, frame: bytes, rows: int) -> None:
-        """Write one encoded frame. On error the segment may hold a torn tail, which readers cut."""
-        self._write_all(frame)
-        self.bytes += len(frame)
+    def append(self, frame: bytes | tuple[bytes, Any], rows: int) -> None:
+        """Write one frame (bytes, or the parts from ``encode_frame_parts``).
+
+        On error the segment may end in a torn frame, which readers cut.
+        """
+        parts = (frame,) if isinstance(frame, bytes) else frame
+        for part in parts:
+            self.bytes += self._write_all(part)
         self.rows += rows
 
     def sync(self) -> None:
