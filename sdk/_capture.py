@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import ConfigError, check_sample_rate, validate_model_name
 from ._context import _CURRENT
 from ._ids import next_seq
-from ._recorder_state import LAST
+from ._recorder_state import LAST, LAST_BY_THREAD, remember
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -148,7 +148,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
     q = recorder._queue  # one deque for the recorder's life (cleared, never replaced)
     full = recorder._full
     wake = recorder._wake
-    set_last = LAST.set
+    tls = LAST_BY_THREAD
     get_ctx = _CURRENT.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -180,13 +180,18 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
             t1 = time_ns()
             cpu = -1
         rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq)
-        set_last(rec)
+        # The last record, for last_prediction_id(): on the request's context object when
+        # there is one, else per thread. Plain attribute stores, no allocation.
+        if ctx is not None:
+            ctx.last = rec
+        else:
+            tls.last = rec
         if spec.keep_all or spec.keep(ctx):
             # recorder._submit, inlined: this is the per-call cost of predlog.
             n = len(q)
             if n < recorder._max:
                 q.append(rec)
-                if n >= recorder._wake_at:
+                if n == recorder._wake_at:  # crossing the batch threshold wakes the writer
                     wake()
             else:
                 full(rec)
@@ -350,7 +355,7 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
         if spec.keep_all or spec.keep(ctx):
             submit(rec)
         else:
-            LAST.set(rec)
+            remember(rec)
         return result
 
     return wrapper

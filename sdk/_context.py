@@ -12,13 +12,15 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from ._recorder_state import LAST_BY_THREAD
+
 __all__ = ["Ctx", "context", "current_context", "suppressed"]
 
 
 class Ctx:
     """An immutable snapshot of the request context. Cheap to hold by reference."""
 
-    __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket")
+    __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket", "last")
 
     def __init__(
         self,
@@ -32,6 +34,7 @@ class Ctx:
         self.extra = extra or {}
         self.suppress = suppress
         self._user_bucket: float | None = None
+        self.last: tuple[Any, ...] | None = None  # the last sync prediction made under it
 
     def user_bucket(self) -> float:
         """A number in [0, 1) fixed per user id, for deterministic sampling."""
@@ -81,6 +84,13 @@ def context(*, user_id: Any = None, request_id: Any = None, **extra: Any) -> Ite
         yield
     finally:
         _CURRENT.reset(token)
+        if ctx.last is not None:
+            # Hand the last prediction outwards, so that last_prediction_id() after the
+            # block still names the block's last prediction.
+            if outer is not None:
+                outer.last = ctx.last
+            else:
+                LAST_BY_THREAD.last = ctx.last
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from operator import itemgetter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _ids
@@ -53,27 +53,43 @@ class Flags:
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return obj.tolist()
-    if hasattr(obj, "model_dump"):  # pydantic
-        return obj.model_dump()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).hex()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return repr(obj)
+    try:
+        if hasattr(obj, "tolist"):  # numpy arrays and scalars
+            return obj.tolist()
+        if hasattr(obj, "model_dump"):  # pydantic
+            return obj.model_dump()
+        if isinstance(obj, (set, frozenset)):
+            return sorted(obj, key=repr)
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return bytes(obj).hex()
+        if hasattr(obj, "isoformat"):
+            return obj.isoformat()
+        return repr(obj)
+    except Exception:  # user code (__repr__, tolist, ...) raised: keep the rest of the value
+        return f"<unrepresentable {type(obj).__qualname__}>"
 
 
 def to_json(value: Any) -> str:
+    """JSON text for any value, never raising, always valid UTF-8."""
     try:
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(value, default=_json_default, ensure_ascii=False)
+    except Exception:  # TypeError (keys), ValueError, RecursionError, or user code raising
         try:
-            return json.dumps(repr(value), ensure_ascii=False)
+            text = json.dumps(repr(value), ensure_ascii=False)
         except Exception:  # repr itself raised
             return json.dumps(f"<unrepresentable {type(value).__qualname__}>")
+    if not _utf8_ok(text):
+        # Lone surrogates cannot be UTF-8; as \u escapes they still load back exactly.
+        text = json.dumps(json.loads(text))
+    return text
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- columns
@@ -105,6 +121,79 @@ def _has_empty_struct(t: pa.DataType) -> bool:
     return bool(pa.types.is_union(t))
 
 
+def _may_lose(t: pa.DataType, in_list: bool = False) -> bool:
+    """Whether Arrow's inference may have changed values on the way into this type.
+
+    Given both str and bytes, it stores str as bytes in a binary column, and inside a list
+    that starts with a str it stores bytes unchecked in a string column (invalid UTF-8 that
+    makes the Parquet file unreadable). For structs it decodes bytes keys, so keys "a" and
+    b"a" share one field and one value is lost.
+    """
+    import pyarrow as pa
+
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return True
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return in_list
+    if pa.types.is_struct(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _may_lose(t.value_type, True)
+    if pa.types.is_map(t):
+        return _may_lose(t.key_type, True) or _may_lose(t.item_type, True)
+    return False
+
+
+def _lossy(values: list[Any]) -> bool:
+    """Whether str and bytes both occur in these values, or a dict has a key that is not str."""
+    seen_str = seen_bytes = False
+    stack = list(values)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            seen_str = True
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            seen_bytes = True
+        elif isinstance(v, Mapping):
+            if not all(type(k) is str for k in v):
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif _is_ndarray(v):
+            kind = v.dtype.kind
+            if kind == "U":
+                seen_str = True
+            elif kind == "S":
+                seen_bytes = True
+            elif kind == "O":
+                stack.extend(v.flat)
+        if seen_str and seen_bytes:
+            return True
+    return False
+
+
+def _has_duplicate_fields(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        names = [t.field(i).name for i in range(t.num_fields)]
+        return len(set(names)) < len(names) or any(_has_duplicate_fields(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_duplicate_fields(t.value_type)
+    if pa.types.is_map(t):
+        return _has_duplicate_fields(t.item_type)
+    return False
+
+
+def _storable(arr: pa.Array, values: list[Any]) -> bool:
+    """Whether Arrow's own conversion of ``values`` can be kept as it is."""
+    t = arr.type
+    if _has_empty_struct(t) or _has_duplicate_fields(t):  # Parquet cannot hold these
+        return False
+    return not (_may_lose(t) and _lossy(values))
+
+
 def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None = None, depth: int = 0) -> pa.Array:
     """Build one Arrow array from Python values, never raising.
 
@@ -115,7 +204,7 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     errors = _arrow_errors()
     try:
         arr = pa.array(values)
-        if not _has_empty_struct(arr.type):
+        if _storable(arr, values):
             return arr
     except errors:
         pass
@@ -125,12 +214,17 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
         return _struct_column(plain, path, flags, row_of, depth)
     try:
         arr = pa.array(plain)
-        if not _has_empty_struct(arr.type):
+        if _storable(arr, plain):
             return arr
     except errors:
         pass
-    if plain and all(v is None or (type(v) is dict and not v) for v in plain):
-        return pa.nulls(len(plain))  # only empty dicts: nothing to store, Parquet cannot hold struct<>
+    # Empty dicts end here too: Parquet cannot hold a struct without fields, JSON can ("{}").
+    return _json_column(plain, path, flags, row_of)
+
+
+def _json_column(plain: list[Any], path: str, flags: Flags, row_of: list[int] | None) -> pa.Array:
+    import pyarrow as pa
+
     out: list[str | None] = []
     for i, v in enumerate(plain):
         if v is None:
@@ -141,6 +235,19 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     return pa.array(out, type=pa.string())
 
 
+def _field_name(key: Any) -> str:
+    """Column name of a dict key: str keys as they are, UTF-8 bytes decoded (as Arrow names
+    them), anything else as str(key)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        try:
+            return key.decode()
+        except UnicodeDecodeError:
+            pass
+    return str(key)
+
+
 def _struct_column(rows: list[dict[str, Any] | None], path: str, flags: Flags, row_of: list[int] | None, depth: int) -> pa.Array:
     import pyarrow as pa
 
@@ -149,13 +256,14 @@ def _struct_column(rows: list[dict[str, Any] | None], path: str, flags: Flags, r
         if r:
             for k in r:
                 keys[k] = None
-    names = []
     children = []
-    for k in keys:
-        name = k if isinstance(k, str) else str(k)
+    names = [_field_name(k) for k in keys]
+    if len(set(names)) < len(names) or not all(map(_utf8_ok, names)):
+        # Keys 1 and "1" would share a column; a key with lone surrogates cannot name one.
+        return _json_column(rows, path, flags, row_of)
+    for k, name in zip(keys, names):
         child_values = [None if r is None else r.get(k) for r in rows]
         children.append(column(child_values, f"{path}.{name}", flags, row_of, depth + 1))
-        names.append(name)
     mask = pa.array([r is None for r in rows], type=pa.bool_())
     if not names:
         return pa.nulls(len(rows))
@@ -372,17 +480,19 @@ def _unwrap_single(pred: Any) -> Any:
     return pred
 
 
-def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> list[tuple[pa.Table, int]]:
+def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> Iterator[tuple[pa.Table, int]]:
     """Convert prediction records to tables in the store's predictions schema.
 
-    Returns (table, calls) pairs: one table for the single calls, one per batch call.
+    Yields (table, calls) pairs: one table for the single calls, then one per batch call,
+    each as soon as it is built (a drain of large batch calls never sits in memory whole).
     """
     import numpy as np
     import pyarrow as pa
 
     fast = _fast_singles(records, flags, max_value_bytes)
     if fast is not None:
-        return [(fast, len(records))]
+        yield fast, len(records)
+        return
 
     ts: list[int] = []
     seqs: list[int] = []
@@ -454,7 +564,6 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             confidence.append(None)
             flags.add(row, "confidence_error")
 
-    tables: list[tuple[pa.Table, int]] = []
     if ts:
         ts_arr = np.asarray(ts, dtype=np.int64)
         data, n = _ids.uuid7_array(ts_arr, np.asarray(seqs, dtype=np.uint64), None)
@@ -483,7 +592,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             "context": column(context, "context", flags),
             "sample_rate": pa.array(rate, type=pa.float64()),
         }
-        tables.append((_finish(cols, flags, max_value_bytes), n))
+        yield _finish(cols, flags, max_value_bytes), n
     for _, shape, rec in batches:
         bflags = Flags()
         try:
@@ -491,11 +600,20 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
         except errors:
             # Could not build the batch column-wise: keep every row as JSON rather than lose it.
             table = _batch_fallback(shape, rec, bflags, max_value_bytes)
-        tables.append((table, 1))
-    return tables
+        yield table, 1
 
 
 _SCALAR_TYPES = frozenset({float, int, str, bool, type(None)})
+# (path, keys) -> per-field Arrow type to convert to directly (writer thread only).
+_TYPE_HINTS: dict[tuple[str, tuple[str, ...]], tuple[Any, ...]] = {}
+_HINTABLE: frozenset[Any] = frozenset()
+
+
+def _init_hintable() -> None:
+    global _HINTABLE
+    import pyarrow as pa
+
+    _HINTABLE = frozenset({pa.float64(), pa.bool_()})
 
 
 def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
@@ -506,17 +624,37 @@ def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
     """
     import pyarrow as pa
 
+    if not _HINTABLE:
+        _init_hintable()
     first = rows[0]
     keys = tuple(first)
     k = len(keys)
-    if not k or set(map(len, rows)) != {k} or not all(type(key) is str for key in keys):
+    if not k or set(map(len, rows)) != {k} or not all(type(key) is str and _utf8_ok(key) for key in keys):
         return column(rows, path, flags)
     try:
         values = list(map(itemgetter(*keys), rows))
     except Exception:  # a row with other keys (KeyError), or a user Mapping acting up
         return column(rows, path, flags)
     fields = [values] if k == 1 else zip(*values)
-    children = [column(list(c), f"{path}.{key}", flags) for key, c in zip(keys, fields)]
+    cache_key = (path, keys)
+    hints = _TYPE_HINTS.get(cache_key) or (None,) * k
+    children = []
+    for key, values_of_key, hint in zip(keys, fields, hints):
+        child = None
+        if hint is not None:
+            # Converting to a known type skips Arrow's inference pass. Only for types where
+            # the conversion is exact or refuses (float64 widens ints, raises on big ones;
+            # bool takes only bools); anything else infers.
+            try:
+                child = pa.array(values_of_key, type=hint)
+            except Exception:
+                child = None
+        if child is None:
+            child = column(list(values_of_key), f"{path}.{key}", flags)
+        children.append(child)
+    if len(_TYPE_HINTS) > 1024:
+        _TYPE_HINTS.clear()
+    _TYPE_HINTS[cache_key] = tuple(c.type if c.type in _HINTABLE else None for c in children)
     return pa.StructArray.from_arrays(children, names=list(keys))
 
 
@@ -578,11 +716,11 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
     cols = {
         "prediction_id": _fixed_strings(data, n, 36),
         "ts": pa.array(t0 // 1000, type=pa.timestamp("us", tz="UTC")),
-        "model": pa.array([spec.model] * n, type=pa.string()),
-        "model_version": pa.array([spec.version] * n, type=pa.string()),
+        "model": pa.repeat(pa.scalar(spec.model, pa.string()), n),
+        "model_version": pa.repeat(pa.scalar(spec.version, pa.string()), n),
         "latency_ms": pa.array((np.array(t1s, dtype=np.int64) - t0) / 1e6),
         "cpu_ms": pa.array(cpu / 1e6, mask=cpu < 0),
-        "status": pa.array(["ok"] * n, type=pa.string()),
+        "status": pa.repeat(pa.scalar("ok", pa.string()), n),
         "error_type": strings,
         "error_message": strings,
         "request_id": request_id,
@@ -615,7 +753,13 @@ def _str_column(values: list[Any], path: str, flags: Flags) -> pa.Array:
     try:
         return pa.array(values, type=pa.string())
     except _arrow_errors():
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        out = []
+        for v in values:
+            text = None if v is None else str(v)
+            if text is not None and not _utf8_ok(text):  # lone surrogates: keep them readable, escaped
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            out.append(text)
+        return pa.array(out, type=pa.string())
 
 
 def _float_column(values: list[Any], flags: Flags, path: str) -> pa.Array:
@@ -653,9 +797,9 @@ def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array
     x = shape.features
     if _is_dataframe(x):
         try:
-            table = pa.Table.from_pandas(x, preserve_index=False)
+            table = pa.Table.from_pandas(x, preserve_index=False, nthreads=1)
             names = [str(c) for c in table.column_names]
-            arrays = [c.combine_chunks() for c in table.columns]
+            arrays = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
             if not arrays:
                 return pa.nulls(shape.n)
             if not any(_has_empty_struct(a.type) for a in arrays):
@@ -747,7 +891,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
     context = column([ctx_extra] * n, "context", flags) if ctx_extra else pa.nulls(n, pa.null())
 
     def rep(value: Any, typ: pa.DataType) -> pa.Array:
-        return pa.array([value] * n, type=typ) if value is not None else pa.nulls(n, typ)
+        return pa.repeat(pa.scalar(value, typ), n) if value is not None else pa.nulls(n, typ)
 
     cols = {
         "prediction_id": ids,

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import statistics
+import sys
 import threading
 import time
 import weakref
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
-from ._recorder_state import LAST
+from ._context import _CURRENT
+from ._recorder_state import last, remember
 
 if TYPE_CHECKING:
     from ._sinks import Sink
@@ -89,7 +91,11 @@ class Recorder:
         self._random = random.Random().random
         self._init_runtime()
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        os.register_at_fork(
+            before=lambda: _before_fork(ref),
+            after_in_parent=lambda: _after_fork_in_parent(ref),
+            after_in_child=lambda: _after_fork(ref),
+        )
         # Flush while threads still run (before interpreter teardown) where possible.
         register = getattr(threading, "_register_atexit", None)
         try:
@@ -113,6 +119,9 @@ class Recorder:
         self._batch = max(1, min(cfg.max_queue_size // 4, 8192))
         self._wake_at = 0  # the first record starts the writer
         self._lock = threading.Lock()
+        # Held by the writer while it runs Arrow (or imports); a fork waits for it, see _before_fork.
+        self._busy = threading.Lock()
+        self._fork_held: list[threading.Lock] = []
         self._wakeup = threading.Event()
         self._space = threading.Condition(threading.Lock())
         self._flush_cv = threading.Condition(threading.Lock())
@@ -125,6 +134,27 @@ class Recorder:
         self._errors = _OnceLogger()
         self._sink: Any = None
         self._closed = False
+
+    def _before_fork(self) -> None:
+        """Wait until the writer and sealer threads are outside Arrow and imports.
+
+        A fork while another thread is inside an import, or inside Arrow's lazy set-up (a C++
+        static initialiser, pyarrow's pandas shim lock), leaves that lock held in the child
+        for good: the child's writer hangs on its first batch. Holding the threads' busy locks
+        across the fork keeps them out of it; a batch or a seal in progress delays the fork.
+        """
+        sink = self._sink
+        workers = (self._writer, getattr(sink, "_sealer", None))
+        if threading.current_thread() in workers:
+            return  # forked from a processor in the writer: waiting would deadlock
+        for lock in (self._busy, getattr(sink, "busy", None)):
+            if lock is not None and lock.acquire(timeout=_FORK_WAIT_S):
+                self._fork_held.append(lock)
+
+    def _after_fork_in_parent(self) -> None:
+        held, self._fork_held = self._fork_held, []
+        for lock in held:
+            lock.release()
 
     def _after_fork_in_child(self) -> None:
         _ids.reseed()
@@ -200,6 +230,7 @@ class Recorder:
                 prediction=prediction, confidence=confidence, sample_rate=sample_rate,
             )
             self._specs.add(spec)
+            _preimport_fork_handlers()
             return wrap(spec)
 
         if fn is not None:
@@ -315,7 +346,7 @@ class Recorder:
 
     def _submit(self, rec: tuple[Any, ...]) -> None:
         """Enqueue one prediction record. Must not block (unless asked to) or raise."""
-        LAST.set(rec)
+        remember(rec, task=rec[0].kind in _ASYNC_KINDS)
         q = self._queue
         n = len(q)
         if n < self._max:
@@ -337,9 +368,10 @@ class Recorder:
 
     def _wake(self) -> None:
         try:
-            if self._writer is None or self._pid != os.getpid():
+            if self._writer is None:
                 self._ensure_writer()
-            self._wakeup.set()
+            if not self._wakeup.is_set():  # Event.set() takes a lock: skip it when already up
+                self._wakeup.set()
         except Exception:
             self._internal_error("wake")
 
@@ -349,8 +381,13 @@ class Recorder:
                 self._after_fork_in_child()
                 (self._submit_label if rec[0] is LABEL else self._submit)(rec)
                 return
-            self._ensure_writer()
-            self._wakeup.set()
+            # The writer is behind: start it if it died, wake it if it sleeps. While it is
+            # busy the flag stays up, so a dropped call skips Event.set() (a lock round trip).
+            writer = self._writer
+            if writer is None or not writer.is_alive():
+                self._ensure_writer()
+            if not self._wakeup.is_set():
+                self._wakeup.set()
             if self.config.on_full == "block":
                 deadline = time.monotonic() + self.config.block_timeout_s
                 with self._space:
@@ -383,6 +420,7 @@ class Recorder:
         with self._lock:
             if self._writer is not None and self._writer.is_alive():
                 return
+            _preimport_fork_handlers()
             if self._sink is None:
                 from ._sinks import ParquetSink
 
@@ -411,10 +449,11 @@ class Recorder:
         cfg = self.config
         q = self._queue
         try:
-            # Arrow imports its pandas shim on first use; do it now, not during interpreter exit.
-            import pyarrow as pa
+            with self._busy:
+                # Arrow imports its pandas shim on first use; do it now, not during interpreter exit.
+                import pyarrow as pa
 
-            pa.array([0])
+                pa.array([0])
         except Exception:
             pass
         while True:
@@ -425,14 +464,15 @@ class Recorder:
             stopping = self._stopping
             # Drain what is queued now; a flush waits for exactly what preceded it.
             while q:
-                n = min(len(q), 65536)
+                n = min(len(q), _DRAIN_MAX)
                 batch = [q.popleft() for _ in range(n)]
                 with self._lock:
                     self._counts["taken"] += n
                 if cfg.on_full == "block":
                     with self._space:
                         self._space.notify_all()
-                self._process(batch)
+                with self._busy:
+                    self._process(batch)
             try:
                 self._sink.tick(seal_now=ticket > self._flush_done or stopping)
             except Exception:
@@ -459,14 +499,14 @@ class Recorder:
             for r in preds:
                 by_spec.setdefault(id(r[0]), []).append(r)
             for group in by_spec.values():
+                done = 0
                 try:
-                    tables = records_to_table(group, Flags(), cfg.max_value_bytes)
+                    for table, calls in records_to_table(group, Flags(), cfg.max_value_bytes):
+                        self._export(table, labels=False, calls=calls)
+                        done += calls
                 except Exception:
+                    self._drop("convert_error", len(group) - done)
                     self._internal_error("convert")
-                    self._drop("convert_error", len(group))
-                    continue
-                for table, calls in tables:
-                    self._export(table, labels=False, calls=calls)
         if labels:
             try:
                 table = labels_to_table(labels, Flags(), cfg.max_value_bytes)
@@ -541,6 +581,34 @@ class Recorder:
             self._counts[key] += n
 
 
+# Records converted per step: small enough that the writer gives the GIL back to request
+# threads often, large enough that Arrow's per-call costs vanish.
+_DRAIN_MAX = 8192
+
+# Longest a fork waits for the worker threads to leave Arrow (one batch or one seal).
+_FORK_WAIT_S = 30.0
+
+
+def _preimport_fork_handlers() -> None:
+    """Import, on the caller's thread, the stdlib module pandas brings in that registers an
+    at-fork pair (acquire before, release after). Imported by the writer while a fork waits
+    for it, its "before" half would be missed and its "after" half release an unheld lock."""
+    if "concurrent.futures.thread" not in sys.modules:
+        import concurrent.futures.thread  # noqa: F401
+
+
+def _before_fork(ref: weakref.ReferenceType[Recorder]) -> None:
+    rec = ref()
+    if rec is not None:
+        rec._before_fork()
+
+
+def _after_fork_in_parent(ref: weakref.ReferenceType[Recorder]) -> None:
+    rec = ref()
+    if rec is not None:
+        rec._after_fork_in_parent()
+
+
 def _after_fork(ref: weakref.ReferenceType[Recorder]) -> None:
     rec = ref()
     if rec is not None:
@@ -555,6 +623,9 @@ def _atexit_flush(ref: weakref.ReferenceType[Recorder]) -> None:
         rec.shutdown(timeout_s=rec.config.shutdown_timeout_s)
 
 
+_ASYNC_KINDS = frozenset({"async", "asyncgen"})
+
+
 def last_record() -> tuple[Any, ...] | None:
-    return LAST.get()
+    return last(_CURRENT.get())
 

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._processors import Pipeline
-from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame
+from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
 from ._store import ensure_store, recover_orphans, seal_segment, segment_name, wal_dir
 
 if TYPE_CHECKING:
@@ -101,7 +101,12 @@ class ParquetSink:
         self._sealq: queue.Queue[tuple[int, str] | None] = queue.Queue()
         self._seal_cv = threading.Condition()
         self._retry: list[str] = []
+        # Closed segments waiting for the sealer keep their descriptor, and so their flock:
+        # recovery (ours or another process's) must not take a segment we are about to seal.
+        self._held: dict[str, SegmentWriter] = {}
         self._sealer: threading.Thread | None = None
+        # Held while the sealer runs Arrow; the recorder's before-fork hook waits for it.
+        self.busy = threading.Lock()
 
     # -- writer thread
 
@@ -113,7 +118,7 @@ class ParquetSink:
         return seg
 
     def export(self, table: pa.Table, *, labels: bool = False) -> None:
-        frame = encode_frame(KIND_LABELS if labels else KIND_PREDICTIONS, table)
+        frame = encode_frame_parts(KIND_LABELS if labels else KIND_PREDICTIONS, table)
         if self.segment is None:
             self.segment = self._open()
         try:
@@ -148,12 +153,13 @@ class ParquetSink:
             return
         with contextlib.suppress(OSError):
             seg.sync()
-        seg.close()
         self.dirty = False
         if seg.rows == 0:
             with contextlib.suppress(OSError):
                 os.unlink(seg.path)
+            seg.close()
             return
+        self._held[seg.path] = seg
         self._handed += 1
         self._sealq.put((self._handed, seg.path))
 
@@ -178,10 +184,18 @@ class ParquetSink:
             self._sealer.join(timeout_s)
 
     def abandon(self) -> None:
-        """In a forked child: drop the parent's open segment without writing to it."""
+        """In a forked child: drop the parent's segments without touching them."""
         if self.segment is not None:
             self.segment.abandon()
             self.segment = None
+        for seg in list(self._held.values()):
+            seg.abandon()
+        self._held.clear()
+
+    def _release(self, path: str) -> None:
+        held = self._held.pop(path, None)
+        if held is not None:
+            held.close()
 
     # -- sealer thread
 
@@ -193,8 +207,10 @@ class ParquetSink:
     def _seal(self, path: str) -> bool:
         rec = self.recorder
         try:
-            result = seal_segment(self.store, path, row_group_size=self.cfg.row_group_size)
+            with self.busy:
+                result = seal_segment(self.store, path, row_group_size=self.cfg.row_group_size)
         except FileNotFoundError:
+            self._release(path)
             return True
         except OSError as exc:
             rec._errors.error(f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment", path, exc)
@@ -202,6 +218,7 @@ class ParquetSink:
         except Exception:
             rec._internal_error("seal_segment")
             return False
+        self._release(path)
         rec._count("sealed_rows", result.prediction_rows)
         rec._count("files", len(result.files))
         if result.corrupt_frames:
@@ -211,7 +228,8 @@ class ParquetSink:
     def _recover(self) -> None:
         try:
             own = {self.segment.path} if self.segment is not None else set()
-            results = recover_orphans(self.store, row_group_size=self.cfg.row_group_size, skip=own | set(self._retry))
+            with self.busy:
+                results = recover_orphans(self.store, row_group_size=self.cfg.row_group_size, skip=own | set(self._retry))
         except OSError:
             return
         except Exception:

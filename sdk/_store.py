@@ -98,10 +98,17 @@ class SealResult:
     torn_tail_bytes: int
 
 
-def _date_strings(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _date_strings(ts: pa.ChunkedArray | pa.Array) -> pa.Array | str:
+    """The UTC date of each timestamp, or one date string when they all share it (usual)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.strftime(ts, format="%Y-%m-%d")
+    days = pc.cast(ts, pa.timestamp("us")).cast(pa.date32())
+    bounds = pc.min_max(days)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low == high:
+        return low.isoformat()
+    return pc.cast(days, pa.string())
 
 
 def _schema_groups(tables: list[pa.Table]) -> list[tuple[pa.Schema, list[pa.Table]]]:
@@ -202,6 +209,13 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
         if table.num_rows == 0:
             continue
         dates = _date_strings(table.column("ts"))
+        if isinstance(dates, str):  # one day: no per-row date column, no split by date
+            if kind == KIND_PREDICTIONS:
+                for (model,), part in _split(table, ["model"]):
+                    by_part.setdefault(("predictions", f"model={model}", f"date={dates}"), []).append(part)
+            elif kind == KIND_LABELS:
+                by_part.setdefault(("labels", f"date={dates}"), []).append(table)
+            continue
         table = table.append_column("_date", dates)
         if kind == KIND_PREDICTIONS:
             for (model, date), part in _split(table, ["model", "_date"]):
