@@ -23,7 +23,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _ids
@@ -487,18 +488,26 @@ class Recorder:
     def _process(self, batch: list[tuple[Any, ...]]) -> None:
         from ._convert import Flags, labels_to_table, records_to_table
 
-        preds = [r for r in batch if r[0] is not LABEL]
-        labels = [r for r in batch if r[0] is LABEL] if len(preds) != len(batch) else []
-        if labels:
+        heads = set(map(itemgetter(0), batch))  # C-level: usually one spec, no labels
+        if LABEL in heads:
+            preds = [r for r in batch if r[0] is not LABEL]
+            labels = [r for r in batch if r[0] is LABEL]
             self._count("labels_taken", len(labels))
+            heads.discard(LABEL)
+        else:
+            preds, labels = batch, []
         cfg = self.config
         if preds:
             self._observe_latency(preds)
             # One function's outputs share a type; mixing functions in one column would not.
-            by_spec: dict[int, list[tuple[Any, ...]]] = {}
-            for r in preds:
-                by_spec.setdefault(id(r[0]), []).append(r)
-            for group in by_spec.values():
+            if len(heads) == 1:
+                groups: Iterable[list[tuple[Any, ...]]] = [preds]
+            else:
+                by_spec: dict[int, list[tuple[Any, ...]]] = {}
+                for r in preds:
+                    by_spec.setdefault(id(r[0]), []).append(r)
+                groups = by_spec.values()
+            for group in groups:
                 done = 0
                 try:
                     for table, calls in records_to_table(group, Flags(), cfg.max_value_bytes):
