@@ -42,6 +42,7 @@ __all__ = [
     "last_prediction_id",
     "last_prediction_ids",
     "log_label",
+    "recover",
     "shutdown",
     "stats",
     "suppressed",
@@ -68,6 +69,19 @@ def configure(**config: Any) -> Config:
         ConfigError: an argument is invalid.
     """
     return _default.configure(**config)
+
+
+def recover(store: str | None = None) -> int:
+    """Seal the write-ahead segments left by dead processes into Parquet; return their rows.
+
+    Writers do this by themselves when they start; call it after a crash to make the last
+    rows of a dead process readable before anything writes to the store again. Segments
+    of live writers are left alone. Defaults to the default recorder's store.
+    """
+    from ._store import recover_orphans
+
+    results = recover_orphans(store if store is not None else _default.config.store)
+    return sum(r.prediction_rows for r in results)
 
 
 def last_prediction_ids() -> list[str]:

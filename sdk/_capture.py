@@ -160,16 +160,17 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
         seq = next_seq()
         every = spec.cpu_every
         if every and not seq % every:
-            c0 = thread_time_ns()
+            # The CPU interval sits inside the wall interval, so cpu_ms <= latency_ms.
             t0 = time_ns()
+            c0 = thread_time_ns()
             try:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
-                t1 = time_ns()
-                recorder._submit((spec, args, kwargs, None, exc, t0, t1, thread_time_ns() - c0, ctx, seq))
+                cpu = thread_time_ns() - c0
+                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), cpu, ctx, seq))
                 raise
-            t1 = time_ns()
             cpu = thread_time_ns() - c0
+            t1 = time_ns()
         else:
             t0 = time_ns()
             try:

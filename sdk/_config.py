@@ -18,6 +18,9 @@ class ConfigError(ValueError):
     """A configuration argument is invalid. Raised at configuration or decoration time only."""
 
 
+ConfigError.__module__ = "predlog"
+
+
 # Documented environment variables, one per setting that makes sense outside code.
 ENV_VARS: dict[str, str] = {
     "store": "PREDLOG_STORE",
@@ -114,6 +117,13 @@ def validate_model_name(name: object) -> str:
     return name
 
 
+_ENV_KIND = {
+    "enabled": "1/0, true/false, yes/no or on/off",
+    **{n: "an integer" for n in ("max_queue_size", "segment_max_rows", "segment_max_bytes", "row_group_size", "max_value_bytes")},
+    **{n: "a number" for n in ("sample_rate", "block_timeout_s", "flush_interval_s", "segment_max_age_s", "shutdown_timeout_s")},
+}
+
+
 def _parse_env(name: str, raw: str) -> Any:
     """Parse one env value into the field's type; raise ValueError if it does not parse."""
     if name in ("enabled",):
@@ -129,6 +139,8 @@ def _parse_env(name: str, raw: str) -> Any:
         return float(raw)
     if name == "hash_key":
         return raw.encode()
+    if name in ("on_full", "cpu_time"):
+        return raw.strip().lower()
     return raw
 
 
@@ -218,8 +230,11 @@ def resolve_config(args: Mapping[str, Any], env: Mapping[str, str] | None = None
         try:
             parsed = _parse_env(name, env[var])
             _check(dataclasses.replace(Config(), **{name: parsed}) if name != "hash_key" else Config())
-        except (ValueError, ConfigError):
-            logger.warning("predlog: ignoring %s=%r (invalid); using the default", var, env[var])
+        except (ValueError, ConfigError) as exc:
+            reason = str(exc) if isinstance(exc, ConfigError) else f"expected {_ENV_KIND.get(name, 'text')}"
+            logger.warning(
+                "predlog: ignoring %s=%r: %s; using the default %r", var, env[var], reason, getattr(Config(), name)
+            )
             continue
         values[name] = parsed
     for name, value in args.items():

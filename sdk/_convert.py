@@ -529,7 +529,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
         model.append(spec.model)
         version.append(spec.version)
         latency.append((t1 - t0) / 1e6)
-        cpu.append(cpu_ns / 1e6 if cpu_ns >= 0 else None)
+        cpu.append(min(cpu_ns, t1 - t0) / 1e6 if cpu_ns >= 0 else None)
         if ctx is not None:
             req.append(ctx.request_id)
             user.append(ctx.user_id)
@@ -604,16 +604,6 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
 
 
 _SCALAR_TYPES = frozenset({float, int, str, bool, type(None)})
-# (path, keys) -> per-field Arrow type to convert to directly (writer thread only).
-_TYPE_HINTS: dict[tuple[str, tuple[str, ...]], tuple[Any, ...]] = {}
-_HINTABLE: frozenset[Any] = frozenset()
-
-
-def _init_hintable() -> None:
-    global _HINTABLE
-    import pyarrow as pa
-
-    _HINTABLE = frozenset({pa.float64(), pa.bool_()})
 
 
 def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
@@ -624,8 +614,6 @@ def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
     """
     import pyarrow as pa
 
-    if not _HINTABLE:
-        _init_hintable()
     first = rows[0]
     keys = tuple(first)
     k = len(keys)
@@ -636,25 +624,7 @@ def _dict_rows(rows: list[dict[Any, Any]], path: str, flags: Flags) -> pa.Array:
     except Exception:  # a row with other keys (KeyError), or a user Mapping acting up
         return column(rows, path, flags)
     fields = [values] if k == 1 else zip(*values)
-    cache_key = (path, keys)
-    hints = _TYPE_HINTS.get(cache_key) or (None,) * k
-    children = []
-    for key, values_of_key, hint in zip(keys, fields, hints):
-        child = None
-        if hint is not None:
-            # Converting to a known type skips Arrow's inference pass. Only for types where
-            # the conversion is exact or refuses (float64 widens ints, raises on big ones;
-            # bool takes only bools); anything else infers.
-            try:
-                child = pa.array(values_of_key, type=hint)
-            except Exception:
-                child = None
-        if child is None:
-            child = column(list(values_of_key), f"{path}.{key}", flags)
-        children.append(child)
-    if len(_TYPE_HINTS) > 1024:
-        _TYPE_HINTS.clear()
-    _TYPE_HINTS[cache_key] = tuple(c.type if c.type in _HINTABLE else None for c in children)
+    children = [column(list(c), f"{path}.{key}", flags) for key, c in zip(keys, fields)]
     return pa.StructArray.from_arrays(children, names=list(keys))
 
 
@@ -719,7 +689,9 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
         "model": pa.repeat(pa.scalar(spec.model, pa.string()), n),
         "model_version": pa.repeat(pa.scalar(spec.version, pa.string()), n),
         "latency_ms": pa.array((np.array(t1s, dtype=np.int64) - t0) / 1e6),
-        "cpu_ms": pa.array(cpu / 1e6, mask=cpu < 0),
+        # The thread CPU clock can run a hair ahead of the wall clock: CPU time never exceeds
+        # the call's wall time for one thread, so clamp.
+        "cpu_ms": pa.array(np.minimum(cpu, np.array(t1s, dtype=np.int64) - t0) / 1e6, mask=cpu < 0),
         "status": pa.repeat(pa.scalar("ok", pa.string()), n),
         "error_type": strings,
         "error_message": strings,
@@ -899,7 +871,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "model": rep(spec.model, pa.string()),
         "model_version": rep(spec.version, pa.string()),
         "latency_ms": rep(per_row_latency, pa.float64()),
-        "cpu_ms": rep(cpu_ns / 1e6 if cpu_ns >= 0 else None, pa.float64()),
+        "cpu_ms": rep(min(cpu_ns, t1 - t0) / 1e6 if cpu_ns >= 0 else None, pa.float64()),
         "status": rep(status, pa.string()),
         "error_type": rep(etype, pa.string()),
         "error_message": rep(emsg, pa.string()),

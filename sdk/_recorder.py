@@ -41,7 +41,10 @@ logger = logging.getLogger("predlog")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["Recorder", "LABEL"]
+__all__ = ["DROP_REASONS", "LABEL", "Recorder"]
+
+# Why a captured call was not written (keys of stats()["dropped"], always present).
+DROP_REASONS = ("queue_full", "write_error", "processor", "processor_error", "convert_error")
 
 
 class _LabelMarker:
@@ -298,7 +301,7 @@ class Recorder:
         return {
             "captured": calls_taken + depth + dropped.get("queue_full", 0),
             "written": counts.get("written", 0),
-            "dropped": dropped,
+            "dropped": {**dict.fromkeys(DROP_REASONS, 0), **dropped},
             "dropped_total": sum(dropped.values()),
             "rows_written": counts.get("rows_written", 0),
             "sealed_rows": counts.get("sealed_rows", 0),

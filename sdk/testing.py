@@ -1,18 +1,19 @@
 """Test helpers for code instrumented with predlog.
 
-``recorder`` builds a :class:`~predlog.Recorder` whose rows land in an
-:class:`~predlog.InMemorySink` as well as in a temporary store; the pytest fixture
-``predlog_recorder`` (enabled with ``pytest_plugins = ["predlog.testing"]``) hands you one
-and shuts it down afterwards::
+Enable the pytest fixture with ``pytest_plugins = ["predlog.testing"]``. ``predlog_recorder``
+points the default recorder (the one behind ``@predlog.capture``) at a temporary store for
+the test, keeps every written row in memory too, and restores everything afterwards::
 
     def test_predict_is_recorded(predlog_recorder):
-        predict = predlog_recorder.capture(model="m")(my_predict)
-        predict({"x": 1})
+        predict({"x": 1})                       # decorated with @predlog.capture
         assert predlog_recorder.rows()[0]["features"] == {"x": 1}
+
+``TestRecorder`` is an independent recorder with the same in-memory view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from ._recorder import Recorder
 from ._sinks import InMemorySink
 
-__all__ = ["TestRecorder", "predlog_recorder"]
+__all__ = ["RecordedCalls", "TestRecorder", "predlog_recorder"]
 
 
 class TestRecorder(Recorder):
@@ -45,6 +46,27 @@ class TestRecorder(Recorder):
         return self.sink.label_rows()
 
 
+@dataclasses.dataclass
+class RecordedCalls:
+    """What the default recorder wrote during one test."""
+
+    recorder: Recorder
+    sink: InMemorySink
+    store: str
+
+    def rows(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Flush, then return every prediction row written during the test."""
+        self.recorder.flush(timeout_s=timeout_s)
+        return self.sink.rows()
+
+    def label_rows(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        self.recorder.flush(timeout_s=timeout_s)
+        return self.sink.label_rows()
+
+    def stats(self) -> dict[str, Any]:
+        return self.recorder.stats()
+
+
 try:
     import pytest
 except ImportError:  # pragma: no cover - pytest is optional at run time
@@ -53,9 +75,22 @@ except ImportError:  # pragma: no cover - pytest is optional at run time
 if pytest is not None:
 
     @pytest.fixture
-    def predlog_recorder() -> Iterator[TestRecorder]:
-        rec = TestRecorder()
+    def predlog_recorder(tmp_path: Any) -> Iterator[RecordedCalls]:
+        from . import _default as default
+
+        previous = default.config
+        sink = InMemorySink()
+        store = str(tmp_path / "predlog-store")
+        default.configure(**{**_explicit(previous), "store": store})
+        default._extra_sinks.append(sink)
         try:
-            yield rec
+            yield RecordedCalls(default, sink, store)
         finally:
-            rec.shutdown(timeout_s=10)
+            default.flush(timeout_s=10)
+            default._extra_sinks.remove(sink)
+            default.configure(**_explicit(previous))
+
+
+def _explicit(cfg: Any) -> dict[str, Any]:
+    """A config's fields as keyword arguments (so that restoring it is exact)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}

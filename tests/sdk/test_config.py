@@ -378,7 +378,7 @@ def test_stats_balance_under_queue_pressure(make_rec, tmp_path):
     s = rec.stats()
     assert s["captured"] == 3000
     assert s["captured"] == s["written"] + s["dropped_total"]
-    assert set(s["dropped"]) <= {"queue_full"}
+    assert {k for k, v in s["dropped"].items() if v} <= {"queue_full"}
     [row] = query(tmp_path, "select count(*) as n, count(distinct prediction_id) as ids from p")
     assert row["n"] == row["ids"] == s["written"] == s["rows_written"] == s["sealed_rows"]
     assert s["queue_depth"] == 0
@@ -398,7 +398,9 @@ def test_stats_count_calls_and_rows(make_rec, tmp_path):
     rec.log_label(1, request_id="r")
     flush(rec)
     s = rec.stats()
-    assert (s["captured"], s["written"], s["dropped"], s["dropped_total"]) == (5, 3, {"processor": 2}, 2)
+    assert (s["captured"], s["written"], s["dropped_total"]) == (5, 3, 2)
+    assert s["dropped"] == {**dict.fromkeys(s["dropped"], 0), "processor": 2}
+    assert set(s["dropped"]) == {"queue_full", "write_error", "processor", "processor_error", "convert_error"}
     assert s["rows_written"] == s["sealed_rows"] == 5
     assert s["labels"] == 1
     [row] = query(tmp_path, "select count(*) as n from p")

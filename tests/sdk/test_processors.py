@@ -225,7 +225,7 @@ def test_user_processors_modify_and_drop(make_rec, tmp_path):
     ]
     assert sorted(seen) == [1, 2, 3]
     s = rec.stats()
-    assert s["dropped"] == {"processor": 1}
+    assert {k: v for k, v in s["dropped"].items() if v} == {"processor": 1}
     assert (s["captured"], s["written"], s["dropped_total"]) == (3, 2, 1)
 
 
