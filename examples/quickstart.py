@@ -116,3 +116,4 @@ if __name__ == "__main__":
             main(tmp / "store")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            print("(temporary store removed; run `python examples/quickstart.py DIR` to keep one)")
