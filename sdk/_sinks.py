@@ -182,6 +182,10 @@ class ParquetSink:
         if self._sealer is not None and self._sealer.is_alive():
             self._sealq.put(None)
             self._sealer.join(timeout_s)
+        if self._sealer is None or not self._sealer.is_alive():
+            # Segments that could not be sealed (disk full) stay for recovery: unlock them.
+            for path in list(self._held):
+                self._release(path)
 
     def abandon(self) -> None:
         """In a forked child: drop the parent's segments without touching them."""
