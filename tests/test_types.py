@@ -16,3 +16,14 @@ def test_sdk_is_strictly_typed() -> None:
     pytest.importorskip("mypy")
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_decorated_functions_keep_their_signatures() -> None:
+    pytest.importorskip("mypy")
+    sample = ROOT / "tests" / "typing" / "capture_signatures.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", "/dev/null", str(sample)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
