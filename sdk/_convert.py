@@ -799,7 +799,11 @@ def _batch_predictions(spec: FunctionSpec | _SpecView, output: Any, n: int, flag
 
     conf = None
     if spec.prediction is not None:
-        output = spec.prediction(output)
+        try:
+            output = spec.prediction(output)
+        except Exception as e:  # keep the raw output, as for single calls
+            for i in range(n):
+                flags.add(i, f"prediction_error:{type(e).__name__}")
     if _is_ndarray(output):
         if output.ndim == 1:
             pred = pa.array(output) if output.dtype.kind in "biufUSM?" else column(output.tolist(), "prediction", flags)
@@ -910,8 +914,26 @@ def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value
     sub: list[tuple[Any, ...]] = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq) for i in range(n)]
     import pyarrow as pa
 
+    import numpy as np
+
     tables = [t for t, _ in records_to_table(sub, singles, max_value_bytes)]
-    return pa.concat_tables(tables, promote_options="permissive")
+    table = pa.concat_tables(tables, promote_options="permissive")
+    # Rows keep the identity of the batch call they came from.
+    data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
+    fixes = {
+        "prediction_id": _fixed_strings(data, n, 36),
+        "batch_id": pa.repeat(pa.scalar(_ids.uuid7_str(t0, seq), pa.string()), n),
+        "batch_index": pa.array(np.arange(n, dtype=np.int32)),
+        "batch_size": pa.repeat(pa.scalar(n, pa.int32()), n),
+    }
+    if exc is not None:
+        etype, emsg = _error_fields(exc)
+        fixes["status"] = pa.repeat(pa.scalar("error", pa.string()), n)
+        fixes["error_type"] = pa.repeat(pa.scalar(etype, pa.string()), n)
+        fixes["error_message"] = pa.repeat(pa.scalar(emsg, pa.string()), n)
+    for name, arr in fixes.items():
+        table = table.set_column(table.schema.get_field_index(name), name, arr)
+    return table
 
 
 class _RowSpec:

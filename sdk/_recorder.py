@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
-from ._context import _CURRENT
+from ._context import _CURRENT, Ctx
 from ._recorder_state import last, remember
 
 if TYPE_CHECKING:
@@ -113,15 +113,11 @@ class Recorder:
 
     def _init_runtime(self) -> None:
         """Fresh queue, locks, counters and no threads (at start and in a forked child)."""
-        cfg = self.config
         self._pid = os.getpid()
         # Wrappers hold this deque directly: clear it, never replace it.
         if not hasattr(self, "_queue"):
             self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._queue.clear()
-        self._max = cfg.max_queue_size
-        self._batch = max(1, min(cfg.max_queue_size // 4, 8192))
-        self._wake_at = 0  # the first record starts the writer
         self._lock = threading.Lock()
         # Held by the writer while it runs Arrow (or imports); a fork waits for it, see _before_fork.
         self._busy = threading.Lock()
@@ -131,13 +127,20 @@ class Recorder:
         self._flush_cv = threading.Condition(threading.Lock())
         self._flush_requested = 0
         self._flush_done = 0
-        self._stopping = False
+        self._flush_handed = 0  # segments handed to the sealer when the last flush was served
         self._writer: threading.Thread | None = None
+        self._stop: threading.Event | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._errors = _OnceLogger()
         self._sink: Any = None
-        self._closed = False
+        self._apply_limits()
+
+    def _apply_limits(self) -> None:
+        cfg = self.config
+        self._max = cfg.max_queue_size
+        self._batch = max(1, min(cfg.max_queue_size // 4, 8192))
+        self._wake_at = 0  # the next record starts a writer
 
     def _before_fork(self) -> None:
         """Wait until the writer and sealer threads are outside Arrow and imports.
@@ -162,6 +165,7 @@ class Recorder:
 
     def _after_fork_in_child(self) -> None:
         _ids.reseed()
+        self._random = random.Random().random  # each worker samples on its own
         sink = self._sink
         self._init_runtime()
         if sink is not None:
@@ -248,9 +252,11 @@ class Recorder:
         """
         new = resolve_config(config)
         self.flush(timeout_s=new.shutdown_timeout_s)
+        # The old writer drains what is left into the old store and closes it, even if that
+        # takes longer than the join below; records are never thrown away here.
         self._stop_threads(timeout_s=new.shutdown_timeout_s)
         self.config = new
-        self._init_runtime()
+        self._apply_limits()
         self._refresh_specs()
         return new
 
@@ -317,33 +323,50 @@ class Recorder:
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Write everything captured so far and seal it into Parquet.
 
-        Returns True when done within ``timeout_s``, False otherwise. Never raises.
+        Returns True when every call captured before it is in Parquet within ``timeout_s``;
+        False on timeout or when a seal failed (the rows then wait, safe, in the write-ahead
+        segment for a retry). Never raises.
         """
         if self._writer is None and not self._queue and self._sink is None:
             return True
         try:
+            deadline = time.monotonic() + timeout_s
             self._ensure_writer()
+            sink = self._sink
             with self._flush_cv:
                 self._flush_requested += 1
                 ticket = self._flush_requested
             self._wakeup.set()
-            deadline = time.monotonic() + timeout_s
             with self._flush_cv:
                 while self._flush_done < ticket:
                     left = deadline - time.monotonic()
                     if left <= 0 or self._writer is None or not self._writer.is_alive():
                         return False
                     self._flush_cv.wait(min(left, 0.1))
-            return True
+                handed = self._flush_handed
+            ok = sink.wait_sealed(handed, max(0.0, deadline - time.monotonic()))
+            for extra in self._extra_sinks:
+                try:
+                    ok = bool(extra.force_flush(max(0.0, deadline - time.monotonic()))) and ok
+                except Exception:
+                    self._internal_error(f"sink:{type(extra).__name__}")
+                    ok = False
+            return bool(ok)
         except Exception:
             self._internal_error("flush")
             return False
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
-        """Flush, then stop the threads. Later calls are recorded again after a restart."""
+        """Flush, then stop the threads and the sinks.
+
+        A call recorded after this starts the writer again. Returns what :meth:`flush` did.
+        """
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
         ok = self.flush(timeout_s=timeout)
         self._stop_threads(timeout_s=timeout)
+        for sink in self._extra_sinks:
+            with contextlib.suppress(Exception):
+                sink.shutdown()
         return ok
 
     # ------------------------------------------------------------------ request side
@@ -372,7 +395,8 @@ class Recorder:
 
     def _wake(self) -> None:
         try:
-            if self._writer is None:
+            writer = self._writer
+            if writer is None or not writer.is_alive():
                 self._ensure_writer()
             if not self._wakeup.is_set():  # Event.set() takes a lock: skip it when already up
                 self._wakeup.set()
@@ -425,31 +449,39 @@ class Recorder:
             if self._writer is not None and self._writer.is_alive():
                 return
             _preimport_fork_handlers()
-            if self._sink is None:
-                from ._sinks import ParquetSink
+            old = self._sink
+            if old is not None:  # the last writer died: its sink goes with it
+                with contextlib.suppress(Exception):
+                    old.shutdown(self.config.shutdown_timeout_s)
+            from ._sinks import ParquetSink
 
-                self._sink = ParquetSink(self)
-            self._stopping = False
-            self._writer = threading.Thread(target=self._run_writer, name="predlog-writer", daemon=True)
+            self._sink = ParquetSink(self)
+            self._stop = threading.Event()
+            self._writer = threading.Thread(
+                target=self._run_writer, args=(self._stop, self._sink), name="predlog-writer", daemon=True
+            )
             self._writer.start()
             self._wake_at = self._batch
 
     def _stop_threads(self, timeout_s: float) -> None:
-        writer = self._writer
-        if writer is not None and writer.is_alive():
-            self._stopping = True
+        """Ask the writer to drain the queue, close its sink and exit; wait up to timeout_s.
+
+        The next recorded call starts a new writer (and sink).
+        """
+        writer, stop, sink = self._writer, self._stop, self._sink
+        self._writer, self._stop, self._sink = None, None, None
+        self._wake_at = 0
+        if writer is not None and writer.is_alive() and stop is not None:
+            stop.set()
             self._wakeup.set()
             writer.join(timeout_s)
-        self._writer = None
-        if self._sink is not None:
+        elif sink is not None:
             with contextlib.suppress(Exception):
-                self._sink.shutdown(timeout_s)
-            self._sink = None
-        for sink in self._extra_sinks:
-            with contextlib.suppress(Exception):
-                sink.shutdown()
+                sink.shutdown(timeout_s)
 
-    def _run_writer(self) -> None:
+    def _run_writer(self, stop: threading.Event, sink: Any) -> None:
+        # Calls made from this thread (a processor, a features= callable) are not recorded.
+        _CURRENT.set(Ctx(suppress=True))
         cfg = self.config
         q = self._queue
         try:
@@ -461,34 +493,43 @@ class Recorder:
         except Exception:
             pass
         while True:
-            self._wakeup.wait(cfg.flush_interval_s)
+            if len(q) < self._batch and not stop.is_set():
+                self._wakeup.wait(cfg.flush_interval_s)
             self._wakeup.clear()
             with self._flush_cv:
                 ticket = self._flush_requested
-            stopping = self._stopping
-            # Drain what is queued now; a flush waits for exactly what preceded it.
-            while q:
-                n = min(len(q), _DRAIN_MAX)
+            stopping = stop.is_set()
+            # Drain what is queued now, no more: under sustained load the writer must still
+            # reach tick() (fsync, age-based seal) and serve flushes.
+            pending = len(q)
+            while pending > 0:
+                n = min(pending, len(q), _DRAIN_MAX)
+                if n <= 0:
+                    break
                 batch = [q.popleft() for _ in range(n)]
+                pending -= n
                 with self._lock:
                     self._counts["taken"] += n
                 if cfg.on_full == "block":
                     with self._space:
                         self._space.notify_all()
                 with self._busy:
-                    self._process(batch)
+                    self._process(batch, sink)
             try:
-                self._sink.tick(seal_now=ticket > self._flush_done or stopping)
+                sink.tick(rotate_now=ticket > self._flush_done or stopping)
             except Exception:
                 self._internal_error("seal")
             if ticket > self._flush_done:
                 with self._flush_cv:
                     self._flush_done = ticket
+                    self._flush_handed = sink.handed
                     self._flush_cv.notify_all()
-            if stopping:
+            if stopping and not q:
+                with contextlib.suppress(Exception):
+                    sink.shutdown(cfg.shutdown_timeout_s)
                 return
 
-    def _process(self, batch: list[tuple[Any, ...]]) -> None:
+    def _process(self, batch: list[tuple[Any, ...]], sink: Any) -> None:
         from ._convert import Flags, labels_to_table, records_to_table
 
         heads = set(map(itemgetter(0), batch))  # C-level: usually one spec, no labels
@@ -514,7 +555,7 @@ class Recorder:
                 done = 0
                 try:
                     for table, calls in records_to_table(group, Flags(), cfg.max_value_bytes):
-                        self._export(table, labels=False, calls=calls)
+                        self._export(sink, table, labels=False, calls=calls)
                         done += calls
                 except Exception:
                     self._drop("convert_error", len(group) - done)
@@ -526,7 +567,7 @@ class Recorder:
                 self._internal_error("convert_labels")
                 self._drop("labels_dropped", len(labels))
             else:
-                self._export(table, labels=True, calls=len(labels))
+                self._export(sink, table, labels=True, calls=len(labels))
 
     def _observe_latency(self, preds: list[tuple[Any, ...]]) -> None:
         if self.config.cpu_time != "auto":
@@ -538,7 +579,7 @@ class Recorder:
             if len(lat) >= 8:
                 spec.observe_latency(statistics.median(lat))
 
-    def _export(self, table: Any, *, labels: bool, calls: int) -> None:
+    def _export(self, sink: Any, table: Any, *, labels: bool, calls: int) -> None:
         """Run processors and sinks on one table; count every call as written or dropped.
 
         ``calls`` is how many recorded calls the table holds: its rows for single calls,
@@ -547,7 +588,7 @@ class Recorder:
         single = calls == table.num_rows
         dropped_key = "labels_dropped" if labels else None
         try:
-            processed, removed = self._sink.pipeline.apply(table, label_table=labels)
+            processed, removed = sink.pipeline.apply(table, label_table=labels)
         except Exception:
             self._internal_error("processors")
             self._drop(dropped_key or "processor_error", calls)
@@ -559,7 +600,7 @@ class Recorder:
         if not rows:
             return
         try:
-            self._sink.export(processed, labels=labels)
+            sink.export(processed, labels=labels)
         except OSError as exc:
             self._drop(dropped_key or "write_error", survived)
             self._errors.error(

@@ -98,7 +98,7 @@ class ParquetSink:
         self.dirty = False
         self._handed = 0
         self._attempted = 0
-        self._sealq: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self._sealq: queue.Queue[tuple[int, str] | tuple[()] | None] = queue.Queue()
         self._seal_cv = threading.Condition()
         self._retry: list[str] = []
         # Closed segments waiting for the sealer keep their descriptor, and so their flock:
@@ -132,20 +132,25 @@ class ParquetSink:
         if seg.rows >= self.cfg.segment_max_rows or seg.bytes >= self.cfg.segment_max_bytes:
             self._rotate()
 
-    def tick(self, *, seal_now: bool = False) -> None:
-        """Called by the writer after each drain: sync, and seal on age or on request."""
+    def tick(self, *, rotate_now: bool = False) -> None:
+        """Called by the writer after each drain: sync, and close the segment on age or on
+        request (a flush). Never waits for the sealer."""
         now = time.monotonic()
         seg = self.segment
-        if seg is not None:
-            if self.dirty and now - self.synced_at >= self.cfg.flush_interval_s:
-                with contextlib.suppress(OSError):
-                    seg.sync()
-                self.synced_at = now
-                self.dirty = False
-            if seal_now or now - self.opened_at >= self.cfg.segment_max_age_s:
-                self._rotate()
-        if seal_now:
-            self._wait_sealed(self.cfg.shutdown_timeout_s)
+        if seg is None:
+            return
+        if rotate_now or now - self.opened_at >= self.cfg.segment_max_age_s:
+            self._rotate()  # syncs
+        elif self.dirty and now - self.synced_at >= self.cfg.flush_interval_s:
+            with contextlib.suppress(OSError):
+                seg.sync()
+            self.synced_at = now
+            self.dirty = False
+
+    @property
+    def handed(self) -> int:
+        """How many segments were handed to the sealer so far."""
+        return self._handed
 
     def _rotate(self) -> None:
         seg, self.segment = self.segment, None
@@ -163,19 +168,29 @@ class ParquetSink:
         self._handed += 1
         self._sealq.put((self._handed, seg.path))
 
-    def _wait_sealed(self, timeout_s: float) -> bool:
+    def wait_sealed(self, target: int, timeout_s: float) -> bool:
+        """Wait until the first ``target`` handed segments were sealed; False on timeout or
+        when one of them could not be sealed (it stays in ``_wal/`` for a retry)."""
         deadline = time.monotonic() + timeout_s
         with self._seal_cv:
-            while self._attempted < self._handed:
+            while self._attempted < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._seal_cv.wait(left)
-        return True
+        if self._retry:
+            self._sealq.put(())  # retry the failed seals now rather than on the back-off timer
+            with self._seal_cv:
+                while self._retry:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._seal_cv.wait(min(left, 0.5))
+        return not self._retry
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         self._rotate()
-        return self._wait_sealed(timeout_s)
+        return self.wait_sealed(self._handed, timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         self.force_flush(timeout_s)
@@ -244,6 +259,9 @@ class ParquetSink:
             self.recorder._count("corrupt_frames", sum(r.corrupt_frames for r in results))
 
     def _run_sealer(self) -> None:
+        from ._context import _CURRENT, Ctx
+
+        _CURRENT.set(Ctx(suppress=True))  # nothing this thread calls is recorded
         self._recover()
         last_recover = time.monotonic()
         backoff = 1.0
@@ -263,8 +281,11 @@ class ParquetSink:
                     self._attempted = max(self._attempted, n)
                     self._seal_cv.notify_all()
             if self._retry and not item:
-                self._retry = [p for p in self._retry if not self._seal(p)]
-                backoff = min(backoff * 2, 30.0) if self._retry else 1.0
+                still = [p for p in self._retry if not self._seal(p)]
+                with self._seal_cv:
+                    self._retry = still
+                    self._seal_cv.notify_all()
+                backoff = min(backoff * 2, 30.0) if still else 1.0
             if time.monotonic() - last_recover >= self._RECOVER_EVERY_S:
                 self._recover()
                 last_recover = time.monotonic()

@@ -274,7 +274,13 @@ def recover_orphans(store: str, *, row_group_size: int = 131_072, skip: set[str]
                 raise
             if not os.path.exists(path):
                 continue  # sealed by someone else between listdir and lock
-            results.append(seal_segment(store, path, row_group_size=row_group_size))
+            try:
+                results.append(seal_segment(store, path, row_group_size=row_group_size))
+            except OSError:
+                raise  # disk full or unwritable: the caller retries the whole pass later
+            except Exception:
+                # One unreadable segment must not hold back the others; it stays for a look.
+                logger.exception("predlog: cannot recover segment %s; left in place", path)
         finally:
             os.close(fd)
     return results
