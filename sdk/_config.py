@@ -76,9 +76,11 @@ class Config:
             ``"user_id"``, ``"features.email"``. Needs ``hash_key``.
         hash_key: Key for ``hash_fields`` (``PREDLOG_HASH_KEY``).
         redact: Key patterns (``fnmatch`` style, case-insensitive) whose values are replaced
-            by ``"[REDACTED]"`` anywhere in features, context and prediction.
+            by ``"[REDACTED]"`` anywhere in features, context and prediction, and in a
+            label's value and extra fields.
         processors: Callables ``row -> row | None`` run in the writer, after the built-ins.
-        shutdown_timeout_s: Longest wait for pending records at interpreter exit.
+        shutdown_timeout_s: Longest wait for pending records in ``shutdown()``, at
+            interpreter exit and when ``configure()`` replaces a running writer.
     """
 
     store: str = "predlog-store"

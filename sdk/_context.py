@@ -18,7 +18,10 @@ __all__ = ["Ctx", "context", "current_context", "suppressed"]
 
 
 class Ctx:
-    """An immutable snapshot of the request context. Cheap to hold by reference."""
+    """The request context: ids and extras fixed at creation, held by reference by records.
+
+    Two fields change later: a cached sampling bucket and the last prediction made under it.
+    """
 
     __slots__ = ("user_id", "request_id", "extra", "suppress", "_user_bucket", "last")
 

@@ -4,7 +4,8 @@ The fast path hands whole columns to Arrow's C++ converter. When Arrow refuses a
 (mixed types, objects, integers past 64 bits, empty structs) the column is rebuilt field by
 field, and only the values Arrow cannot hold become JSON text, flagged in the row's ``flags``
 as ``json:<path>``. Strings and bytes longer than the cap are cut and flagged as
-``truncated:<path>``. Nothing here raises for any input: the last resort stores ``repr``.
+``truncated:<path>``. Values never make conversion fail: the last resort stores ``repr``,
+and a batch Arrow refuses column-wise is rebuilt row by row.
 """
 
 from __future__ import annotations
@@ -22,20 +23,6 @@ if TYPE_CHECKING:
     from ._capture import FunctionSpec
 
 __all__ = ["Flags", "column", "ids_for", "labels_to_table", "records_to_table", "shape_of", "to_json", "truncate"]
-
-_ARROW_ERRORS: tuple[type[BaseException], ...] = ()
-
-
-def _arrow_errors() -> tuple[type[BaseException], ...]:
-    global _ARROW_ERRORS
-    if not _ARROW_ERRORS:
-        import pyarrow as pa
-
-        # Arrow's converter may call into user objects (__len__, __iter__, __array__), which can
-        # raise anything: every Exception means "Arrow cannot take this column as it is".
-        _ARROW_ERRORS = (Exception,)
-    return _ARROW_ERRORS
-
 
 class Flags:
     """Per-row flags collected while converting (sparse: most rows have none)."""
@@ -201,12 +188,11 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     """
     import pyarrow as pa
 
-    errors = _arrow_errors()
     try:
         arr = pa.array(values)
         if _storable(arr, values):
             return arr
-    except errors:
+    except Exception:  # Arrow (or a user object inside it) refused
         pass
     # Arrow refused the column as a whole. Pivot dicts into fields; JSON the rest.
     plain = [_plain(v) for v in values]
@@ -216,7 +202,7 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
         arr = pa.array(plain)
         if _storable(arr, plain):
             return arr
-    except errors:
+    except Exception:  # Arrow (or a user object inside it) refused
         pass
     # Empty dicts end here too: Parquet cannot hold a struct without fields, JSON can ("{}").
     return _json_column(plain, path, flags, row_of)
@@ -511,7 +497,6 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
     context: list[Any] = []
     rate: list[float] = []
     batches: list[tuple[int, _Shape, tuple[Any, ...]]] = []
-    errors = _arrow_errors()
 
     for rec in records:
         spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
@@ -597,7 +582,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
         bflags = Flags()
         try:
             table = _batch_table(shape, rec, bflags, max_value_bytes)
-        except errors:
+        except Exception:  # Arrow (or a user object inside it) refused
             # Could not build the batch column-wise: keep every row as JSON rather than lose it.
             table = _batch_fallback(shape, rec, bflags, max_value_bytes)
         yield table, 1
@@ -724,7 +709,7 @@ def _str_column(values: list[Any], path: str, flags: Flags) -> pa.Array:
 
     try:
         return pa.array(values, type=pa.string())
-    except _arrow_errors():
+    except Exception:  # Arrow (or a user object inside it) refused
         out = []
         for v in values:
             text = None if v is None else str(v)
@@ -739,7 +724,7 @@ def _float_column(values: list[Any], flags: Flags, path: str) -> pa.Array:
 
     try:
         return pa.array(values, type=pa.float64())
-    except _arrow_errors():
+    except Exception:  # Arrow (or a user object inside it) refused
         out = []
         for i, v in enumerate(values):
             try:
@@ -776,7 +761,7 @@ def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array
                 return pa.nulls(shape.n)
             if not any(_has_empty_struct(a.type) for a in arrays):
                 return pa.StructArray.from_arrays(arrays, names=names)
-        except _arrow_errors():
+        except Exception:  # Arrow (or a user object inside it) refused
             pass
         return column([{str(k): v for k, v in r.items()} for r in x.to_dict("records")], "features", flags)
     if _is_ndarray(x):
@@ -787,7 +772,7 @@ def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array
             if x.dtype.kind in "biuf":
                 arrays = [pa.array(x[:, j]) for j in range(ncols)]
                 return pa.StructArray.from_arrays(arrays, names=names)
-        except _arrow_errors():
+        except Exception:  # Arrow (or a user object inside it) refused
             pass
         return column([dict(zip(names, row)) for row in x.tolist()], "features", flags)
     return column([_plain(r) for r in x], "features", flags)
@@ -810,7 +795,7 @@ def _batch_predictions(spec: FunctionSpec | _SpecView, output: Any, n: int, flag
         else:
             rows = output.reshape(n, -1)
             pred = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1]) if rows.dtype.kind in "biuf" else column(rows.tolist(), "prediction", flags)
-            if pred.type.__class__.__name__ == "FixedSizeListType":
+            if pa.types.is_fixed_size_list(pred.type):
                 pred = pred.cast(pa.list_(pred.type.value_type))
             if spec.confidence == "max" and rows.dtype.kind in "biuf":
                 conf = pa.array(rows.max(axis=1).astype(np.float64))
@@ -862,7 +847,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         pred, conf = pa.nulls(n, pa.null()), pa.nulls(n, pa.float64())
         status = "error"
         etype, emsg = _error_fields(exc)
-    per_row_latency = (t1 - t0) / 1e6
+    call_latency = (t1 - t0) / 1e6  # every row of a batch carries the whole call's latency
     ctx_extra = ctx.extra if ctx is not None and ctx.extra else None
     context = column([ctx_extra] * n, "context", flags) if ctx_extra else pa.nulls(n, pa.null())
 
@@ -874,7 +859,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "ts": pa.array(np.full(n, t0 // 1000, dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
         "model": rep(spec.model, pa.string()),
         "model_version": rep(spec.version, pa.string()),
-        "latency_ms": rep(per_row_latency, pa.float64()),
+        "latency_ms": rep(call_latency, pa.float64()),
         "cpu_ms": rep(min(cpu_ns, t1 - t0) / 1e6 if cpu_ns >= 0 else None, pa.float64()),
         "status": rep(status, pa.string()),
         "error_type": rep(etype, pa.string()),

@@ -83,8 +83,9 @@ def _redact_names(arr: pa.Array, match: Callable[[str], bool]) -> pa.Array:
 class Pipeline:
     """drop_fields → redact → hash_fields → user processors, on one table at a time.
 
-    Runs in the writer thread. User processors see plain dict rows; one that raises drops
-    its row (counted by the caller): a failing redaction must not leak what it should hide.
+    Runs in the writer thread. User processors see plain dict rows and run on prediction
+    rows only. A row a processor drops, or raises on, is dropped and counted as
+    ``processor``: a failing redaction must not leak what it should hide.
     """
 
     def __init__(

@@ -75,8 +75,8 @@ class InMemorySink:
 class ParquetSink:
     """Write-ahead segment now, Parquet later: the store's own sink.
 
-    ``export`` appends a frame to the open segment (fdatasync at most once per flush
-    interval). A segment is closed when it reaches its row, byte or age limit, or on flush,
+    ``export`` appends a frame to the open segment; the writer's ``tick`` fdatasyncs it
+    once per flush interval and when the segment is closed. A segment is closed when it reaches its row, byte or age limit, or on flush,
     and handed to the sealer thread, which writes the Parquet files and deletes it. The
     sealer also recovers segments of dead processes, at start and every minute.
     """
