@@ -372,18 +372,15 @@ class Recorder:
     # ------------------------------------------------------------------ request side
 
     def _submit(self, rec: tuple[Any, ...]) -> None:
-        """Enqueue one prediction record. Must not block (unless asked to) or raise."""
+        """Enqueue one prediction record. Must not block (unless asked to) or raise.
+
+        The sync wrapper inlines this (and ``remember``) for speed.
+        """
         remember(rec, task=rec[0].kind in _ASYNC_KINDS)
-        q = self._queue
-        n = len(q)
-        if n < self._max:
-            q.append(rec)
-            if n >= self._wake_at:
-                self._wake()
-            return
-        self._full(rec)
+        self._submit_label(rec)
 
     def _submit_label(self, rec: tuple[Any, ...]) -> None:
+        """Enqueue one record without remembering it as the last prediction."""
         q = self._queue
         n = len(q)
         if n < self._max:

@@ -27,57 +27,14 @@ import pydantic
 import pytest
 
 import predlog
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 # ---------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def make_rec(tmp_path):
-    """Build recorders on ``tmp_path`` (or a sub-store) and shut every one down afterwards."""
-    made: list[predlog.Recorder] = []
-
-    def make(**config):
-        config.setdefault("store", str(tmp_path))
-        config.setdefault("model", "m")
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
-
-
-@pytest.fixture
-def rec(make_rec):
-    return make_rec()
-
-
-def flush(rec: predlog.Recorder) -> None:
-    assert rec.flush(timeout_s=10) is True
-    s = rec.stats()
-    assert s["captured"] == s["written"] + s["dropped_total"], s
-
-
-def query(store, sql: str, params: list | None = None) -> list[dict]:
-    """Run ``sql`` with view ``p`` over the store's predictions; rows as dicts."""
-    con = duckdb.connect()
-    con.execute(
-        f"create view p as select * from read_parquet('{store}/predictions/**/*.parquet', "
-        "hive_partitioning=true, union_by_name=true)"
-    )
-    cur = con.execute(sql, params or [])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
 def nonnull(d: dict) -> dict:
     """Drop null fields: union_by_name gives every file's struct the fields of all files."""
     return {k: v for k, v in d.items() if v is not None}
-
-
-def pred_files(store) -> list[str]:
-    return sorted(glob.glob(os.path.join(str(store), "predictions", "**", "*.parquet"), recursive=True))
 
 
 def arrow_rows(store) -> pa.Table:

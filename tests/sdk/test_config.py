@@ -11,6 +11,12 @@ import duckdb
 import pytest
 
 import predlog
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
+
+
+@pytest.fixture
+def rec_defaults():
+    return {}  # these tests check the defaults themselves
 from predlog._config import ENV_VARS
 
 
@@ -19,42 +25,6 @@ def clean_env(monkeypatch):
     """No PREDLOG_* setting leaks in from the environment running the tests."""
     for var in ENV_VARS.values():
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def make_rec(tmp_path):
-    made: list[predlog.Recorder] = []
-
-    def make(**config):
-        config.setdefault("store", str(tmp_path))
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
-
-
-def flush(rec: predlog.Recorder) -> None:
-    assert rec.flush(timeout_s=10) is True
-    s = rec.stats()
-    assert s["captured"] == s["written"] + s["dropped_total"], s
-
-
-def query(store, sql: str, params: list | None = None) -> list[dict]:
-    con = duckdb.connect()
-    con.execute(
-        f"create view p as select * from read_parquet('{store}/predictions/**/*.parquet', "
-        "hive_partitioning=true, union_by_name=true)"
-    )
-    cur = con.execute(sql, params or [])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-
-def pred_files(store) -> list[str]:
-    return sorted(glob.glob(os.path.join(str(store), "predictions", "**", "*.parquet"), recursive=True))
 
 
 # ---------------------------------------------------------------- precedence

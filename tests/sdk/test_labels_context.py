@@ -18,58 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import predlog
-
-
-@pytest.fixture
-def make_rec(tmp_path):
-    made: list[predlog.Recorder] = []
-
-    def make(**config):
-        config.setdefault("store", str(tmp_path))
-        config.setdefault("model", "m")
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
-
-
-@pytest.fixture
-def rec(make_rec):
-    return make_rec()
-
-
-def flush(rec: predlog.Recorder) -> None:
-    assert rec.flush(timeout_s=10) is True
-    s = rec.stats()
-    assert s["captured"] == s["written"] + s["dropped_total"], s
-
-
-def connect(store) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    if glob.glob(f"{store}/predictions/**/*.parquet", recursive=True):
-        con.execute(
-            f"create view p as select * from read_parquet('{store}/predictions/**/*.parquet', "
-            "hive_partitioning=true, union_by_name=true)"
-        )
-    if glob.glob(f"{store}/labels/**/*.parquet", recursive=True):
-        con.execute(
-            f"create view l as select * from read_parquet('{store}/labels/**/*.parquet', "
-            "hive_partitioning=true, union_by_name=true)"
-        )
-    return con
-
-
-def query(store, sql: str, params: list | None = None) -> list[dict]:
-    cur = connect(store).execute(sql, params or [])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-
-def pred_files(store) -> list[str]:
-    return sorted(glob.glob(os.path.join(str(store), "predictions", "**", "*.parquet"), recursive=True))
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 
 # ---------------------------------------------------------------- context

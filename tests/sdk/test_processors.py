@@ -18,41 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import predlog
-
-
-@pytest.fixture
-def make_rec(tmp_path):
-    made: list[predlog.Recorder] = []
-
-    def make(**config):
-        config.setdefault("store", str(tmp_path))
-        config.setdefault("model", "m")
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
-
-
-def flush(rec: predlog.Recorder) -> None:
-    assert rec.flush(timeout_s=10) is True
-    s = rec.stats()
-    assert s["captured"] == s["written"] + s["dropped_total"], s
-
-
-def query(store, sql: str, params: list | None = None) -> list[dict]:
-    con = duckdb.connect()
-    for name, sub in (("p", "predictions"), ("l", "labels")):
-        if glob.glob(f"{store}/{sub}/**/*.parquet", recursive=True):
-            con.execute(
-                f"create view {name} as select * from read_parquet('{store}/{sub}/**/*.parquet', "
-                "hive_partitioning=true, union_by_name=true)"
-            )
-    cur = con.execute(sql, params or [])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 
 def store_bytes(store) -> bytes:
