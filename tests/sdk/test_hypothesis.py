@@ -59,9 +59,13 @@ class BadLen:
 
 # ---------------------------------------------------------------- strategies
 
-text = st.text(
-    alphabet=st.characters(codec=None, categories=("L", "M", "N", "P", "S", "Z", "C")), max_size=12
-)  # any code point, control characters and lone surrogates included
+# Any code point, control characters and lone surrogates included (joined from a list:
+# st.text() would leave the surrogates out).
+text = st.lists(
+    st.characters(codec=None, categories=("L", "M", "N", "P", "S", "Z", "C"))
+    | st.sampled_from(["\ud800", "\udc8e", "\udfff", "\x00", "\u200b", "\U0001d518"]),
+    max_size=12,
+).map("".join)
 long_text = st.builds(lambda c, n: c * n, st.characters(codec=None, exclude_categories=("Cs",)), st.integers(CAP // 4, 3 * CAP))
 long_bytes = st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=3), st.integers(CAP // 2, 3 * CAP))
 np_scalars = st.one_of(
@@ -253,3 +257,47 @@ def test_any_features_round_trip_or_are_flagged(batch: list[dict[Any, Any]]) -> 
         check(row["features"], x, "features", flags, problems)
         check(row["prediction"], x, "prediction", flags, problems)
     assert problems == []
+
+
+def _escaped(s: str) -> str:
+    """How text that is not valid UTF-8 (lone surrogates) is kept in a string column."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(text, text), min_size=1, max_size=8))
+def test_any_text_in_errors_and_context_is_kept(calls: list[tuple[str, str]]) -> None:
+    """Exception messages and context ids are free text too: one that is not valid UTF-8
+    must not cost the calls converted with it."""
+    with tempfile.TemporaryDirectory(prefix="predlog-hyp-") as store:
+        rec = predlog.Recorder(store=store, model="m", max_value_bytes=CAP)
+
+        @rec.capture
+        def predict(x: dict[str, str]) -> None:
+            raise ValueError(x["msg"])
+
+        try:
+            for j, (msg, user) in enumerate(calls):
+                with predlog.context(user_id=user, request_id=str(j)):
+                    with pytest.raises(ValueError) as info:
+                        predict({"msg": msg})
+                assert info.value.args == (msg,)
+        finally:
+            assert rec.shutdown(timeout_s=30)
+        s = rec.stats()
+        assert s["captured"] == s["written"] == len(calls) and s["dropped_total"] == 0, s
+        rows = _read_rows(store)
+    assert len(rows) == len(calls)
+    by_request = {r["request_id"]: r for r in rows}
+    for j, (msg, user) in enumerate(calls):
+        row = by_request[str(j)]
+        assert (row["status"], row["error_type"]) == ("error", "ValueError")
+        assert row["error_message"] == _escaped(msg)
+        assert row["user_id"] == _escaped(user)
+        problems: list[str] = []
+        check(row["features"], {"msg": msg}, "features", row.get("flags") or [], problems)
+        assert problems == []
