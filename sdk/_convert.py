@@ -553,7 +553,6 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
         ts_arr = np.asarray(ts, dtype=np.int64)
         data, n = _ids.uuid7_array(ts_arr, np.asarray(seqs, dtype=np.uint64), None)
         ids = _fixed_strings(data, n, 36)
-        nulls_s = pa.nulls(n, pa.string())
         cols = {
             "prediction_id": ids,
             "ts": pa.array(ts_arr // 1000, type=pa.timestamp("us", tz="UTC")),
@@ -566,11 +565,6 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             "error_message": _str_column(emsg, "error_message", flags),
             "request_id": _str_column(req, "request_id", flags),
             "user_id": _str_column(user, "user_id", flags),
-            "batch_id": nulls_s,
-            "batch_index": pa.nulls(n, pa.int32()),
-            "batch_size": pa.nulls(n, pa.int32()),
-            "trace_id": nulls_s,
-            "span_id": nulls_s,
             "features": column(features, "features", flags),
             "prediction": column(prediction, "prediction", flags),
             "confidence": _float_column(confidence, flags, "confidence"),
@@ -667,7 +661,6 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
     t0 = np.array(t0s, dtype=np.int64)
     cpu = np.array(cpus, dtype=np.float64)
     data, _ = _ids.uuid7_array(t0, np.array(seqs, dtype=np.uint64), None)
-    strings = pa.nulls(n, pa.string())
     cols = {
         "prediction_id": _fixed_strings(data, n, 36),
         "ts": pa.array(t0 // 1000, type=pa.timestamp("us", tz="UTC")),
@@ -678,15 +671,8 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
         # the call's wall time for one thread, so clamp.
         "cpu_ms": pa.array(np.minimum(cpu, np.array(t1s, dtype=np.int64) - t0) / 1e6, mask=cpu < 0),
         "status": pa.repeat(pa.scalar("ok", pa.string()), n),
-        "error_type": strings,
-        "error_message": strings,
         "request_id": request_id,
         "user_id": user_id,
-        "batch_id": strings,
-        "batch_index": pa.nulls(n, pa.int32()),
-        "batch_size": pa.nulls(n, pa.int32()),
-        "trace_id": strings,
-        "span_id": strings,
         "features": _dict_rows(firsts, "features", flags),
         "prediction": column(predictions, "prediction", flags),
         "confidence": confidence,
@@ -735,17 +721,35 @@ def _float_column(values: list[Any], flags: Flags, path: str) -> pa.Array:
         return pa.array(out, type=pa.float64())
 
 
+# The predictions columns in store order, with the type a column gets when it is absent
+# (ts, features and prediction are always given).
+_PREDICTION_COLUMNS = (
+    ("prediction_id", "string"), ("ts", "null"), ("model", "string"), ("model_version", "string"),
+    ("latency_ms", "float64"), ("cpu_ms", "float64"), ("status", "string"), ("error_type", "string"),
+    ("error_message", "string"), ("request_id", "string"), ("user_id", "string"), ("batch_id", "string"),
+    ("batch_index", "int32"), ("batch_size", "int32"), ("trace_id", "string"), ("span_id", "string"),
+    ("features", "null"), ("prediction", "null"), ("confidence", "float64"), ("context", "null"),
+    ("sample_rate", "float64"),
+)
+
+
 def _finish(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa.Table:
+    """Order the columns as the store format does, fill absent ones with nulls, truncate
+    long values and add the ``flags`` column."""
     import pyarrow as pa
 
-    for name in ("error_message", "request_id", "user_id", "features", "prediction", "context"):
-        cols[name] = truncate(cols[name], name, max_value_bytes, flags)
     n = len(cols["prediction_id"])
+    ordered = {
+        name: cols[name] if name in cols else pa.nulls(n, getattr(pa, typ)())
+        for name, typ in _PREDICTION_COLUMNS
+    }
+    for name in ("error_message", "request_id", "user_id", "features", "prediction", "context"):
+        ordered[name] = truncate(ordered[name], name, max_value_bytes, flags)
     if flags.rows:
-        cols["flags"] = pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
+        ordered["flags"] = pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
     else:
-        cols["flags"] = pa.nulls(n, pa.list_(pa.string()))
-    return pa.table(cols)
+        ordered["flags"] = pa.nulls(n, pa.list_(pa.string()))
+    return pa.table(ordered)
 
 
 def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array:
@@ -869,8 +873,6 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "batch_id": rep(_ids.uuid7_str(t0, seq), pa.string()),
         "batch_index": pa.array(np.arange(n, dtype=np.int32)),
         "batch_size": rep(n, pa.int32()),
-        "trace_id": pa.nulls(n, pa.string()),
-        "span_id": pa.nulls(n, pa.string()),
         "features": _batch_features(spec, shape, flags),
         "prediction": pred,
         "confidence": conf,
