@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 from typing import TYPE_CHECKING
@@ -242,6 +243,31 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
     return SealResult(files, rows["predictions"], rows["labels"], contents.corrupt_frames, contents.torn_tail_bytes)
 
 
+_STALE_NEW_S = 60.0
+
+
+def _remove_stale_new(path: str) -> None:
+    """Delete a segment a writer died creating (``*.arrows.new``: a header at most).
+
+    Only when old and unlocked: a young one may be a live writer between create and lock.
+    """
+    import fcntl
+
+    try:
+        if time.time() - os.stat(path).st_mtime < _STALE_NEW_S:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass  # locked by a live writer, or already gone
+    finally:
+        os.close(fd)
+
+
 def recover_orphans(store: str, *, row_group_size: int = 131_072, skip: set[str] | None = None) -> list[SealResult]:
     """Seal the segments of writers that are gone (their file lock is free).
 
@@ -259,6 +285,9 @@ def recover_orphans(store: str, *, row_group_size: int = 131_072, skip: set[str]
     results = []
     for name in names:
         path = os.path.join(directory, name)
+        if name.endswith(SEGMENT_SUFFIX + ".new"):
+            _remove_stale_new(path)
+            continue
         if not name.endswith(SEGMENT_SUFFIX) or (skip and path in skip):
             continue
         try:

@@ -78,3 +78,17 @@ def test_flush_makes_every_row_visible_in_parquet(tmp_path, rows):
         assert got == (rows * (rows - 1), rows)
     finally:
         rec.shutdown()
+
+
+def test_recovery_removes_stale_half_created_segments_only(tmp_path):
+    from predlog._store import recover_orphans
+
+    wal = tmp_path / "_wal"
+    os.makedirs(wal)
+    stale, young = wal / "h-1-a.arrows.new", wal / "h-2-b.arrows.new"
+    for p in (stale, young):
+        p.write_bytes(b"PLWAL\x00\x01\n")
+    old = os.stat(stale).st_mtime - 3600
+    os.utime(stale, (old, old))
+    recover_orphans(str(tmp_path))
+    assert not stale.exists() and young.exists()
