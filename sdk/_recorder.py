@@ -283,6 +283,7 @@ class Recorder:
                 "labels without either are dropped (counted in stats()['labels_dropped'])",
             )
             return
+        self._count("labels_submitted")
         self._submit_label(
             (LABEL, None if prediction_id is None else str(prediction_id),
              None if request_id is None else str(request_id), label, extra or None, time.time_ns())
@@ -303,9 +304,12 @@ class Recorder:
             dropped = dict(self._dropped)
         depth = len(self._queue)
         labels_dropped = dropped.pop("labels_dropped", 0)
-        calls_taken = counts.get("taken", 0) - counts.get("labels_taken", 0)
+        labels_taken = counts.get("labels_taken", 0)
+        calls_taken = counts.get("taken", 0) - labels_taken
+        labels_queued = counts.get("labels_submitted", 0) - labels_taken - counts.get("labels_queue_full", 0)
+        calls_queued = max(0, depth - labels_queued)  # the queue holds labels too
         return {
-            "captured": calls_taken + depth + dropped.get("queue_full", 0),
+            "captured": calls_taken + calls_queued + dropped.get("queue_full", 0),
             "written": counts.get("written", 0),
             "dropped": {**dict.fromkeys(DROP_REASONS, 0), **dropped},
             "dropped_total": sum(dropped.values()),
@@ -424,7 +428,11 @@ class Recorder:
                 if len(self._queue) < self._max:
                     self._queue.append(rec)
                     return
-            self._drop("labels_dropped" if rec[0] is LABEL else "queue_full", 1)
+            if rec[0] is LABEL:
+                self._drop("labels_dropped", 1)
+                self._count("labels_queue_full")
+            else:
+                self._drop("queue_full", 1)
         except Exception:
             self._internal_error("full")
 

@@ -160,3 +160,21 @@ def test_forked_workers_sample_independently(tmp_path):
         os.close(r)
         os.waitpid(pid, 0)
     assert len(set(outs)) == 3
+
+
+def test_queued_labels_are_not_counted_as_captured_calls(tmp_path):
+    rec = predlog.Recorder(store=str(tmp_path), model="m", flush_interval_s=60)
+    predict = rec.capture(lambda x: 1)
+    try:
+        predict({"a": 1})
+        assert rec.flush(timeout_s=10)
+        rec._wake_at = 10**9  # keep the writer asleep: everything below stays queued
+        predict({"a": 2})
+        for i in range(5):
+            rec.log_label(i, request_id=f"r{i}")
+        assert rec.stats()["captured"] == 2
+        assert rec.flush(timeout_s=10)
+        s = rec.stats()
+        assert (s["captured"], s["written"], s["labels"]) == (2, 2, 5)
+    finally:
+        rec.shutdown()
