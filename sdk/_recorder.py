@@ -497,9 +497,13 @@ class Recorder:
                 pa.array([0])
         except Exception:
             pass
+        cycle = time.monotonic()
         while True:
+            # Cycles start every flush_interval_s (sooner when woken), however long the last
+            # one took: a record waits at most about one interval before it is written.
             if len(q) < self._batch and not stop.is_set():
-                self._wakeup.wait(cfg.flush_interval_s)
+                self._wakeup.wait(max(0.0, cycle + cfg.flush_interval_s - time.monotonic()))
+            cycle = time.monotonic()
             self._wakeup.clear()
             with self._flush_cv:
                 ticket = self._flush_requested
