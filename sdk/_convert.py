@@ -457,6 +457,22 @@ def _confidence(spec: FunctionSpec | _SpecView, pred: Any) -> float | None:
     return value
 
 
+def _confidence_column(spec: FunctionSpec | _SpecView, predictions: list[Any], flags: Flags) -> pa.Array:
+    """Confidence of each prediction; a row whose confidence cannot be computed is flagged."""
+    import pyarrow as pa
+
+    if spec.confidence is None:
+        return pa.nulls(len(predictions), pa.float64())
+    out: list[float | None] = []
+    for i, pred in enumerate(predictions):
+        try:
+            out.append(_confidence(spec, pred))
+        except Exception:
+            out.append(None)
+            flags.add(i, "confidence_error")
+    return _float_column(out, flags, "confidence")
+
+
 def _unwrap_single(pred: Any) -> Any:
     """A single call to a vectorised model returns a length-1 array: store the element."""
     if _is_ndarray(pred) and pred.ndim >= 1 and pred.shape[0] == 1:
@@ -638,17 +654,7 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
             except Exception as e:
                 predictions.append(out)
                 flags.add(i, f"prediction_error:{type(e).__name__}")
-    if spec.confidence is None:
-        confidence = pa.nulls(n, pa.float64())
-    else:
-        conf: list[float | None] = []
-        for i, pred in enumerate(predictions):
-            try:
-                conf.append(_confidence(spec, pred))
-            except Exception:
-                conf.append(None)
-                flags.add(i, "confidence_error")
-        confidence = _float_column(conf, flags, "confidence")
+    confidence = _confidence_column(spec, predictions, flags)
 
     if ctxs.count(None) == n:
         request_id = user_id = pa.nulls(n, pa.string())
@@ -811,15 +817,7 @@ def _batch_predictions(spec: FunctionSpec | _SpecView, output: Any, n: int, flag
         if spec.confidence is None:
             conf = pa.nulls(n, pa.float64())
         else:
-            values = pred.to_pylist()
-            out = []
-            for i, v in enumerate(values):
-                try:
-                    out.append(_confidence(spec, v))
-                except Exception:
-                    out.append(None)
-                    flags.add(i, "confidence_error")
-            conf = pa.array(out, type=pa.float64())
+            conf = _confidence_column(spec, pred.to_pylist(), flags)
     return pred, conf
 
 
