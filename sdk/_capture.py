@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import ConfigError, check_sample_rate, validate_model_name
 from ._context import _CURRENT
 from ._ids import next_seq
+from ._otel import parent_getter
 from ._recorder_state import LAST, LAST_BY_THREAD, remember
 
 if TYPE_CHECKING:
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
 __all__ = ["FunctionSpec", "wrap"]
 
 # A record is a plain tuple (cheapest to build on the request thread):
-#   (spec, args, kwargs, output, exc, t0_ns, t1_ns, cpu_ns, ctx, seq)
-# cpu_ns is -1 when the CPU clock was not read for this call.
+#   (spec, args, kwargs, output, exc, t0_ns, t1_ns, cpu_ns, ctx, seq, otel)
+# cpu_ns is -1 when the CPU clock was not read for this call. otel is None (no tracing), the
+# caller's OpenTelemetry context (the writer makes the span) or, under nest_spans, the span
+# started around the call (the writer finishes it).
 
 # Functions whose calls are usually faster than this get their CPU time measured on one
 # call in _CPU_SAMPLE_EVERY under cpu_time="auto": the thread CPU clock is a system call
@@ -42,7 +45,8 @@ class FunctionSpec:
     __slots__ = (
         "recorder", "fn", "name", "model_arg", "version_arg", "features", "feature_names",
         "prediction", "confidence", "sample_rate_arg", "skip_self", "signature", "kind",
-        "model", "version", "sample_rate", "keep_all", "active", "cpu_every", "cpu_auto", "__weakref__",
+        "model", "version", "sample_rate", "keep_all", "active", "cpu_every", "cpu_auto", "otel_mode", "otel_get",
+        "__weakref__",
     )
 
     def __init__(
@@ -113,6 +117,17 @@ class FunctionSpec:
         self.active = cfg.enabled
         self.cpu_auto = cfg.cpu_time == "auto"
         self.cpu_every = {"always": 1, "never": 0, "auto": 1}[cfg.cpu_time]
+        # 0: no spans; 1: the writer makes the span from the captured parent context;
+        # 2: the span is started around the call (generators cannot hold a context across
+        # their yields, so they stay at 1).
+        getter = parent_getter() if cfg.tracing else None
+        self.otel_get = getter
+        if getter is None:
+            self.otel_mode = 0
+        elif cfg.nest_spans and self.kind in ("sync", "async"):
+            self.otel_mode = 2
+        else:
+            self.otel_mode = 1
 
     def observe_latency(self, median_ns: float) -> None:
         """Called by the worker: under cpu_time="auto", fast functions sample the CPU clock."""
@@ -150,6 +165,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
     wake = recorder._wake
     tls = LAST_BY_THREAD
     get_ctx = _CURRENT.get
+    nested = _nested_sync(spec)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not spec.active:
@@ -157,6 +173,10 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
         ctx = get_ctx()
         if ctx is not None and ctx.suppress:
             return fn(*args, **kwargs)
+        mode = spec.otel_mode
+        if mode == 2:
+            return nested(args, kwargs, ctx)
+        otel = spec.otel_get() if mode else None  # type: ignore[misc]
         seq = next_seq()
         every = spec.cpu_every
         if every and not seq % every:
@@ -167,7 +187,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
                 cpu = thread_time_ns() - c0
-                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), cpu, ctx, seq))
+                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), cpu, ctx, seq, otel))
                 raise
             cpu = thread_time_ns() - c0
             t1 = time_ns()
@@ -176,11 +196,11 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
             try:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
-                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq))
+                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq, otel))
                 raise
             t1 = time_ns()
             cpu = -1
-        rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq)
+        rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq, otel)
         # The last record, for last_prediction_id(): on the request's context object when
         # there is one, else per thread. Plain attribute stores, no allocation.
         if ctx is not None:
@@ -196,9 +216,72 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
                     wake()
             else:
                 full(rec)
+        elif otel is not None:
+            recorder._submit_span_only(rec)
         return out
 
     return wrapper
+
+
+def _start_span(spec: FunctionSpec, t0: int) -> tuple[Any, Any]:
+    """Start the call's span on the request thread and make it current (nest_spans)."""
+    try:
+        tracer = spec.recorder._telemetry.tracer()
+        if tracer is None:
+            return None, None
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+
+        span = tracer.start_span(f"predict {spec.model}", kind=trace.SpanKind.INTERNAL, start_time=t0)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+    except Exception:
+        spec.recorder._internal_error("span_start")
+        return None, None
+
+
+def _end_span_scope(spec: FunctionSpec, token: Any) -> None:
+    if token is not None:
+        try:
+            from opentelemetry import context as otel_context
+
+            otel_context.detach(token)
+        except Exception:
+            spec.recorder._internal_error("span_detach")
+
+
+def _nested_sync(spec: FunctionSpec) -> Callable[[tuple[Any, ...], dict[str, Any], Any], Any]:
+    """The sync wrapper's body under nest_spans: the span is current while predict runs."""
+    fn = spec.fn
+    recorder = spec.recorder
+
+    def call(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+        seq = next_seq()
+        every = spec.cpu_every
+        measure = bool(every and not seq % every)
+        t0 = time_ns()
+        span, token = _start_span(spec, t0)
+        c0 = thread_time_ns() if measure else 0
+        try:
+            out = fn(*args, **kwargs)
+        except BaseException as exc:
+            cpu = thread_time_ns() - c0 if measure else -1
+            t1 = time_ns()
+            _end_span_scope(spec, token)
+            recorder._submit((spec, args, kwargs, None, exc, t0, t1, cpu, ctx, seq, span))
+            raise
+        cpu = thread_time_ns() - c0 if measure else -1
+        t1 = time_ns()
+        _end_span_scope(spec, token)
+        rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq, span)
+        if spec.keep_all or spec.keep(ctx):
+            recorder._submit(rec)
+        else:
+            remember(rec)
+            if span is not None:
+                recorder._submit_span_only(rec)
+        return out
+
+    return call
 
 
 class _CpuMeter:
@@ -263,23 +346,34 @@ def _wrap_async(spec: FunctionSpec) -> Callable[..., Any]:
         ctx = get_ctx()
         if ctx is not None and ctx.suppress:
             return await fn(*args, **kwargs)
+        mode = spec.otel_mode
+        otel = spec.otel_get() if mode == 1 else None  # type: ignore[misc]
         seq = next_seq()
         every = spec.cpu_every
         meter = _CpuMeter() if every and not seq % every else None
         t0 = time_ns()
+        token = None
+        if mode == 2:
+            otel, token = _start_span(spec, t0)
         try:
             if meter is None:
                 out = await fn(*args, **kwargs)
             else:
                 out = await _Timed(meter, fn(*args, **kwargs))
         except BaseException as exc:
-            submit((spec, args, kwargs, None, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
+            t1 = time_ns()
+            _end_span_scope(spec, token)
+            submit((spec, args, kwargs, None, exc, t0, t1, meter.cpu_ns if meter else -1, ctx, seq, otel))
             raise
-        rec = (spec, args, kwargs, out, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq)
+        t1 = time_ns()
+        _end_span_scope(spec, token)
+        rec = (spec, args, kwargs, out, None, t0, t1, meter.cpu_ns if meter else -1, ctx, seq, otel)
         if spec.keep_all or spec.keep(ctx):
             submit(rec)
         else:
             LAST.set(rec)  # sampled out: the id still names this call, not an older one
+            if otel is not None:
+                spec.recorder._submit_span_only(rec)
         return out
 
     return wrapper
@@ -338,6 +432,7 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
         ctx = get_ctx()
         if ctx is not None and ctx.suppress:
             return (yield from fn(*args, **kwargs))
+        otel = spec.otel_get() if spec.otel_mode else None  # type: ignore[misc]
         seq = next_seq()
         every = spec.cpu_every
         measure = bool(every and not seq % every)
@@ -347,16 +442,18 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
             result = yield from tap
         except GeneratorExit:
             # Closed early by the consumer: what was produced so far is the prediction.
-            submit((spec, args, kwargs, tap.items, None, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq))
+            submit((spec, args, kwargs, tap.items, None, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq, otel))
             raise
         except BaseException as exc:
-            submit((spec, args, kwargs, tap.items, exc, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq))
+            submit((spec, args, kwargs, tap.items, exc, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq, otel))
             raise
-        rec = (spec, args, kwargs, tap.items, None, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq)
+        rec = (spec, args, kwargs, tap.items, None, t0, time_ns(), tap.cpu_ns if measure else -1, ctx, seq, otel)
         if spec.keep_all or spec.keep(ctx):
             submit(rec)
         else:
             remember(rec)
+            if otel is not None:
+                spec.recorder._submit_span_only(rec)
         return result
 
     return wrapper
@@ -375,6 +472,7 @@ def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
         else:
             record = True
         seq = next_seq() if record else 0
+        otel = spec.otel_get() if record and spec.otel_mode else None  # type: ignore[misc]
         every = spec.cpu_every
         meter = _CpuMeter() if record and every and not seq % every else None
         items: list[Any] = []
@@ -400,17 +498,19 @@ def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
             pass
         except GeneratorExit:
             if record:
-                submit((spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
+                submit((spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq, otel))
             raise
         except BaseException as exc:
             if record:
-                submit((spec, args, kwargs, items, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq))
+                submit((spec, args, kwargs, items, exc, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq, otel))
             raise
         if record:
-            rec = (spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq)
+            rec = (spec, args, kwargs, items, None, t0, time_ns(), meter.cpu_ns if meter else -1, ctx, seq, otel)
             if spec.keep_all or spec.keep(ctx):
                 submit(rec)
             else:
                 LAST.set(rec)
+                if otel is not None:
+                    spec.recorder._submit_span_only(rec)
 
     return wrapper

@@ -414,7 +414,7 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
 
 def ids_for(rec: tuple[Any, ...]) -> list[str]:
     """Prediction ids of one record (one id, or one per batch row), on demand."""
-    spec, args, kwargs, output, exc, t0, _t1, _cpu, _ctx, seq = rec
+    spec, args, kwargs, output, exc, t0, _t1, _cpu, _ctx, seq = rec[:10]
     try:
         shape = shape_of(spec, args, kwargs, output, exc)
     except Exception:
@@ -482,18 +482,21 @@ def _unwrap_single(pred: Any) -> Any:
     return pred
 
 
-def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> Iterator[tuple[pa.Table, int]]:
+def records_to_table(
+    records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int,
+) -> Iterator[tuple[pa.Table, list[tuple[Any, ...]]]]:
     """Convert prediction records to tables in the store's predictions schema.
 
-    Yields (table, calls) pairs: one table for the single calls, then one per batch call,
-    each as soon as it is built (a drain of large batch calls never sits in memory whole).
+    Yields (table, records) pairs: one table for the single calls (one row per record, in
+    order), then one per batch call (its rows, one record), each as soon as it is built (a
+    drain of large batch calls never sits in memory whole).
     """
     import numpy as np
     import pyarrow as pa
 
     fast = _fast_singles(records, flags, max_value_bytes)
     if fast is not None:
-        yield fast, len(records)
+        yield fast, records
         return
 
     ts: list[int] = []
@@ -513,9 +516,10 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
     context: list[Any] = []
     rate: list[float] = []
     batches: list[tuple[int, _Shape, tuple[Any, ...]]] = []
+    singles: list[tuple[Any, ...]] = []
 
     for rec in records:
-        spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+        spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec[:10]
         try:
             shape = shape_of(spec, args, kwargs, output, exc)
         except Exception as e:  # the features selector raised: keep the call, flag it
@@ -525,6 +529,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             batches.append((len(batches), shape, rec))
             continue
         row = len(ts)
+        singles.append(rec)
         ts.append(t0)
         seqs.append(seq)
         model.append(spec.model)
@@ -587,7 +592,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
             "context": column(context, "context", flags),
             "sample_rate": pa.array(rate, type=pa.float64()),
         }
-        yield _finish(cols, flags, max_value_bytes), n
+        yield _finish(cols, flags, max_value_bytes), singles
     for _, shape, rec in batches:
         bflags = Flags()
         try:
@@ -595,7 +600,7 @@ def records_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_byt
         except Exception:  # Arrow (or a user object inside it) refused
             # Could not build the batch column-wise: keep every row as JSON rather than lose it.
             table = _batch_fallback(shape, rec, bflags, max_value_bytes)
-        yield table, 1
+        yield table, [rec]
 
 
 _SCALAR_TYPES = frozenset({float, int, str, bool, type(None)})
@@ -633,7 +638,7 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
     import pyarrow as pa
 
     n = len(records)
-    specs, args, _kwargs, outputs, excs, t0s, t1s, cpus, ctxs, seqs = zip(*records)
+    specs, args, _kwargs, outputs, excs, t0s, t1s, cpus, ctxs, seqs, _otel = zip(*records)
     spec = specs[0]
     if spec.features is not None or specs.count(spec) != n or excs.count(None) != n:
         return None
@@ -838,7 +843,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
     import numpy as np
     import pyarrow as pa
 
-    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec[:10]
     n = shape.n
     data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
     ids = _fixed_strings(data, n, 36)
@@ -882,7 +887,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
 
 def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_bytes: int) -> pa.Table:
     """Last resort for a batch Arrow would not take column-wise: one JSON value per row."""
-    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec
+    spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec[:10]
     n = shape.n
     x = shape.features
     if _is_dataframe(x):
@@ -896,7 +901,7 @@ def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value
     except Exception:
         outs = [output] * n
     singles = Flags()
-    sub: list[tuple[Any, ...]] = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq) for i in range(n)]
+    sub: list[tuple[Any, ...]] = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq, None) for i in range(n)]
     import pyarrow as pa
 
     import numpy as np

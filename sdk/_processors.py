@@ -121,10 +121,23 @@ class Pipeline:
 
     def apply(self, table: pa.Table, *, label_table: bool = False) -> tuple[pa.Table | None, int]:
         """Return the processed table (None if every row was dropped) and rows dropped."""
+        table = self.apply_builtin(table, label_table=label_table)
+        if self.processors and not label_table:  # user processors are written for prediction rows
+            return self._run_user(table)
+        return table, 0
+
+    def apply_user(self, table: pa.Table) -> tuple[pa.Table | None, int]:
+        """The user processors only (prediction rows), after :meth:`apply_builtin`."""
+        if not self.processors:
+            return table, 0
+        return self._run_user(table)
+
+    def apply_builtin(self, table: pa.Table, *, label_table: bool = False) -> pa.Table:
+        """drop_fields, redact and hash_fields: column-wise, never drops a row."""
         import pyarrow as pa
 
-        if self.empty:
-            return table, 0
+        if not (self.drop or self.redact or self.hash):
+            return table
         names = table.column_names
 
         def replace(name: str, arr: pa.Array | None) -> None:
@@ -149,10 +162,7 @@ class Pipeline:
             if parts[0] in names and (not label_table or parts[0] in ("request_id",)):
                 col = table.column(parts[0]).combine_chunks()
                 replace(parts[0], _map_path(col, parts[1:], self._hash_array))
-        dropped = 0
-        if self.processors and not label_table:  # user processors are written for prediction rows
-            table, dropped = self._run_user(table)
-        return table, dropped
+        return table
 
     def _run_user(self, table: pa.Table) -> tuple[pa.Table | None, int]:
         import pyarrow as pa

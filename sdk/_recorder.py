@@ -31,6 +31,7 @@ from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
 from ._context import _CURRENT, Ctx
+from ._otel import Telemetry
 from ._recorder_state import last, remember
 
 if TYPE_CHECKING:
@@ -56,6 +57,17 @@ class _LabelMarker:
 
 # Label records are tuples (LABEL, prediction_id, request_id, label, extra, ts_ns).
 LABEL = _LabelMarker()
+
+
+class _SpanOnlyMarker:
+    kind = "span_only"
+
+    def __repr__(self) -> str:
+        return "SPAN_ONLY"
+
+
+# A call sampled out of Parquet but still traced: (SPAN_ONLY, record).
+SPAN_ONLY = _SpanOnlyMarker()
 
 
 # Under pytest, internal errors fail the test instead of being swallowed.
@@ -93,6 +105,9 @@ class Recorder:
         self._extra_sinks = list(sinks or [])
         self._specs: weakref.WeakSet[FunctionSpec] = weakref.WeakSet()
         self._random = random.Random().random
+        self._telemetry = Telemetry(self)
+        # PREDLOG_OTLP=1 at import: the exporters are built by the writer, not by `import predlog`.
+        self._telemetry.configure(self.config, build=False)
         self._init_runtime()
         ref = weakref.ref(self)
         os.register_at_fork(
@@ -170,6 +185,7 @@ class Recorder:
         self._init_runtime()
         if sink is not None:
             sink.abandon()  # the parent owns the open segment; the child starts its own
+        self._telemetry.after_fork_in_child(self.config)
 
     def _refresh_specs(self) -> None:
         for spec in list(self._specs):
@@ -256,6 +272,7 @@ class Recorder:
         # takes longer than the join below; records are never thrown away here.
         self._stop_threads(timeout_s=new.shutdown_timeout_s)
         self.config = new
+        self._telemetry.configure(new)
         self._apply_limits()
         self._refresh_specs()
         return new
@@ -307,7 +324,14 @@ class Recorder:
         labels_taken = counts.get("labels_taken", 0)
         calls_taken = counts.get("taken", 0) - labels_taken
         labels_queued = counts.get("labels_submitted", 0) - labels_taken - counts.get("labels_queue_full", 0)
-        calls_queued = max(0, depth - labels_queued)  # the queue holds labels too
+        # The queue also holds labels and calls that are only traced (sampled out of Parquet).
+        spans_taken = counts.get("span_only_taken", 0)
+        spans_queued = counts.get("span_only_submitted", 0) - spans_taken - counts.get("span_only_queue_full", 0)
+        calls_taken -= spans_taken
+        calls_queued = max(0, depth - labels_queued - spans_queued)
+        telemetry = self._telemetry.stats()
+        span_drops = telemetry["spans_dropped"]
+        span_drops["queue_full"] += counts.get("span_only_queue_full", 0)
         return {
             "captured": calls_taken + calls_queued + dropped.get("queue_full", 0),
             "written": counts.get("written", 0),
@@ -322,6 +346,8 @@ class Recorder:
             "recovered_segments": counts.get("recovered_segments", 0),
             "corrupt_frames": counts.get("corrupt_frames", 0),
             "queue_depth": depth,
+            "spans": telemetry["spans"],
+            "spans_dropped": span_drops,
         }
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -349,6 +375,7 @@ class Recorder:
                     self._flush_cv.wait(min(left, 0.1))
                 handed = self._flush_handed
             ok = sink.wait_sealed(handed, max(0.0, deadline - time.monotonic()))
+            ok = self._telemetry.force_flush(max(0.0, deadline - time.monotonic())) and ok
             for extra in self._extra_sinks:
                 try:
                     ok = bool(extra.force_flush(max(0.0, deadline - time.monotonic()))) and ok
@@ -371,6 +398,8 @@ class Recorder:
         for sink in self._extra_sinks:
             with contextlib.suppress(Exception):
                 sink.shutdown()
+        with contextlib.suppress(Exception):
+            self._telemetry.shutdown()
         return ok
 
     # ------------------------------------------------------------------ request side
@@ -382,6 +411,11 @@ class Recorder:
         """
         remember(rec, task=rec[0].kind in _ASYNC_KINDS)
         self._submit_label(rec)
+
+    def _submit_span_only(self, rec: tuple[Any, ...]) -> None:
+        """Enqueue a call sampled out of Parquet, for its span only. Must not block or raise."""
+        self._count("span_only_submitted")
+        self._submit_label((SPAN_ONLY, rec))
 
     def _submit_label(self, rec: tuple[Any, ...]) -> None:
         """Enqueue one record without remembering it as the last prediction."""
@@ -408,7 +442,7 @@ class Recorder:
         try:
             if self._pid != os.getpid():  # forked without the at-fork hook running
                 self._after_fork_in_child()
-                (self._submit_label if rec[0] is LABEL else self._submit)(rec)
+                (self._submit_label if rec[0] is LABEL or rec[0] is SPAN_ONLY else self._submit)(rec)
                 return
             # The writer is behind: start it if it died, wake it if it sleeps. While it is
             # busy the flag stays up, so a dropped call skips Event.set() (a lock round trip).
@@ -431,6 +465,8 @@ class Recorder:
             if rec[0] is LABEL:
                 self._drop("labels_dropped", 1)
                 self._count("labels_queue_full")
+            elif rec[0] is SPAN_ONLY:
+                self._count("span_only_queue_full")
             else:
                 self._drop("queue_full", 1)
         except Exception:
@@ -497,6 +533,11 @@ class Recorder:
                 pa.array([0])
         except Exception:
             pass
+        try:
+            self._telemetry.ensure()
+            self._telemetry.setup_metrics()
+        except Exception:
+            self._internal_error("telemetry")
         cycle = time.monotonic()
         while True:
             # Cycles start every flush_interval_s (sooner when woken), however long the last
@@ -542,16 +583,25 @@ class Recorder:
         from ._convert import Flags, labels_to_table, records_to_table
 
         heads = set(map(itemgetter(0), batch))  # C-level: usually one spec, no labels
-        if LABEL in heads:
-            preds = [r for r in batch if r[0] is not LABEL]
+        if LABEL in heads or SPAN_ONLY in heads:
+            preds = [r for r in batch if r[0] is not LABEL and r[0] is not SPAN_ONLY]
             labels = [r for r in batch if r[0] is LABEL]
+            traced = [r[1] for r in batch if r[0] is SPAN_ONLY]
             self._count("labels_taken", len(labels))
+            if traced:
+                self._count("span_only_taken", len(traced))
+                self._telemetry.span_only(traced)
             heads.discard(LABEL)
+            heads.discard(SPAN_ONLY)
         else:
             preds, labels = batch, []
         cfg = self.config
         if preds:
             self._observe_latency(preds)
+            try:
+                self._telemetry.record_latency(preds)
+            except Exception:
+                self._internal_error("metrics")
             # One function's outputs share a type; mixing functions in one column would not.
             if len(heads) == 1:
                 groups: Iterable[list[tuple[Any, ...]]] = [preds]
@@ -563,9 +613,9 @@ class Recorder:
             for group in groups:
                 done = 0
                 try:
-                    for table, calls in records_to_table(group, Flags(), cfg.max_value_bytes):
-                        self._export(sink, table, labels=False, calls=calls)
-                        done += calls
+                    for table, recs in records_to_table(group, Flags(), cfg.max_value_bytes):
+                        self._export(sink, table, labels=False, calls=len(recs), recs=recs)
+                        done += len(recs)
                 except Exception:
                     self._drop("convert_error", len(group) - done)
                     self._internal_error("convert")
@@ -588,16 +638,26 @@ class Recorder:
             if len(lat) >= 8:
                 spec.observe_latency(statistics.median(lat))
 
-    def _export(self, sink: Any, table: Any, *, labels: bool, calls: int) -> None:
-        """Run processors and sinks on one table; count every call as written or dropped.
+    def _export(
+        self, sink: Any, table: Any, *, labels: bool, calls: int, recs: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Run processors, spans and sinks on one table; count every call as written or dropped.
 
         ``calls`` is how many recorded calls the table holds: its rows for single calls,
-        1 for a batch call. A batch call counts as written if any of its rows is.
+        1 for a batch call. A batch call counts as written if any of its rows is. Spans are
+        made after the built-in processors (a span carries the hashed user id) and before
+        the user's (which may drop rows: a call sampled out of Parquet may still be traced).
         """
         single = calls == table.num_rows
         dropped_key = "labels_dropped" if labels else None
         try:
-            processed, removed = sink.pipeline.apply(table, label_table=labels)
+            if labels:
+                processed, removed = sink.pipeline.apply(table, label_table=True)
+            else:
+                table = sink.pipeline.apply_builtin(table)
+                if recs is not None:
+                    table = self._telemetry.annotate(table, recs)
+                processed, removed = sink.pipeline.apply_user(table)
         except Exception:
             self._internal_error("processors")
             self._drop(dropped_key or "processor_error", calls)

@@ -1,0 +1,666 @@
+"""OpenTelemetry: a span per prediction, and predlog's counters as metrics.
+
+The request thread only reads the caller's OpenTelemetry context (one context-variable
+read). The writer builds the span afterwards from that parent, the call's own timestamps and
+the converted row, and writes the span's ids into the row, so a trace points at the row and
+the row at the trace. With ``nest_spans=True`` the span is started on the request thread
+instead (spans made inside predict nest under it) and finished by the writer.
+
+With an SDK ``TracerProvider`` the writer hands finished ``ReadableSpan`` objects straight to
+the provider's span processors: it honours the provider's sampler, id generator and resource,
+but skips the live-span machinery (attribute locks, ``on_start``) that makes a span cost
+tens of microseconds. Other providers get spans through the public API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._config import Config
+    from ._recorder import Recorder
+
+logger = logging.getLogger("predlog")
+
+__all__ = ["SPAN_DROP_REASONS", "Telemetry", "parent_getter"]
+
+SPAN_DROP_REASONS = ("rate", "queue_full", "export_failed", "error")
+_INSTRUMENTATION = "predlog"
+_PAYLOAD_CHARS = 4096
+_MESSAGE_CHARS = 1024
+
+
+def parent_getter() -> Callable[[], Any] | None:
+    """A function returning the caller's OpenTelemetry context, as cheap as can be.
+
+    OpenTelemetry keeps the current context in a ``contextvars.ContextVar`` by default;
+    reading it directly costs one C call, where ``context.get_current()`` costs three
+    Python calls. Any other runtime context falls back to the public function.
+    """
+    try:
+        import contextvars
+
+        from opentelemetry import context as otel_context
+    except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
+        return None
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if isinstance(var, contextvars.ContextVar):
+        return var.get
+    return otel_context.get_current
+
+
+class _TokenBucket:
+    """At most ``rate`` spans a second on average, in bursts of up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.at = time.monotonic()
+
+    def take(self, n: int) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        got = min(n, int(self.tokens))
+        self.tokens -= got
+        return got
+
+
+class _CountingExporter:
+    """Wraps predlog's own OTLP span exporter to count what was sent and what was lost."""
+
+    def __init__(self, inner: Any, telemetry: Telemetry) -> None:
+        self._inner = inner
+        self._telemetry = telemetry
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        t = self._telemetry
+        n = len(spans)
+        t._count("in_export", n)
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            result = SpanExportResult.FAILURE
+        finally:
+            t._count("in_export", -n)
+        t._count("spans_exported" if result == SpanExportResult.SUCCESS else "export_failed", n)
+        if result != SpanExportResult.SUCCESS:
+            t._warn_once("export", "predlog: could not export %d spans over OTLP (collector down?); counting losses", n)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return bool(getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis))
+
+
+def _otlp_protocol(signal: str) -> str:
+    proto = (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip().lower() or "http/protobuf"
+    if proto not in ("grpc", "http/protobuf"):
+        logger.warning("predlog: OTLP protocol %r is not supported; using http/protobuf", proto)
+        proto = "http/protobuf"
+    return proto
+
+
+class _OwnPipeline:
+    """predlog's own OTLP providers (``otlp=True``): private, never installed globally."""
+
+    def __init__(self, telemetry: Telemetry, *, traces: bool, metrics: bool) -> None:
+        from opentelemetry.sdk.resources import Resource
+
+        # Resource.create() reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+        resource = Resource.create({})
+        self.meter_provider: Any = None
+        self.tracer_provider: Any = None
+        self.span_processor: Any = None
+        if metrics:
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            if _otlp_protocol("METRICS") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # type: ignore[assignment]
+            reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        if traces:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            if _otlp_protocol("TRACES") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+            self.tracer_provider = TracerProvider(resource=resource)
+            # OTEL_BSP_* variables tune the queue and batches; the defaults hold about a
+            # quarter of a second at predlog's default span rate, so raise the queue.
+            queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0) or 16_384
+            exporter = _CountingExporter(OTLPSpanExporter(), telemetry)
+            try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
+                self.span_processor = BatchSpanProcessor(
+                    exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, call-arg]
+                )
+            except TypeError:
+                self.span_processor = BatchSpanProcessor(exporter, max_queue_size=queue)  # type: ignore[arg-type]
+            self.tracer_provider.add_span_processor(self.span_processor)
+
+    def queued(self) -> int:
+        inner = getattr(self.span_processor, "_batch_processor", None)
+        q = getattr(inner, "_queue", None)
+        return len(q) if q is not None else 0
+
+    def force_flush(self, timeout_s: float) -> bool:
+        ok = True
+        for p in (self.tracer_provider, self.meter_provider):
+            if p is not None:
+                ok = bool(p.force_flush(int(timeout_s * 1000))) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        for p in (self.tracer_provider, self.meter_provider):
+            if p is not None:
+                try:
+                    p.shutdown()
+                except Exception:  # a collector that is down must not stop shutdown
+                    logger.debug("predlog: OTLP shutdown failed", exc_info=True)
+
+
+class _Direct:
+    """Finished spans straight into an SDK TracerProvider's processors (see module doc)."""
+
+    def __init__(self, provider: Any) -> None:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+        from . import __version__
+
+        self.processor = provider._active_span_processor
+        self.sampler = provider.sampler
+        self.ids = provider.id_generator
+        self.resource = provider.resource
+        self.scope = InstrumentationScope(_INSTRUMENTATION, __version__)
+        self.ReadableSpan = ReadableSpan
+        self.SpanContext = SpanContext
+        self.kind = SpanKind.INTERNAL
+        self.flags = (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.SAMPLED))
+
+    @staticmethod
+    def usable(provider: Any) -> bool:
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+        except ImportError:  # pragma: no cover
+            return False
+        return isinstance(provider, TracerProvider) and all(
+            hasattr(provider, a) for a in ("_active_span_processor", "sampler", "id_generator", "resource")
+        )
+
+
+class Telemetry:
+    """Spans and metrics of one recorder. Spans are made in the writer thread only."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._warned: set[str] = set()
+        self._own: _OwnPipeline | None = None
+        self._bucket: _TokenBucket | None = None
+        self._direct: tuple[Any, _Direct] | None = None
+        self._tracer: tuple[Any, Any] | None = None
+        self._metrics_for: Any = None
+        self._histogram: Any = None
+        self._hist_attrs: dict[tuple[str, str], dict[str, str]] = {}
+        self._own_traces = False
+        self._own_metrics = False
+        self._built = True
+
+    # ----------------------------------------------------------- bookkeeping
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + n
+
+    def _warn_once(self, key: str, msg: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(msg, *args)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            c = dict(self._counts)
+        handed = c.get("spans_handed", 0)
+        dropped = {r: 0 for r in SPAN_DROP_REASONS}
+        dropped["rate"] = c.get("rate", 0)
+        dropped["error"] = c.get("span_error", 0)
+        own = self._own
+        if own is not None and own.span_processor is not None:
+            dropped["export_failed"] = c.get("export_failed", 0)
+            # What the batch processor took but neither sent nor holds: its queue overflowed.
+            settled = c.get("spans_exported", 0) + dropped["export_failed"] + c.get("in_export", 0) + own.queued()
+            dropped["queue_full"] = max(0, handed - settled)
+        return {"spans": c.get("spans", 0), "spans_dropped": dropped}
+
+    # ----------------------------------------------------------- configuration
+
+    def configure(self, cfg: Config, *, build: bool = True) -> None:
+        """Called when the recorder's configuration changes (and in a forked child).
+
+        ``build=False`` defers setting up predlog's own OTLP pipeline to the writer thread
+        (at import time, and in a forked child, whose parent's exporter threads are gone).
+        """
+        old, self._own = self._own, None
+        if old is not None:
+            old.shutdown()
+        self._bucket = _TokenBucket(cfg.max_spans_per_s)
+        self._direct = None
+        self._tracer = None
+        self._metrics_for = None
+        self._histogram = None
+        self._hist_attrs = {}
+        self._own_traces = cfg.otlp and cfg.tracing and cfg.tracer_provider is None
+        self._own_metrics = cfg.otlp and cfg.metrics and cfg.meter_provider is None
+        self._built = not (self._own_traces or self._own_metrics)
+        if build:
+            self.ensure()
+
+    def ensure(self) -> None:
+        """Build predlog's own OTLP pipeline if it is wanted and not built yet."""
+        if self._built:
+            return
+        with self._lock:
+            if self._built:
+                return
+            try:
+                self._own = _OwnPipeline(self, traces=self._own_traces, metrics=self._own_metrics)
+            except Exception:
+                logger.warning("predlog: could not set up OTLP export; spans and metrics are off", exc_info=True)
+            self._built = True
+
+    def after_fork_in_child(self, cfg: Config) -> None:
+        # The parent's exporter threads and channels do not exist here; build new ones.
+        self._own = None
+        self._lock = threading.Lock()
+        self._counts = {}
+        self.configure(cfg, build=False)
+
+    def force_flush(self, timeout_s: float) -> bool:
+        own = self._own
+        return own.force_flush(timeout_s) if own is not None else True
+
+    def shutdown(self) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            own.shutdown()
+        self._built = not (self._own_traces or self._own_metrics)
+
+    def tracer_provider(self) -> Any:
+        """The provider spans go to, or None when nobody installed one (no spans then)."""
+        cfg = self._recorder.config
+        if not cfg.tracing:
+            return None
+        if cfg.tracer_provider is not None:
+            return cfg.tracer_provider
+        if self._own is not None and self._own.tracer_provider is not None:
+            return self._own.tracer_provider
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            return None
+        return provider
+
+    def tracer(self) -> Any:
+        provider = self.tracer_provider()
+        if provider is None:
+            return None
+        cached = self._tracer
+        if cached is None or cached[0] is not provider:
+            from . import __version__
+
+            cached = self._tracer = (provider, provider.get_tracer(_INSTRUMENTATION, __version__))
+        return cached[1]
+
+    def _direct_for(self, provider: Any) -> _Direct | None:
+        cached = self._direct
+        if cached is not None and cached[0] is provider:
+            return cached[1]
+        direct = _Direct(provider) if _Direct.usable(provider) else None
+        self._direct = (provider, direct) if direct is not None else None
+        return direct
+
+    # ----------------------------------------------------------- spans
+
+    def annotate(self, table: pa.Table, recs: Sequence[tuple[Any, ...]]) -> pa.Table:
+        """Make the spans of the calls in ``table`` and write their ids into its rows.
+
+        ``recs`` are the records the table was built from: one per row for single calls,
+        or one batch call for all rows. Runs in the writer; never raises.
+        """
+        provider = self.tracer_provider()
+        if provider is None:
+            return self._end_orphans(recs, table)
+        try:
+            return self._annotate(provider, table, recs)
+        except Exception:
+            self._count("span_error", len(recs))
+            self._recorder._internal_error("spans")
+            return table
+
+    def _end_orphans(self, recs: Sequence[tuple[Any, ...]], table: pa.Table) -> pa.Table:
+        # nest_spans spans whose provider went away: end them so they are not left open.
+        for rec in recs:
+            span = rec[10]
+            if span is not None and not isinstance(span, dict):
+                span.end(end_time=rec[6])
+        return table
+
+    def _annotate(self, provider: Any, table: pa.Table, recs: Sequence[tuple[Any, ...]]) -> pa.Table:
+        import pyarrow as pa
+
+        cfg = self._recorder.config
+        n_calls = len(recs)
+        allowed = self._bucket.take(n_calls) if self._bucket is not None else n_calls
+        if allowed < n_calls:
+            self._count("rate", n_calls - allowed)
+        batch = n_calls == 1 and table.num_rows != 1 or (n_calls == 1 and _is_batch(table))
+        cols = {
+            name: table.column(name).to_pylist()
+            for name in ("prediction_id", "user_id", "status", "error_type", "error_message", "confidence",
+                         "latency_ms", "batch_id", "batch_size", "model", "model_version")
+        }
+        payload = self._payloads(table) if cfg.span_payload else None
+        store = os.path.abspath(cfg.store)
+        direct = self._direct_for(provider)
+        tracer = None if direct is not None else self.tracer()
+        trace_ids: list[str | None] = [None] * n_calls
+        span_ids: list[str | None] = [None] * n_calls
+        made = 0
+        for i, rec in enumerate(recs):
+            otel = rec[10]
+            live = otel if otel is not None and not isinstance(otel, dict) else None
+            if i >= allowed and live is None:
+                continue
+            row = 0 if batch else i
+            attrs = _attributes(cols, row, batch, store)
+            if payload is not None:
+                attrs["predlog.features"], attrs["predlog.prediction"] = payload[row]
+            exc = rec[4]
+            if live is not None:
+                ids = _finish_live(live, attrs, exc, rec[6])
+            elif direct is not None:
+                ids = self._direct_span(direct, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+            else:
+                ids = _api_span(tracer, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+            if ids is not None:
+                trace_ids[i], span_ids[i] = ids
+                if ids[1] is not None:
+                    made += 1
+        self._count("spans", made)
+        if not made and not any(trace_ids):
+            return table
+        if batch:
+            n = table.num_rows
+            tid = pa.repeat(pa.scalar(trace_ids[0], pa.string()), n)
+            sid = pa.repeat(pa.scalar(span_ids[0], pa.string()), n)
+        else:
+            tid = pa.array(trace_ids, type=pa.string())
+            sid = pa.array(span_ids, type=pa.string())
+        table = table.set_column(table.schema.get_field_index("trace_id"), "trace_id", tid)
+        return table.set_column(table.schema.get_field_index("span_id"), "span_id", sid)
+
+    def _direct_span(
+        self, d: _Direct, parent_ctx: Any, attrs: dict[str, Any], exc: BaseException | None,
+        t0: int, t1: int, model: str,
+    ) -> tuple[str | None, str | None] | None:
+        from opentelemetry import trace
+
+        parent = trace.get_current_span(parent_ctx).get_span_context() if parent_ctx is not None else None
+        if parent is not None and not parent.is_valid:
+            parent = None
+        trace_id = parent.trace_id if parent is not None else d.ids.generate_trace_id()
+        name = f"predict {model}"
+        result = d.sampler.should_sample(parent_ctx, trace_id, name, d.kind, attrs, None)
+        if not result.decision.is_recording():
+            return (f"{parent.trace_id:032x}", None) if parent is not None else None
+        if result.attributes:
+            attrs = {**attrs, **result.attributes}
+        ctx = d.SpanContext(
+            trace_id, d.ids.generate_span_id(), is_remote=False,
+            trace_flags=d.flags[bool(result.decision.is_sampled())], trace_state=result.trace_state,
+        )
+        status, events = _status_events(exc, t1)
+        span = d.ReadableSpan(
+            name=name, context=ctx, parent=parent, resource=d.resource, attributes=attrs, events=events,
+            kind=d.kind, status=status, start_time=t0, end_time=t1, instrumentation_scope=d.scope,
+        )
+        d.processor.on_end(span)
+        if ctx.trace_flags.sampled:
+            self._count("spans_handed")
+        return f"{trace_id:032x}", f"{ctx.span_id:016x}"
+
+    def span_only(self, recs: Sequence[tuple[Any, ...]]) -> None:
+        """Spans for calls sampled out of Parquet (tracing keeps its own sampling)."""
+        provider = self.tracer_provider()
+        if provider is None:
+            self._end_orphans(recs, None)  # type: ignore[arg-type]
+            return
+        try:
+            import pyarrow as pa
+
+            from ._convert import records_to_table, Flags
+
+            cfg = self._recorder.config
+            for table, part in records_to_table(list(recs), Flags(), cfg.max_value_bytes):
+                self._annotate(provider, _sampled_out(table, pa), part)
+        except Exception:
+            self._count("span_error", len(recs))
+            self._recorder._internal_error("spans")
+
+    def _payloads(self, table: pa.Table) -> list[tuple[str, str]]:
+        feats = table.column("features").to_pylist()
+        preds = table.column("prediction").to_pylist()
+        return [(_json(f), _json(p)) for f, p in zip(feats, preds)]
+
+    # ----------------------------------------------------------- metrics
+
+    def setup_metrics(self) -> None:
+        """Register predlog's instruments with the meter provider in use (once per provider)."""
+        cfg = self._recorder.config
+        if not cfg.metrics:
+            return
+        if cfg.meter_provider is not None:
+            provider = cfg.meter_provider
+        elif self._own is not None and self._own.meter_provider is not None:
+            provider = self._own.meter_provider
+        else:
+            from opentelemetry import metrics
+
+            provider = metrics.get_meter_provider()  # a proxy until the application sets one
+        if self._metrics_for is provider:
+            return
+        self._metrics_for = provider
+        from opentelemetry.metrics import Observation
+
+        from . import __version__
+
+        meter = provider.get_meter(_INSTRUMENTATION, __version__)
+        rec = self._recorder
+
+        def observe(fn: Callable[[dict[str, Any]], list[Observation]]) -> Callable[[Any], list[Observation]]:
+            def callback(_options: Any) -> list[Observation]:
+                try:
+                    return fn(rec.stats())
+                except Exception:
+                    return []
+
+            return [callback]  # type: ignore[return-value]
+
+        meter.create_observable_counter(
+            "predlog.predictions.captured", observe(lambda s: [Observation(s["captured"])]),
+            unit="{prediction}", description="Calls that passed sampling",
+        )
+        meter.create_observable_counter(
+            "predlog.predictions.written", observe(lambda s: [Observation(s["written"])]),
+            unit="{prediction}", description="Calls whose rows reached the write-ahead segment",
+        )
+        meter.create_observable_counter(
+            "predlog.predictions.dropped",
+            observe(lambda s: [Observation(v, {"reason": k}) for k, v in s["dropped"].items()]),
+            unit="{prediction}", description="Calls lost, by reason",
+        )
+        meter.create_observable_counter(
+            "predlog.rows.written", observe(lambda s: [Observation(s["rows_written"])]), unit="{row}",
+        )
+        meter.create_observable_counter(
+            "predlog.rows.sealed", observe(lambda s: [Observation(s["sealed_rows"])]), unit="{row}",
+        )
+        meter.create_observable_counter(
+            "predlog.files.written", observe(lambda s: [Observation(s["files"])]), unit="{file}",
+        )
+        meter.create_observable_counter(
+            "predlog.labels.written", observe(lambda s: [Observation(s["labels"])]), unit="{label}",
+        )
+        meter.create_observable_counter(
+            "predlog.failures", observe(lambda s: [Observation(s["failed"])]), unit="{failure}",
+            description="Internal errors (counted, serving continued)",
+        )
+        meter.create_observable_up_down_counter(
+            "predlog.queue.depth", observe(lambda s: [Observation(s["queue_depth"])]), unit="{record}",
+        )
+        meter.create_observable_counter(
+            "predlog.spans", observe(lambda s: [Observation(s["spans"])]), unit="{span}",
+        )
+        meter.create_observable_counter(
+            "predlog.spans.dropped",
+            observe(lambda s: [Observation(v, {"reason": k}) for k, v in s["spans_dropped"].items()]),
+            unit="{span}", description="Spans not made or not delivered, by reason",
+        )
+        self._histogram = meter.create_histogram(
+            "predlog.prediction.latency", unit="ms", description="Wall time of predict calls",
+        )
+        self._hist_attrs = {}
+
+    def record_latency(self, recs: Sequence[tuple[Any, ...]]) -> None:
+        hist = self._histogram
+        if hist is None:
+            return
+        record = hist.record
+        attrs = self._hist_attrs
+        for rec in recs:
+            spec = rec[0]
+            key = (spec.model, spec.version)
+            a = attrs.get(key)
+            if a is None:
+                a = attrs[key] = {"predlog.model": spec.model, "predlog.model_version": spec.version}
+            record((rec[6] - rec[5]) / 1e6, a)
+
+
+def _is_batch(table: pa.Table) -> bool:
+    return table.column("batch_id").null_count < table.num_rows
+
+
+def _sampled_out(table: pa.Table, pa: Any) -> pa.Table:
+    # The span of a call not kept in Parquet must not point at a row that does not exist.
+    i = table.schema.get_field_index("prediction_id")
+    return table.set_column(i, "prediction_id", pa.nulls(table.num_rows, pa.string()))
+
+
+def _attributes(cols: dict[str, list[Any]], row: int, batch: bool, store: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "predlog.model": cols["model"][row],
+        "predlog.model_version": cols["model_version"][row],
+        "predlog.status": cols["status"][row],
+        "predlog.latency_ms": cols["latency_ms"][row],
+        "predlog.store": store,
+    }
+    if batch:
+        attrs["predlog.batch_id"] = cols["batch_id"][row]
+        attrs["predlog.batch_size"] = cols["batch_size"][row]
+    elif cols["prediction_id"][row] is not None:
+        attrs["predlog.prediction_id"] = cols["prediction_id"][row]
+    error_type = cols["error_type"][row]
+    if error_type is not None:
+        attrs["error.type"] = error_type
+    confidence = cols["confidence"][row]
+    if confidence is not None and not batch:
+        attrs["predlog.confidence"] = confidence
+    user = cols["user_id"][row]
+    if user is not None:
+        attrs["enduser.id"] = user
+    return attrs
+
+
+def _status_events(exc: BaseException | None, t1: int) -> tuple[Any, tuple[Any, ...]]:
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.trace import Status, StatusCode
+
+    if exc is None:
+        return Status(StatusCode.UNSET), ()
+    etype = type(exc)
+    name = etype.__qualname__ if etype.__module__ == "builtins" else f"{etype.__module__}.{etype.__qualname__}"
+    try:
+        message = str(exc)[:_MESSAGE_CHARS]
+    except Exception:
+        message = ""
+    stack = "".join(traceback.format_exception(etype, exc, exc.__traceback__))[-8192:]
+    event = Event(
+        "exception",
+        {"exception.type": name, "exception.message": message, "exception.stacktrace": stack, "exception.escaped": True},
+        timestamp=t1,
+    )
+    return Status(StatusCode.ERROR, f"{name}: {message}"), (event,)
+
+
+def _api_span(
+    tracer: Any, parent_ctx: Any, attrs: dict[str, Any], exc: BaseException | None, t0: int, t1: int, model: str,
+) -> tuple[str | None, str | None] | None:
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    span = tracer.start_span(f"predict {model}", context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=t0)
+    if exc is not None:
+        span.record_exception(exc, timestamp=t1, escaped=True)
+        span.set_status(Status(StatusCode.ERROR, f"{attrs.get('error.type')}: {str(exc)[:_MESSAGE_CHARS]}"))
+    span.end(end_time=t1)
+    return _ids_of(span)
+
+
+def _finish_live(span: Any, attrs: dict[str, Any], exc: BaseException | None, t1: int) -> tuple[str | None, str | None] | None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attributes(attrs)
+    if exc is not None:
+        span.record_exception(exc, timestamp=t1, escaped=True)
+        span.set_status(Status(StatusCode.ERROR, f"{attrs.get('error.type')}: {str(exc)[:_MESSAGE_CHARS]}"))
+    span.end(end_time=t1)
+    return _ids_of(span)
+
+
+def _ids_of(span: Any) -> tuple[str | None, str | None] | None:
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    return f"{sc.trace_id:032x}", (f"{sc.span_id:016x}" if sc.trace_flags.sampled or span.is_recording() else None)
+
+
+def _json(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    except Exception:
+        text = repr(value)
+    return text if len(text) <= _PAYLOAD_CHARS else text[: _PAYLOAD_CHARS - 1] + "…"
