@@ -153,7 +153,7 @@ class _OwnPipeline:
             exporter = _CountingExporter(OTLPSpanExporter(), telemetry)
             try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
                 self.span_processor = BatchSpanProcessor(
-                    exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, call-arg]
+                    exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]
                 )
             except TypeError:
                 self.span_processor = BatchSpanProcessor(exporter, max_queue_size=queue)  # type: ignore[arg-type]
@@ -362,7 +362,7 @@ class Telemetry:
             self._recorder._internal_error("spans")
             return table
 
-    def _end_orphans(self, recs: Sequence[tuple[Any, ...]], table: pa.Table) -> pa.Table:
+    def _end_orphans(self, recs: Sequence[tuple[Any, ...]], table: Any) -> Any:
         # nest_spans spans whose provider went away: end them so they are not left open.
         for rec in recs:
             span = rec[10]
@@ -378,7 +378,7 @@ class Telemetry:
         allowed = self._bucket.take(n_calls) if self._bucket is not None else n_calls
         if allowed < n_calls:
             self._count("rate", n_calls - allowed)
-        batch = n_calls == 1 and table.num_rows != 1 or (n_calls == 1 and _is_batch(table))
+        batch = n_calls == 1 and _is_batch(table)
         cols = {
             name: table.column(name).to_pylist()
             for name in ("prediction_id", "user_id", "status", "error_type", "error_message", "confidence",
@@ -458,7 +458,7 @@ class Telemetry:
         """Spans for calls sampled out of Parquet (tracing keeps its own sampling)."""
         provider = self.tracer_provider()
         if provider is None:
-            self._end_orphans(recs, None)  # type: ignore[arg-type]
+            self._end_orphans(recs, None)
             return
         try:
             import pyarrow as pa
@@ -572,7 +572,7 @@ class Telemetry:
 
 
 def _is_batch(table: pa.Table) -> bool:
-    return table.column("batch_id").null_count < table.num_rows
+    return bool(table.column("batch_id").null_count < table.num_rows)
 
 
 def _sampled_out(table: pa.Table, pa: Any) -> pa.Table:
