@@ -117,6 +117,43 @@ def _otlp_protocol(signal: str) -> str:
     return proto
 
 
+def _fast_span_exporter(protocol: str) -> Any:
+    """opentelemetry's OTLP span exporter for ``protocol``, encoding with predlog's encoder.
+
+    Everything else (endpoint, headers, TLS, compression, timeouts, retries) is the
+    library's, from the standard environment variables. Where the library's internals are
+    not as expected, the library's own encoder is used.
+    """
+    from ._otlp_encode import encode_request
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        class FastGrpc(Grpc):
+            def _translate_data(self, data: Sequence[Any]) -> Any:
+                return ExportTraceServiceRequest.FromString(encode_request(data))
+
+        return FastGrpc()
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class FastHttp(Http):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            client: Any = getattr(self, "_client", None)
+            if getattr(self, "_shutdown", True) or not callable(getattr(client, "export", None)):
+                return super().export(spans)
+            try:
+                data = encode_request(spans)
+            except Exception:
+                return super().export(spans)
+            result = client.export(data)
+            return SpanExportResult.SUCCESS if getattr(result, "success", False) else SpanExportResult.FAILURE
+
+    return FastHttp()
+
+
 class _OwnPipeline:
     """predlog's own OTLP providers (``otlp=True``): private, never installed globally."""
 
@@ -142,15 +179,11 @@ class _OwnPipeline:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            if _otlp_protocol("TRACES") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
             self.tracer_provider = TracerProvider(resource=resource)
             # OTEL_BSP_* variables tune the queue and batches; the defaults hold about a
             # quarter of a second at predlog's default span rate, so raise the queue.
             queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0) or 16_384
-            exporter = _CountingExporter(OTLPSpanExporter(), telemetry)
+            exporter = _CountingExporter(_fast_span_exporter(_otlp_protocol("TRACES")), telemetry)
             try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
                 self.span_processor = BatchSpanProcessor(
                     exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]
@@ -164,20 +197,39 @@ class _OwnPipeline:
         q = getattr(inner, "_queue", None)
         return len(q) if q is not None else 0
 
-    def force_flush(self, timeout_s: float) -> bool:
-        ok = True
-        for p in (self.tracer_provider, self.meter_provider):
-            if p is not None:
-                ok = bool(p.force_flush(int(timeout_s * 1000))) and ok
-        return ok
+    def _bounded(self, name: str, timeout_s: float) -> bool:
+        """Run ``provider.<name>()`` for both providers, waiting at most ``timeout_s``.
 
-    def shutdown(self) -> None:
-        for p in (self.tracer_provider, self.meter_provider):
-            if p is not None:
+        With the collector down, the SDK's flush and shutdown block through every retry of
+        every queued batch (seconds each, whatever timeout they are given); predlog's
+        flush() and shutdown() must not. The call goes on in a daemon thread.
+        """
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        if not providers:
+            return True
+        result: list[bool] = []
+
+        def run() -> None:
+            ok = True
+            for p in providers:
                 try:
-                    p.shutdown()
-                except Exception:  # a collector that is down must not stop shutdown
-                    logger.debug("predlog: OTLP shutdown failed", exc_info=True)
+                    out = getattr(p, name)(int(timeout_s * 1000)) if name == "force_flush" else p.shutdown()
+                    ok = (out is not False) and ok
+                except Exception:  # a collector that is down must not break flush or shutdown
+                    logger.debug("predlog: OTLP %s failed", name, exc_info=True)
+                    ok = False
+            result.append(ok)
+
+        t = threading.Thread(target=run, name=f"predlog-otlp-{name}", daemon=True)
+        t.start()
+        t.join(timeout_s)
+        return bool(result and result[0])
+
+    def force_flush(self, timeout_s: float) -> bool:
+        return self._bounded("force_flush", timeout_s)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._bounded("shutdown", timeout_s)
 
 
 class _Direct:
