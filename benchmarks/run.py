@@ -1,4 +1,4 @@
-"""Run every capture benchmark, each in its own process, and print one table.
+"""Run every benchmark (capture, spans), each in its own process, and print one table.
 
     python benchmarks/run.py            # full run (a few minutes)
     python benchmarks/run.py --quick    # short run
@@ -22,7 +22,13 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_capture import BENCHMARKS, format_table  # noqa: E402
+from bench_capture import BENCHMARKS as CAPTURE  # noqa: E402
+from bench_capture import format_table  # noqa: E402
+from bench_otel import BENCHMARKS as OTEL  # noqa: E402
+
+# benchmark name -> the script that runs it
+SCRIPTS = {**{n: "bench_capture.py" for n in CAPTURE}, **{n: "bench_otel.py" for n in OTEL}}
+BENCHMARKS = SCRIPTS
 
 
 def _environment() -> str:
@@ -65,7 +71,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="predlog-bench-run-") as tmp:
         for name in names:
             out = os.path.join(tmp, f"{name}.json")
-            cmd = [sys.executable, os.path.join(HERE, "bench_capture.py"), name, "--json", out]
+            cmd = [sys.executable, os.path.join(HERE, SCRIPTS[name]), name, "--json", out]
             if args.quick:
                 cmd.append("--quick")
             if args.tmpdir:
