@@ -1,1 +1,37 @@
-"""The reading side of the replay store (DuckDB over the Parquet files)."""
+"""The reading side of the replay store (DuckDB over the Parquet files).
+
+::
+
+    from predlog.replay import Store
+
+    s = Store("predlog-store")
+    s.predictions(model="fraud", last="1h", where={"features.age": ("<", 30)})
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    FilterError,
+    PredictionNotFoundError,
+    QueryNotAllowedError,
+    StoreError,
+    StoreNotFoundError,
+    TimeBoundError,
+    UnknownColumnError,
+    UnknownModelError,
+    UnsupportedStoreError,
+)
+from ._store import Store
+
+__all__ = [
+    "FilterError",
+    "PredictionNotFoundError",
+    "QueryNotAllowedError",
+    "Store",
+    "StoreError",
+    "StoreNotFoundError",
+    "TimeBoundError",
+    "UnknownColumnError",
+    "UnknownModelError",
+    "UnsupportedStoreError",
+]

@@ -17,6 +17,12 @@ deletes the replaced files, then deletes the manifest. The rule for readers foll
 - once every file of ``by`` exists (always, when ``by`` is empty), it is published: the
   ``replaces`` files are hidden even though they may still exist.
 
+A reader lists the directories first, then reads the manifests, and judges "exists" from
+its listing (not from the disk at the time it reads the manifests): otherwise a listing
+taken just before the new files were renamed in, judged just after, would hide the old
+files and show no new ones. For the same reason each manifest covers one partition
+directory (listed in one ``listdir``), or has no ``by`` files at all.
+
 So at every instant a reader sees either the old files or the new ones. A reader that listed
 files just before the replaced files were deleted may fail to open one; the query layer
 re-lists and retries.
@@ -80,17 +86,28 @@ def manifests(root: str) -> list[Manifest]:
     return out
 
 
-def _hidden(root: str) -> set[str]:
+def _hidden(root: str, listed: set[str]) -> set[str]:
     hidden: set[str] = set()
     for m in manifests(root):
-        hidden.update(m.replaces if m.published(root) else m.by)
+        # Published as of the listing, not as of now: a listing taken before the new files
+        # were renamed into place must keep the old ones, though the operation may have
+        # published since (it then hides nothing new: its new files are not listed).
+        published = all(p in listed for p in m.by)
+        hidden.update(m.replaces if published else m.by)
     return hidden
 
 
 def visible(root: str, rel_paths: Iterable[str]) -> list[str]:
-    """``rel_paths`` minus those hidden by maintenance manifests, as absolute paths, sorted."""
-    hidden = _hidden(root)
-    return sorted(os.path.join(root, p) for p in rel_paths if p not in hidden)
+    """``rel_paths`` minus those hidden by maintenance manifests, as absolute paths, sorted.
+
+    ``rel_paths`` must be a listing of the directories involved taken *before* this call
+    reads the manifests: whether an operation is published is judged from that listing, so
+    the answer matches the moment of the listing (an operation's manifest always covers one
+    partition directory, or replaces files without new ones).
+    """
+    rel = list(rel_paths)
+    hidden = _hidden(root, set(rel))
+    return sorted(os.path.join(root, p) for p in rel if p not in hidden)
 
 
 def _parquet_under(root: str, rel_dir: str) -> Iterator[str]:

@@ -67,7 +67,7 @@ def ensure_store(store: str) -> None:
     _mkdir(wal_dir(store))
     marker = os.path.join(store, "predlog.json")
     if not os.path.exists(marker):
-        tmp = f"{marker}.{os.getpid()}.tmp"
+        tmp = f"{marker}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # unique: recorders in one process race here
         with _open_private(tmp) as f:
             f.write(json.dumps({"format": FORMAT_VERSION}).encode())
         os.replace(tmp, marker)

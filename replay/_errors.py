@@ -1,0 +1,122 @@
+"""Exceptions of the reading side. Every message says what to do next."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "FilterError",
+    "PredictionNotFoundError",
+    "QueryNotAllowedError",
+    "StoreError",
+    "StoreNotFoundError",
+    "TimeBoundError",
+    "UnknownColumnError",
+    "UnknownModelError",
+    "UnsupportedStoreError",
+]
+
+
+class StoreError(Exception):
+    """Base class of the errors raised by :class:`predlog.replay.Store`."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """There is no replay store at the given path."""
+
+    def __init__(self, path: str, reason: str = "") -> None:
+        self.path = path
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"no predlog store at {path!r}{detail}: expected a directory holding 'predlog.json' and/or "
+            "'predictions/'. A store is created by the first write of a recorder, e.g. "
+            "predlog.configure(store=..., model=...) or predlog.Recorder(store=..., model=...); "
+            "check the path, or the PREDLOG_STORE setting of the writing service"
+        )
+
+    def __str__(self) -> str:  # FileNotFoundError would print "[Errno None] None: None"
+        return str(self.args[0])
+
+
+class UnsupportedStoreError(StoreError, NotImplementedError):
+    """The store location is not a local path (object storage is not supported yet)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(
+            f"cannot open {location!r}: only local paths are supported yet (object storage URIs such as "
+            "s3://, gs:// or az:// are not); sync the store to a local directory, or mount the "
+            "bucket, and pass its local path"
+        )
+
+
+def _close(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    pool = list(candidates)
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.5)
+    if not close:
+        low = name.lower()
+        close = [c for c in pool if low and (low in c.lower() or c.lower() in low)][:n]
+    return close
+
+
+class UnknownModelError(StoreError, ValueError):
+    """A model name that has no partition in the store."""
+
+    def __init__(self, model: str, present: Iterable[str]) -> None:
+        self.model = model
+        self.present = sorted(present)
+        close = _close(model, self.present, 3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        listed = ", ".join(repr(m) for m in self.present) if self.present else "none yet"
+        super().__init__(
+            f"model {model!r} is not in the store (models present: {listed}).{hint} "
+            "Pass one of the models present, or model=None for all of them"
+        )
+
+
+class UnknownColumnError(StoreError, ValueError):
+    """A column (or ``features.<name>`` / ``context.<name>`` field) that the data does not have."""
+
+    def __init__(self, column: str, available: Iterable[str], *, where: str = "the predictions") -> None:
+        self.column = column
+        self.available = sorted(set(available))
+        self.close = _close(column, self.available)
+        hint = (
+            f"close matches: {', '.join(repr(c) for c in self.close)}" if self.close else "no close match"
+        )
+        super().__init__(
+            f"unknown column {column!r} in {where} ({hint}). Nested fields are written "
+            "'features.<name>' or 'context.<name>'; Store.schema(model=...) lists the columns and "
+            "Store.feature_names(model=...) the features"
+        )
+
+
+class TimeBoundError(StoreError, ValueError):
+    """A ``start``/``end``/``last``/``days`` argument that cannot be read as a time bound."""
+
+
+TIME_FORMS = (
+    "a datetime (naive means UTC), a date (midnight UTC), a pandas Timestamp, or an ISO 8601 string "
+    "such as '2026-03-01', '2026-03-01T12:30', '2026-03-01 12:30:00+02:00' or '2026-03-01T12:30Z'"
+)
+DURATION_FORMS = "a datetime.timedelta, a number of seconds, or a string such as '90s', '15m', '1h', '7d' or '2w'"
+
+
+class FilterError(StoreError, ValueError):
+    """A ``where=`` filter (or another filter argument) of a form the store does not accept."""
+
+
+class QueryNotAllowedError(StoreError, PermissionError):
+    """SQL that the store's locked connection refuses: writes, settings, files outside the store."""
+
+
+class PredictionNotFoundError(StoreError, KeyError):
+    """``Store.get()`` of a prediction id that is not in the store."""
+
+    def __init__(self, prediction_id: str, message: str) -> None:
+        self.prediction_id = prediction_id
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
