@@ -463,7 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("\n")
     sys.stdout.flush()
 
-    while signal.sigtimedwait(_STOP_SIGNALS, 0.5) is None:
+    while True:
+        info = signal.sigtimedwait(_STOP_SIGNALS, 0.5)
+        # SIGCONT after a long SIGSTOP interrupts the wait with a meaningless result: only a
+        # stop signal actually received ends the loop.
+        if info is not None and info.si_signo in _STOP_SIGNALS:
+            break
         if os.getppid() != parent_pid:
             break
 
