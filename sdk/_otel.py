@@ -60,16 +60,18 @@ def parent_getter() -> Callable[[], Any] | None:
 
 
 class _TokenBucket:
-    """At most ``rate`` spans a second on average, in bursts of up to one second's worth."""
+    """At most ``rate`` spans a second on average, in bursts of up to two seconds' worth
+    (the writer takes a second of calls at a time, and a late cycle takes more)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.capacity = 2.0 * rate
+        self.tokens = self.capacity
         self.at = time.monotonic()
 
     def take(self, n: int) -> int:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
         self.at = now
         got = min(n, int(self.tokens))
         self.tokens -= got
