@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -204,6 +205,8 @@ def _check(cfg: Config) -> None:
         positive(name, getattr(cfg, name), integer=True)
     for name in ("block_timeout_s", "flush_interval_s", "segment_max_age_s", "shutdown_timeout_s", "max_spans_per_s"):
         positive(name, getattr(cfg, name))
+    if not math.isfinite(cfg.max_spans_per_s):
+        raise ConfigError(f"max_spans_per_s must be a finite number, got {cfg.max_spans_per_s!r}")
     if cfg.on_full not in ("drop", "block"):
         raise ConfigError(f"on_full must be 'drop' or 'block', got {cfg.on_full!r}")
     if cfg.cpu_time not in ("auto", "always", "never"):

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ class _TokenBucket:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = 2.0 * rate
+        self.capacity = max(2.0 * rate, 1.0)
         self.tokens = self.capacity
         self.at = time.monotonic()
 
@@ -167,6 +168,7 @@ class _OwnPipeline:
         self.meter_provider: Any = None
         self.tracer_provider: Any = None
         self.span_processor: Any = None
+        self._outstanding: threading.Thread | None = None
         if metrics:
             from opentelemetry.sdk.metrics import MeterProvider
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -176,12 +178,12 @@ class _OwnPipeline:
             else:
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # type: ignore[assignment]
             reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
         if traces:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            self.tracer_provider = TracerProvider(resource=resource)
+            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             # OTEL_BSP_* variables tune the queue and batches; the defaults hold about a
             # quarter of a second at predlog's default span rate, so raise the queue.
             queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0) or 16_384
@@ -209,6 +211,13 @@ class _OwnPipeline:
         providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
         if not providers:
             return True
+        busy = self._outstanding
+        if busy is not None and busy.is_alive():
+            # The last flush is still stuck on a collector that is down: wait for it rather
+            # than pile up threads.
+            busy.join(timeout_s)
+            if busy.is_alive():
+                return False
         result: list[bool] = []
 
         def run() -> None:
@@ -223,6 +232,7 @@ class _OwnPipeline:
             result.append(ok)
 
         t = threading.Thread(target=run, name=f"predlog-otlp-{name}", daemon=True)
+        self._outstanding = t
         t.start()
         t.join(timeout_s)
         return bool(result and result[0])
@@ -265,6 +275,72 @@ class _Direct:
         )
 
 
+_COUNTERS = (
+    ("predlog.predictions.captured", "{prediction}", "Calls that passed sampling"),
+    ("predlog.predictions.written", "{prediction}", "Calls whose rows reached the write-ahead segment"),
+    ("predlog.predictions.dropped", "{prediction}", "Calls lost, by reason"),
+    ("predlog.rows.written", "{row}", "Rows written to the write-ahead segment"),
+    ("predlog.rows.sealed", "{row}", "Rows sealed into Parquet"),
+    ("predlog.files.written", "{file}", "Parquet files written"),
+    ("predlog.labels.written", "{label}", "Label rows written"),
+    ("predlog.failures", "{failure}", "Internal errors (counted, serving continued)"),
+    ("predlog.spans", "{span}", "Spans made"),
+    ("predlog.spans.dropped", "{span}", "Spans not made or not delivered, by reason"),
+)
+
+
+class _Instruments:
+    """predlog's instruments on one meter provider, observing every recorder that uses it.
+
+    A meter hands back the first instrument registered under a name, so recorders sharing
+    a provider share the instruments; each reports its counters labelled with its store.
+    """
+
+    _by_provider: dict[int, _Instruments] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, provider: Any) -> None:
+        from opentelemetry.metrics import Observation
+
+        from . import __version__
+
+        self.provider = provider
+        self.members: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        meter = provider.get_meter(_INSTRUMENTATION, __version__)
+
+        def callback(name: str) -> Callable[[Any], list[Observation]]:
+            def observe(_options: Any) -> list[Observation]:
+                out: list[Observation] = []
+                for member in list(self.members):
+                    if member._metrics_for is not provider:  # reconfigured, or a forked copy
+                        continue
+                    try:
+                        out.extend(Observation(v, a) for v, a in member.observations()[name])
+                    except Exception:
+                        continue
+                return out
+
+            return observe
+
+        for name, unit, description in _COUNTERS:
+            meter.create_observable_counter(name, [callback(name)], unit=unit, description=description)
+        meter.create_observable_up_down_counter(
+            "predlog.queue.depth", [callback("predlog.queue.depth")], unit="{record}",
+            description="Records waiting for the writer",
+        )
+        self.histogram = meter.create_histogram(
+            "predlog.prediction.latency", unit="ms", description="Wall time of predict calls",
+        )
+
+    @classmethod
+    def of(cls, provider: Any) -> _Instruments:
+        with cls._lock:
+            found = cls._by_provider.get(id(provider))
+            if found is None or found.provider is not provider:
+                found = cls._by_provider[id(provider)] = cls(provider)
+            return found
+
+
 class Telemetry:
     """Spans and metrics of one recorder. Spans are made in the writer thread only."""
 
@@ -283,6 +359,9 @@ class Telemetry:
         self._own_traces = False
         self._own_metrics = False
         self._built = True
+        # Whether spans have somewhere to go: read on the request thread (sampled-out calls
+        # are queued for their span only when they do); kept fresh by the writer.
+        self.active = False
 
     # ----------------------------------------------------------- bookkeeping
 
@@ -332,6 +411,14 @@ class Telemetry:
         self._built = not (self._own_traces or self._own_metrics)
         if build:
             self.ensure()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute ``active`` (an application may install its provider at any time)."""
+        try:
+            self.active = self._own_traces or self.tracer_provider() is not None
+        except Exception:
+            self.active = False
 
     def ensure(self) -> None:
         """Build predlog's own OTLP pipeline if it is wanted and not built yet."""
@@ -342,12 +429,19 @@ class Telemetry:
                 return
             try:
                 self._own = _OwnPipeline(self, traces=self._own_traces, metrics=self._own_metrics)
+            except ImportError as exc:
+                logger.warning(
+                    "predlog: otlp=True needs the OTLP exporter (pip install 'predlog[otlp]'): %s; "
+                    "spans and metrics are off", exc,
+                )
             except Exception:
                 logger.warning("predlog: could not set up OTLP export; spans and metrics are off", exc_info=True)
             self._built = True
 
     def after_fork_in_child(self, cfg: Config) -> None:
         # The parent's exporter threads and channels do not exist here; build new ones.
+        # (The SDK restarts the old providers' threads in the child; they are left idle:
+        # no span goes to them, and the metric callbacks answer only the current provider.)
         self._own = None
         self._lock = threading.Lock()
         self._counts = {}
@@ -357,10 +451,10 @@ class Telemetry:
         own = self._own
         return own.force_flush(timeout_s) if own is not None else True
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 5.0) -> None:
         own, self._own = self._own, None
         if own is not None:
-            own.shutdown()
+            own.shutdown(timeout_s)
         self._built = not (self._own_traces or self._own_metrics)
 
     def tracer_provider(self) -> Any:
@@ -417,12 +511,25 @@ class Telemetry:
             return table
 
     def _end_orphans(self, recs: Sequence[tuple[Any, ...]], table: Any) -> Any:
-        # nest_spans spans whose provider went away: end them so they are not left open.
-        for rec in recs:
-            span = rec[10]
-            if span is not None and not isinstance(span, dict):
-                span.end(end_time=rec[6])
+        self.abandon(recs)
         return table
+
+    def abandon(self, recs: Sequence[tuple[Any, ...]]) -> None:
+        """End the nest_spans spans of calls that will have no row (dropped, or no provider).
+
+        The span still describes the call; it is marked ``predlog.recorded = False`` so no
+        one looks for its row. Never raises.
+        """
+        for rec in recs:
+            span = rec[10] if len(rec) > 10 else None
+            if span is None or isinstance(span, dict):
+                continue
+            try:
+                if span.is_recording():
+                    span.set_attribute("predlog.recorded", False)
+                    span.end(end_time=rec[6])
+            except Exception:
+                self._count("span_error")
 
     def _annotate(self, provider: Any, table: pa.Table, recs: Sequence[tuple[Any, ...]]) -> pa.Table:
         import pyarrow as pa
@@ -455,12 +562,19 @@ class Telemetry:
             if payload is not None:
                 attrs["predlog.features"], attrs["predlog.prediction"] = payload[row]
             exc = rec[4]
-            if live is not None:
-                ids = _finish_live(live, attrs, exc, rec[6])
-            elif direct is not None:
-                ids = self._direct_span(direct, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
-            else:
-                ids = _api_span(tracer, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+            try:
+                if live is not None:
+                    ids = _finish_live(live, attrs, exc, rec[6])
+                    if ids is not None and ids[1] is not None and self._own is not None:
+                        self._count("spans_handed")
+                elif direct is not None:
+                    ids = self._direct_span(direct, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+                else:
+                    ids = _api_span(tracer, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+            except Exception:  # one span (a processor's on_end, say) must not cost the others
+                self._count("span_error")
+                self._recorder._internal_error("span")
+                continue
             if ids is not None:
                 trace_ids[i], span_ids[i] = ids
                 if ids[1] is not None:
@@ -508,22 +622,33 @@ class Telemetry:
             self._count("spans_handed")
         return f"{trace_id:032x}", f"{ctx.span_id:016x}"
 
-    def span_only(self, recs: Sequence[tuple[Any, ...]]) -> None:
-        """Spans for calls sampled out of Parquet (tracing keeps its own sampling)."""
+    def span_only(self, recs: Sequence[tuple[Any, ...]], pipeline: Any, *, table: Any = None) -> None:
+        """Spans for calls that have no row in Parquet (sampled out, or dropped by a processor).
+
+        ``table`` holds their rows when the caller has them (after the built-in
+        processors); otherwise they are converted here and ``pipeline``'s built-ins
+        (hashing, redaction) applied, so a span never carries what a row would not.
+        """
         provider = self.tracer_provider()
         if provider is None:
-            self._end_orphans(recs, None)
+            self.abandon(recs)
             return
         try:
             import pyarrow as pa
 
-            from ._convert import records_to_table, Flags
+            if table is not None:
+                self._annotate(provider, _sampled_out(table, pa), recs)
+                return
+            from ._convert import Flags, records_to_table
 
             cfg = self._recorder.config
-            for table, part in records_to_table(list(recs), Flags(), cfg.max_value_bytes):
-                self._annotate(provider, _sampled_out(table, pa), part)
+            for part_table, part in records_to_table(list(recs), Flags(), cfg.max_value_bytes):
+                if pipeline is not None:
+                    part_table = pipeline.apply_builtin(part_table)
+                self._annotate(provider, _sampled_out(part_table, pa), part)
         except Exception:
             self._count("span_error", len(recs))
+            self.abandon(recs)
             self._recorder._internal_error("spans")
 
     def _payloads(self, table: pa.Table) -> list[tuple[str, str]]:
@@ -534,7 +659,7 @@ class Telemetry:
     # ----------------------------------------------------------- metrics
 
     def setup_metrics(self) -> None:
-        """Register predlog's instruments with the meter provider in use (once per provider)."""
+        """Join the instruments of the meter provider in use (shared by every recorder on it)."""
         cfg = self._recorder.config
         if not cfg.metrics:
             return
@@ -548,67 +673,33 @@ class Telemetry:
             provider = metrics.get_meter_provider()  # a proxy until the application sets one
         if self._metrics_for is provider:
             return
+        instruments = _Instruments.of(provider)
+        instruments.members.add(self)
         self._metrics_for = provider
-        from opentelemetry.metrics import Observation
-
-        from . import __version__
-
-        meter = provider.get_meter(_INSTRUMENTATION, __version__)
-        rec = self._recorder
-
-        def observe(fn: Callable[[dict[str, Any]], list[Observation]]) -> Callable[[Any], list[Observation]]:
-            def callback(_options: Any) -> list[Observation]:
-                try:
-                    return fn(rec.stats())
-                except Exception:
-                    return []
-
-            return [callback]  # type: ignore[return-value]
-
-        meter.create_observable_counter(
-            "predlog.predictions.captured", observe(lambda s: [Observation(s["captured"])]),
-            unit="{prediction}", description="Calls that passed sampling",
-        )
-        meter.create_observable_counter(
-            "predlog.predictions.written", observe(lambda s: [Observation(s["written"])]),
-            unit="{prediction}", description="Calls whose rows reached the write-ahead segment",
-        )
-        meter.create_observable_counter(
-            "predlog.predictions.dropped",
-            observe(lambda s: [Observation(v, {"reason": k}) for k, v in s["dropped"].items()]),
-            unit="{prediction}", description="Calls lost, by reason",
-        )
-        meter.create_observable_counter(
-            "predlog.rows.written", observe(lambda s: [Observation(s["rows_written"])]), unit="{row}",
-        )
-        meter.create_observable_counter(
-            "predlog.rows.sealed", observe(lambda s: [Observation(s["sealed_rows"])]), unit="{row}",
-        )
-        meter.create_observable_counter(
-            "predlog.files.written", observe(lambda s: [Observation(s["files"])]), unit="{file}",
-        )
-        meter.create_observable_counter(
-            "predlog.labels.written", observe(lambda s: [Observation(s["labels"])]), unit="{label}",
-        )
-        meter.create_observable_counter(
-            "predlog.failures", observe(lambda s: [Observation(s["failed"])]), unit="{failure}",
-            description="Internal errors (counted, serving continued)",
-        )
-        meter.create_observable_up_down_counter(
-            "predlog.queue.depth", observe(lambda s: [Observation(s["queue_depth"])]), unit="{record}",
-        )
-        meter.create_observable_counter(
-            "predlog.spans", observe(lambda s: [Observation(s["spans"])]), unit="{span}",
-        )
-        meter.create_observable_counter(
-            "predlog.spans.dropped",
-            observe(lambda s: [Observation(v, {"reason": k}) for k, v in s["spans_dropped"].items()]),
-            unit="{span}", description="Spans not made or not delivered, by reason",
-        )
-        self._histogram = meter.create_histogram(
-            "predlog.prediction.latency", unit="ms", description="Wall time of predict calls",
-        )
+        self._histogram = instruments.histogram
         self._hist_attrs = {}
+
+    def observations(self) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """This recorder's counters, by instrument name, labelled with its store."""
+        s = self._recorder.stats()
+        store = {"predlog.store": os.path.abspath(self._recorder.config.store)}
+
+        def one(v: int, **attrs: Any) -> tuple[int, dict[str, Any]]:
+            return v, {**store, **attrs}
+
+        return {
+            "predlog.predictions.captured": [one(s["captured"])],
+            "predlog.predictions.written": [one(s["written"])],
+            "predlog.predictions.dropped": [one(v, reason=k) for k, v in s["dropped"].items()],
+            "predlog.rows.written": [one(s["rows_written"])],
+            "predlog.rows.sealed": [one(s["sealed_rows"])],
+            "predlog.files.written": [one(s["files"])],
+            "predlog.labels.written": [one(s["labels"])],
+            "predlog.failures": [one(s["failed"])],
+            "predlog.queue.depth": [one(s["queue_depth"])],
+            "predlog.spans": [one(s["spans"])],
+            "predlog.spans.dropped": [one(v, reason=k) for k, v in s["spans_dropped"].items()],
+        }
 
     def record_latency(self, recs: Sequence[tuple[Any, ...]]) -> None:
         hist = self._histogram

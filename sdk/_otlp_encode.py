@@ -54,7 +54,7 @@ def _len(field: int, payload: bytes) -> bytes:
 
 
 def _str(field: int, text: str) -> bytes:
-    return _len(field, text.encode("utf-8", "surrogatepass")) if text else b""
+    return _len(field, text.encode("utf-8", "replace")) if text else b""
 
 
 def _value(value: Any) -> bytes:
@@ -64,8 +64,10 @@ def _value(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, str):
-        return _len(1, value.encode("utf-8", "surrogatepass"))
+        return _len(1, value.encode("utf-8", "replace"))
     if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError(f"integer {value} does not fit an int64 attribute")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _pack_d(value)
@@ -115,7 +117,7 @@ class _Encoder:
                 if hit is not None:
                     parts.append(hit)
                     continue
-                vb = value.encode("utf-8", "surrogatepass")
+                vb = value.encode("utf-8", "replace")
                 n = len(vb)
                 if n < 100:
                     kv = k + b"\x12" + small[n + 2] + b"\x0a" + small[n] + vb
@@ -130,7 +132,10 @@ class _Encoder:
                 parts.append(tag + small[len(kv)] if len(kv) < 16384 else tag + _varint(len(kv)))
                 parts.append(kv)
             else:
-                kv = k + _len(2, _value(value))
+                try:
+                    kv = k + _len(2, _value(value))
+                except (TypeError, ValueError):  # as opentelemetry's encoder: drop the attribute
+                    continue
                 parts.append(tag + _varint(len(kv)) + kv)
         return b"".join(parts)
 

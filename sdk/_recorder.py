@@ -393,13 +393,14 @@ class Recorder:
         A call recorded after this starts the writer again. Returns what :meth:`flush` did.
         """
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
         ok = self.flush(timeout_s=timeout)
         self._stop_threads(timeout_s=timeout)
         for sink in self._extra_sinks:
             with contextlib.suppress(Exception):
                 sink.shutdown()
         with contextlib.suppress(Exception):
-            self._telemetry.shutdown()
+            self._telemetry.shutdown(max(0.1, deadline - time.monotonic()))
         return ok
 
     # ------------------------------------------------------------------ request side
@@ -413,9 +414,28 @@ class Recorder:
         self._submit_label(rec)
 
     def _submit_span_only(self, rec: tuple[Any, ...]) -> None:
-        """Enqueue a call sampled out of Parquet, for its span only. Must not block or raise."""
-        self._count("span_only_submitted")
-        self._submit_label((SPAN_ONLY, rec))
+        """Enqueue a call sampled out of Parquet, for its span only. Must not block or raise.
+
+        Only while spans have somewhere to go, and only into the lower half of the queue:
+        a traced-only call never waits, and never takes the place of a row Parquet keeps.
+        """
+        try:
+            telemetry = self._telemetry
+            if not telemetry.active:
+                telemetry.abandon((rec,))
+                return
+            q = self._queue
+            n = len(q)
+            if n >= self._max // 2:
+                self._count("span_only_queue_full")
+                telemetry.abandon((rec,))
+                return
+            self._count("span_only_submitted")
+            q.append((SPAN_ONLY, rec))
+            if n >= self._wake_at:
+                self._wake()
+        except Exception:
+            self._internal_error("span_only")
 
     def _submit_label(self, rec: tuple[Any, ...]) -> None:
         """Enqueue one record without remembering it as the last prediction."""
@@ -469,6 +489,7 @@ class Recorder:
                 self._count("span_only_queue_full")
             else:
                 self._drop("queue_full", 1)
+                self._telemetry.abandon((rec,))
         except Exception:
             self._internal_error("full")
 
@@ -534,8 +555,9 @@ class Recorder:
         except Exception:
             pass
         try:
-            self._telemetry.ensure()
-            self._telemetry.setup_metrics()
+            with self._busy:  # imports: a fork must not land in the middle (see _before_fork)
+                self._telemetry.ensure()
+                self._telemetry.setup_metrics()
         except Exception:
             self._internal_error("telemetry")
         cycle = time.monotonic()
@@ -546,6 +568,7 @@ class Recorder:
                 self._wakeup.wait(max(0.0, cycle + cfg.flush_interval_s - time.monotonic()))
             cycle = time.monotonic()
             self._wakeup.clear()
+            self._telemetry.refresh()
             with self._flush_cv:
                 ticket = self._flush_requested
             stopping = stop.is_set()
@@ -590,7 +613,8 @@ class Recorder:
             self._count("labels_taken", len(labels))
             if traced:
                 self._count("span_only_taken", len(traced))
-                self._telemetry.span_only(traced)
+                self._telemetry.span_only(traced, sink.pipeline)
+                self._telemetry.record_latency(traced)
             heads.discard(LABEL)
             heads.discard(SPAN_ONLY)
         else:
@@ -618,6 +642,7 @@ class Recorder:
                         done += len(recs)
                 except Exception:
                     self._drop("convert_error", len(group) - done)
+                    self._telemetry.abandon(group)
                     self._internal_error("convert")
         if labels:
             try:
@@ -653,12 +678,13 @@ class Recorder:
         try:
             if labels:
                 processed, removed = sink.pipeline.apply(table, label_table=True)
+            elif recs is None:
+                processed, removed = sink.pipeline.apply(table)
             else:
-                table = sink.pipeline.apply_builtin(table)
-                if recs is not None:
-                    table = self._telemetry.annotate(table, recs)
-                processed, removed = sink.pipeline.apply_user(table)
+                processed = self._process_predictions(sink.pipeline, table, recs)
         except Exception:
+            if recs is not None:
+                self._telemetry.abandon(recs)
             self._internal_error("processors")
             self._drop(dropped_key or "processor_error", calls)
             return
@@ -693,6 +719,37 @@ class Recorder:
                 sink.export(processed, labels=labels)
             except Exception:
                 self._internal_error(f"sink:{type(sink).__name__}")
+
+    def _process_predictions(self, pipeline: Any, table: Any, recs: list[tuple[Any, ...]]) -> Any:
+        """Built-in processors, then the user's, then spans for what is left.
+
+        Spans carry the hashed user id, so they come after the built-ins; they point at
+        rows, so they come after the user's processors, which may drop rows: a dropped call
+        still gets its span (traced independently of what Parquet keeps), without a
+        prediction id. User processors keep the order of the rows they keep.
+        """
+        table = pipeline.apply_builtin(table)
+        if not pipeline.processors:
+            return self._telemetry.annotate(table, recs)
+        before = table.column("prediction_id").to_pylist()
+        processed, _ = pipeline.apply_user(table)
+        kept = set(processed.column("prediction_id").to_pylist()) if processed is not None else set()
+        if len(recs) == 1 and table.column("batch_id").null_count < table.num_rows:
+            # One batch call: its span goes with whatever rows of it survive.
+            if processed is not None and processed.num_rows:
+                return self._telemetry.annotate(processed, recs)
+            self._telemetry.span_only(recs, None, table=table)
+            return processed
+        gone = [i for i, pid in enumerate(before) if pid not in kept]
+        if gone:
+            self._telemetry.span_only([recs[i] for i in gone], None, table=table.take(gone))
+        if processed is None or not processed.num_rows:
+            return processed
+        survivors = [rec for pid, rec in zip(before, recs) if pid in kept]
+        if len(survivors) != processed.num_rows:  # a processor changed prediction ids: no spans then
+            self._telemetry.abandon(survivors)
+            return processed
+        return self._telemetry.annotate(processed, survivors)
 
     def _drop(self, reason: str, n: int) -> None:
         with self._lock:
