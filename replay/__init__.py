@@ -21,12 +21,14 @@ from ._errors import (
     UnknownModelError,
     UnsupportedStoreError,
 )
+from ._replay import ReplayResult
 from ._store import Store
 
 __all__ = [
     "FilterError",
     "PredictionNotFoundError",
     "QueryNotAllowedError",
+    "ReplayResult",
     "Store",
     "StoreError",
     "StoreNotFoundError",
