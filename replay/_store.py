@@ -353,17 +353,21 @@ class _Source:
             expr = _convert(ref, sub, fields.get(name, sub))
             if expr != ref:
                 replace.append(f"{expr} AS {ref}")
+        # `date` is the UTC date partition (hive), kept so that grouping by day reads no
+        # timestamps; live rows have no partition yet and get it from `ts`.
+        extra = ""
         if self.table is not None:
             star, source = "*", self.name
+            extra = ", CAST(timezone('UTC', ts) AS DATE) AS date" if "ts" in fields_of(self.shape) else ""
         else:
-            star = "* EXCLUDE (date)"
+            star = "*"
             source = (
                 f"read_parquet({_path_list(self.files)}, hive_partitioning=true, union_by_name=true, "
                 f"hive_types={self.hive_types})"
             )
         if replace:
             star += f" REPLACE ({', '.join(replace)})"
-        return f"SELECT {star} FROM {source}" + (" WHERE false" if self.empty else "")
+        return f"SELECT {star}{extra} FROM {source}" + (" WHERE false" if self.empty else "")
 
 
 @dataclasses.dataclass
