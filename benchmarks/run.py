@@ -28,6 +28,9 @@ from bench_otel import BENCHMARKS as OTEL  # noqa: E402
 
 # benchmark name -> the script that runs it
 SCRIPTS = {**{n: "bench_capture.py" for n in CAPTURE}, **{n: "bench_otel.py" for n in OTEL}}
+# Query benchmarks on a generated 10M-row store (1M with --quick); set PREDLOG_BENCH_CACHE=DIR
+# to keep the generated store between runs (see benchmarks/README.md).
+SCRIPTS.update({"replay": "bench_replay.py", "user": "bench_replay.py", "summary": "bench_replay.py"})
 BENCHMARKS = SCRIPTS
 
 
