@@ -116,7 +116,8 @@ def _parquet_under(root: str, rel_dir: str) -> Iterator[str]:
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.endswith(".parquet") and not name.startswith("."):
+        # A symlink could point outside the store: the store holds regular files only.
+        if name.endswith(".parquet") and not name.startswith(".") and not os.path.islink(os.path.join(root, rel_dir, name)):
             yield f"{rel_dir}/{name}"
 
 

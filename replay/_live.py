@@ -47,7 +47,7 @@ def read_live(root: str, models: Collection[str] | None = None) -> list[LiveSegm
 
     directory = os.path.join(root, WAL)
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX))
+        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not os.path.islink(os.path.join(directory, n)))
     except FileNotFoundError:
         return []
     out = []

@@ -40,6 +40,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +50,8 @@ from predlog._processors import Pipeline
 from predlog._store import FILE_MODE, SEGMENT_SUFFIX, WAL_DIR, _fsync_dir, _mkdir, _open_private, recover_orphans
 
 from ._errors import StoreError
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 from ._files import LABELS, MAINTENANCE, PREDICTIONS, manifests
 
 if TYPE_CHECKING:
@@ -439,15 +442,39 @@ def _segment_stem(parquet_name: str) -> str:
 
 
 def _remove_stale_temp(root: str, rel: str, max_age_s: float) -> int:
+    """Remove hidden temporary files of seals that will never finish: older than
+    ``max_age_s``, or left by a sealer whose segment is gone or no longer locked (its writer
+    died mid-seal; the rows it was writing are sealed again, or were, from the segment)."""
     n = 0
     now = time.time()
     for name in _listdir(os.path.join(root, rel)):
         if name.startswith(".") and name.endswith(".tmp"):
             path = os.path.join(root, rel, name)
             with contextlib.suppress(OSError):
-                if now - os.stat(path).st_mtime >= max_age_s and _unlink(path):
+                if (now - os.stat(path).st_mtime >= max_age_s or _seal_abandoned(root, name)) and _unlink(path):
                     n += 1
     return n
+
+
+def _seal_abandoned(root: str, name: str) -> bool:
+    """Whether the sealer temp file ``.<segment-stem>-<n>.parquet.<pid>.tmp`` is an orphan."""
+    base = name[1:-len(".tmp")].rsplit(".", 1)[0]
+    if not base.endswith(".parquet") or "-" not in base:
+        return False
+    stem = base[: -len(".parquet")].rsplit("-", 1)[0]
+    segment = os.path.join(root, WAL_DIR, stem + SEGMENT_SUFFIX)
+    try:
+        fd = os.open(segment, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # the segment was sealed (the seal removes it last): this copy is stale
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer (or a recovery) is sealing it now
+        return True
+    finally:
+        os.close(fd)
 
 
 def _remove_empty_dirs(root: str, rels: Iterable[str]) -> None:
@@ -853,6 +880,15 @@ def compact(
     if min_files < 1 or target_rows < 1 or row_group_rows < 1:
         raise ValueError("min_files, target_rows and row_group_rows must be at least 1")
     root = _root_of(store)
+    if model is not None:
+        # It names a directory: a name like "../other" must not reach another store.
+        from ._errors import UnknownModelError
+
+        if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+            raise ValueError(f"model name {model!r} is invalid: letters, digits, '.', '_' or '-'")
+        present = sorted(n[len("model="):] for n in _listdir(os.path.join(root, PREDICTIONS)) if n.startswith("model="))
+        if model not in present:
+            raise UnknownModelError(model, present)
     hook = _step_hook or _no_hook
     limit = _as_date(before)
     started = time.monotonic()

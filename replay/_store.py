@@ -1104,7 +1104,9 @@ class Store:
         For predlog's own modules and advanced use. The views reflect the files listed on
         entry; the cursor is closed on exit. It does not retry when maintenance removes a
         file under it (use :meth:`run` for that). Only files inside the store can be read or
-        written through it.
+        written through it, but inside the store it can write (``COPY ... TO``) and so forge or
+        erase data: hand it only to code you trust as much as your own. Untrusted SQL goes
+        through :meth:`sql`, which runs a single ``SELECT``.
         """
         models = self._models(model, include_live)
         lo, hi = _window(start, end)
@@ -1255,7 +1257,9 @@ class Store:
         """The same query as :meth:`predictions`, as a lazy DuckDB relation: nothing is read yet.
 
         Chain DuckDB's relational API (``.filter``, ``.aggregate``, ``.limit``, ``.arrow()``,
-        ``.df()``...). The relation reads the files listed when it was made; if maintenance
+        ``.df()``...). Like :meth:`connection`, it runs on the store's connection, which can
+        write inside the store (``.to_parquet``, ``.query("COPY ...")``): it is a tool for your
+        own code, not for untrusted input. The relation reads the files listed when it was made; if maintenance
         removes one of them before the relation runs, DuckDB raises an IO error: make the
         relation again.
         """
