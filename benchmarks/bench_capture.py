@@ -604,29 +604,44 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=[*BENCHMARKS, "all"], help="which benchmark to run")
+def run_cli(
+    benchmarks: Mapping[str, Callable[[argparse.Namespace], list[Row]]],
+    doc: str | None,
+    argv: list[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The command line every benchmark script shares: run some benchmarks, print one table."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=[*benchmarks, "all"], help="which benchmark to run")
     parser.add_argument("--quick", action="store_true", help="short run (seconds, not minutes)")
     parser.add_argument("--json", metavar="PATH", help="also write the result rows as JSON")
     parser.add_argument("--tmpdir", metavar="DIR", help="where temporary stores go (default: the system temp dir)")
-    parser.add_argument("--profile-writer", action="store_true", help="cProfile the writer thread; stats go to stderr")
-    parser.add_argument(
-        "--batch-rows", type=lambda v: [int(x) for x in v.split(",")], default=[10_000],
-        help="memory: rows per batch call, comma-separated (default 10000; e.g. 10000,1000)",
-    )
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    names = list(benchmarks) if args.benchmark == "all" else [args.benchmark]
     rows: list[Row] = []
     for name in names:
         t0 = perf_counter()
-        rows.extend(BENCHMARKS[name](args))
+        rows.extend(benchmarks[name](args))
         print(f"[{name}: {perf_counter() - t0:.1f} s]", file=sys.stderr)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 0
+
+
+def _capture_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile-writer", action="store_true", help="cProfile the writer thread; stats go to stderr")
+    parser.add_argument(
+        "--batch-rows", type=lambda v: [int(x) for x in v.split(",")], default=[10_000],
+        help="memory: rows per batch call, comma-separated (default 10000; e.g. 10000,1000)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(BENCHMARKS, __doc__, argv, _capture_arguments)
 
 
 if __name__ == "__main__":

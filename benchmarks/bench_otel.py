@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import predlog  # noqa: E402
-from bench_capture import US, Row, features, format_table, pct, predict, temp_store  # noqa: E402
+from bench_capture import US, Row, features, pct, predict, run_cli, temp_store  # noqa: E402
 
 RECEIVER = os.path.join(os.path.dirname(HERE), "tests", "otel", "receiver.py")
 
@@ -238,23 +238,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"spans": ben
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--tmpdir", metavar="DIR")
-    args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
-    rows: list[Row] = []
-    for name in names:
-        t0 = perf_counter()
-        rows.extend(BENCHMARKS[name](args))
-        print(f"[{name}: {perf_counter() - t0:.1f} s]", file=sys.stderr)
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return run_cli(BENCHMARKS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_capture import Row, format_table  # noqa: E402
+from bench_capture import Row, run_cli  # noqa: E402
 
 _DAY_US = 86_400_000_000
 _COUNTRIES = ["FR", "DE", "US", "GB", "ES", "IT", "NL", "PL", "SE", "BR"]
@@ -603,28 +603,15 @@ def _duckdb_by_partition(pred_dir: str) -> Any:
 BENCHMARKS.update(user=bench_user, summary=bench_summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--tmpdir", metavar="DIR")
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, help="rows in the generated store (default 1M, 200k with --quick)")
     parser.add_argument("--cache", metavar="DIR",
                         help="user, summary: keep the generated (and compacted) store in DIR and reuse it "
                              "(default: $PREDLOG_BENCH_CACHE, else a temporary directory)")
-    args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
-    rows: list[Row] = []
-    for name in names:
-        t0 = perf_counter()
-        rows.extend(BENCHMARKS[name](args))
-        print(f"[{name}: {perf_counter() - t0:.1f} s]", file=sys.stderr)
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(BENCHMARKS, __doc__, argv, _replay_arguments)
 
 
 if __name__ == "__main__":
