@@ -213,8 +213,10 @@ class _OwnPipeline:
             return True
         busy = self._outstanding
         if busy is not None and busy.is_alive():
-            # The last flush is still stuck on a collector that is down: wait for it rather
-            # than pile up threads.
+            # The last flush is still stuck on a collector that is down: do not pile up
+            # threads, and do not make every flush wait out the outage.
+            if name != "shutdown":
+                return False
             busy.join(timeout_s)
             if busy.is_alive():
                 return False
@@ -381,12 +383,15 @@ class Telemetry:
         dropped = {r: 0 for r in SPAN_DROP_REASONS}
         dropped["rate"] = c.get("rate", 0)
         dropped["error"] = c.get("span_error", 0)
+        dropped["export_failed"] = c.get("export_failed", 0)
+        # Earlier pipelines' queue losses (kept at their shutdown), plus this one's: what its
+        # batch processor took but neither sent, failed to send, nor holds.
+        dropped["queue_full"] = c.get("queue_full_final", 0)
         own = self._own
         if own is not None and own.span_processor is not None:
-            dropped["export_failed"] = c.get("export_failed", 0)
-            # What the batch processor took but neither sent nor holds: its queue overflowed.
-            settled = c.get("spans_exported", 0) + dropped["export_failed"] + c.get("in_export", 0) + own.queued()
-            dropped["queue_full"] = max(0, handed - settled)
+            failed_here = dropped["export_failed"] - c.get("export_failed_base", 0)
+            settled = c.get("spans_exported", 0) + failed_here + c.get("in_export", 0) + own.queued()
+            dropped["queue_full"] += max(0, handed - settled)
         return {"spans": c.get("spans", 0), "spans_dropped": dropped}
 
     # ----------------------------------------------------------- configuration
@@ -452,9 +457,16 @@ class Telemetry:
         return own.force_flush(timeout_s) if own is not None else True
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        own, self._own = self._own, None
+        own = self._own
         if own is not None:
             own.shutdown(timeout_s)
+            lost = self.stats()["spans_dropped"]["queue_full"]  # the final count, kept
+            self._own = None
+            with self._lock:
+                self._counts["queue_full_final"] = lost
+                for key in ("spans_handed", "spans_exported", "in_export"):
+                    self._counts.pop(key, None)
+                self._counts["export_failed_base"] = self._counts.get("export_failed", 0)
         self._built = not (self._own_traces or self._own_metrics)
 
     def tracer_provider(self) -> Any:

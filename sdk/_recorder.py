@@ -375,7 +375,9 @@ class Recorder:
                     self._flush_cv.wait(min(left, 0.1))
                 handed = self._flush_handed
             ok = sink.wait_sealed(handed, max(0.0, deadline - time.monotonic()))
-            ok = self._telemetry.force_flush(max(0.0, deadline - time.monotonic())) and ok
+            # Spans and metrics go out too, but a collector that is down does not make the
+            # rows' flush fail (its losses are counted in spans_dropped).
+            self._telemetry.force_flush(max(0.0, deadline - time.monotonic()))
             for extra in self._extra_sinks:
                 try:
                     ok = bool(extra.force_flush(max(0.0, deadline - time.monotonic()))) and ok
