@@ -829,19 +829,16 @@ class Store:
                 "their rows are readable with include_live=True and are sealed by the next writer",
                 RuntimeWarning, stacklevel=3,
             )
+        from ._maintenance import finish_interrupted
+
         try:
-            from ._maintenance import finish_interrupted
-        except ImportError:
-            pass
-        else:
-            try:
-                finish_interrupted(self.root)
-            except OSError as exc:
-                warnings.warn(
-                    f"predlog: could not finish interrupted maintenance in {self.root} ({exc}); readers still "
-                    "see every row once, and the next maintenance operation finishes it",
-                    RuntimeWarning, stacklevel=3,
-                )
+            finish_interrupted(self.root)
+        except OSError as exc:
+            warnings.warn(
+                f"predlog: could not finish interrupted maintenance in {self.root} ({exc}); readers still "
+                "see every row once, and the next maintenance operation finishes it",
+                RuntimeWarning, stacklevel=3,
+            )
 
     def close(self) -> None:
         """Close the DuckDB connection and remove its spill directory. Idempotent."""
@@ -1229,14 +1226,26 @@ class Store:
 
         ``ts`` is tz-aware UTC; ``features``, ``context`` and struct predictions are dicts.
         """
+        return self._filtered(
+            lambda cur, sql, params: _utc_frame(cur.execute(sql, params).df()), False,
+            model, version, start, end, user_id, status, where, limit, last, request_id, columns, include_live,
+        )
+
+    def _filtered(
+        self, finish: Callable[[duckdb.DuckDBPyConnection, str, list[Any]], Any], keep_open: bool,
+        model: Names, version: Names, start: TimeBound, end: TimeBound, user_id: Names, status: Names,
+        where: Where, limit: int | None, last: Any, request_id: Names, columns: Sequence[str] | None,
+        include_live: bool,
+    ) -> Any:
+        """The query behind :meth:`predictions` and :meth:`relation`; ``finish`` runs its SQL."""
         models, lo, hi = self._prepare(model, start, end, last, include_live)
 
-        def query(cur: duckdb.DuckDBPyConnection, snap: _Snapshot) -> pd.DataFrame:
+        def query(cur: duckdb.DuckDBPyConnection, snap: _Snapshot) -> Any:
             sql, params = self._select(snap, version=version, user_id=user_id, status=status, request_id=request_id,
                                        lo=lo, hi=hi, where=where, limit=limit, columns=columns)
-            return _utc_frame(cur.execute(sql, params).df())
+            return finish(cur, sql, params)
 
-        return self._run(query, models, lo, hi, include_live=include_live)
+        return self._run(query, models, lo, hi, include_live=include_live, keep_open=keep_open)
 
     def relation(
         self,
@@ -1263,14 +1272,10 @@ class Store:
         removes one of them before the relation runs, DuckDB raises an IO error: make the
         relation again.
         """
-        models, lo, hi = self._prepare(model, start, end, last, include_live)
-
-        def query(cur: duckdb.DuckDBPyConnection, snap: _Snapshot) -> duckdb.DuckDBPyRelation:
-            sql, params = self._select(snap, version=version, user_id=user_id, status=status, request_id=request_id,
-                                       lo=lo, hi=hi, where=where, limit=limit, columns=columns)
-            return cur.sql(sql, params=params)
-
-        return self._run(query, models, lo, hi, include_live=include_live, keep_open=True)
+        return self._filtered(
+            lambda cur, sql, params: cur.sql(sql, params=params), True,
+            model, version, start, end, user_id, status, where, limit, last, request_id, columns, include_live,
+        )
 
     def user(
         self,
@@ -1407,9 +1412,7 @@ class Store:
                     f"the store {self.root} holds no predictions yet; nothing to train on"
                 )
             model = present[0]
-        if isinstance(model, str):
-            pass
-        elif len(list(model)) != 1:
+        if not isinstance(model, str) and len(list(model)) != 1:
             raise FilterError("training_data() takes one model: features differ between models")
         models = self._models(model, include_live)
         lo, hi = _window(start, end, last, days)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("predlog")
 
-__all__ = ["SPAN_DROP_REASONS", "Telemetry", "parent_getter"]
+__all__ = ["SPAN_DROP_REASONS", "Telemetry", "is_batch_table", "parent_getter"]
 
 SPAN_DROP_REASONS = ("rate", "queue_full", "export_failed", "error")
 _INSTRUMENTATION = "predlog"
@@ -514,17 +514,14 @@ class Telemetry:
         """
         provider = self.tracer_provider()
         if provider is None:
-            return self._end_orphans(recs, table)
+            self.abandon(recs)  # nest_spans spans whose provider went away
+            return table
         try:
             return self._annotate(provider, table, recs)
         except Exception:
             self._count("span_error", len(recs))
             self._recorder._internal_error("spans")
             return table
-
-    def _end_orphans(self, recs: Sequence[tuple[Any, ...]], table: Any) -> Any:
-        self.abandon(recs)
-        return table
 
     def abandon(self, recs: Sequence[tuple[Any, ...]]) -> None:
         """End the nest_spans spans of calls that will have no row (dropped, or no provider).
@@ -551,7 +548,7 @@ class Telemetry:
         allowed = self._bucket.take(n_calls) if self._bucket is not None else n_calls
         if allowed < n_calls:
             self._count("rate", n_calls - allowed)
-        batch = n_calls == 1 and _is_batch(table)
+        batch = n_calls == 1 and is_batch_table(table)
         cols = {
             name: table.column(name).to_pylist()
             for name in ("prediction_id", "user_id", "status", "error_type", "error_message", "confidence",
@@ -728,7 +725,8 @@ class Telemetry:
             record((rec[6] - rec[5]) / 1e6, a)
 
 
-def _is_batch(table: pa.Table) -> bool:
+def is_batch_table(table: pa.Table) -> bool:
+    """Whether ``table`` holds the rows of one batch call (they share a batch_id)."""
     return bool(table.column("batch_id").null_count < table.num_rows)
 
 

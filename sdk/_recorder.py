@@ -31,7 +31,7 @@ from . import _ids
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
 from ._context import _CURRENT, Ctx
-from ._otel import Telemetry
+from ._otel import Telemetry, is_batch_table
 from ._recorder_state import last, remember
 
 if TYPE_CHECKING:
@@ -736,7 +736,7 @@ class Recorder:
         before = table.column("prediction_id").to_pylist()
         processed, _ = pipeline.apply_user(table)
         kept = set(processed.column("prediction_id").to_pylist()) if processed is not None else set()
-        if len(recs) == 1 and table.column("batch_id").null_count < table.num_rows:
+        if len(recs) == 1 and is_batch_table(table):
             # One batch call: its span goes with whatever rows of it survive.
             if processed is not None and processed.num_rows:
                 return self._telemetry.annotate(processed, recs)
