@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from ._errors import (
     FilterError,
+    LiveRowsWarning,
+    MixedLabelTypesWarning,
     PredictionNotFoundError,
     QueryNotAllowedError,
     StoreError,
@@ -19,6 +21,7 @@ from ._errors import (
     TimeBoundError,
     UnknownColumnError,
     UnknownModelError,
+    UnknownVersionError,
     UnsupportedStoreError,
 )
 from ._replay import ReplayResult
@@ -26,6 +29,8 @@ from ._store import Store
 
 __all__ = [
     "FilterError",
+    "LiveRowsWarning",
+    "MixedLabelTypesWarning",
     "PredictionNotFoundError",
     "QueryNotAllowedError",
     "ReplayResult",
@@ -35,5 +40,6 @@ __all__ = [
     "TimeBoundError",
     "UnknownColumnError",
     "UnknownModelError",
+    "UnknownVersionError",
     "UnsupportedStoreError",
 ]

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "FilterError",
+    "LiveRowsWarning",
+    "MixedLabelTypesWarning",
     "PredictionNotFoundError",
     "QueryNotAllowedError",
     "StoreError",
@@ -14,6 +16,7 @@ __all__ = [
     "TimeBoundError",
     "UnknownColumnError",
     "UnknownModelError",
+    "UnknownVersionError",
     "UnsupportedStoreError",
 ]
 
@@ -60,12 +63,24 @@ def _close(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     return close
 
 
+_LIVE_HINT = (
+    "they reach Parquet when the writer seals its segment (every segment_max_age_s, on predlog.flush() and at "
+    "exit); pass include_live=True (--include-live on the command line) to read them now"
+)
+
+
 class UnknownModelError(StoreError, ValueError):
     """A model name that has no partition in the store."""
 
-    def __init__(self, model: str, present: Iterable[str]) -> None:
+    def __init__(self, model: str, present: Iterable[str], *, live_only: bool = False) -> None:
         self.model = model
         self.present = sorted(present)
+        self.live_only = live_only
+        if live_only:
+            super().__init__(
+                f"model {model!r} has rows only in live write-ahead segments, none sealed into Parquet yet: {_LIVE_HINT}"
+            )
+            return
         close = _close(model, self.present, 3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listed = ", ".join(repr(m) for m in self.present) if self.present else "none yet"
@@ -73,6 +88,38 @@ class UnknownModelError(StoreError, ValueError):
             f"model {model!r} is not in the store (models present: {listed}).{hint} "
             "Pass one of the models present, or model=None for all of them"
         )
+
+
+class UnknownVersionError(StoreError, ValueError):
+    """A ``version=`` that no prediction of the selected models has."""
+
+    def __init__(self, version: str, present: Iterable[str], *, models: Iterable[str] | None = None,
+                 live_only: bool = False) -> None:
+        self.version = version
+        self.present = sorted(present)
+        self.live_only = live_only
+        of = f" of model {', '.join(repr(m) for m in models)}" if models else ""
+        if live_only:
+            super().__init__(
+                f"version {version!r}{of} has rows only in live write-ahead segments, none sealed into Parquet "
+                f"yet: {_LIVE_HINT}"
+            )
+            return
+        close = _close(version, self.present, 3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        listed = ", ".join(repr(v) for v in self.present) if self.present else "none"
+        super().__init__(
+            f"no prediction{of} has version {version!r} (versions present: {listed}).{hint} "
+            "Pass one of the versions present, or version=None for all of them"
+        )
+
+
+class LiveRowsWarning(UserWarning):
+    """A query found nothing sealed, while rows it would match wait in live write-ahead segments."""
+
+
+class MixedLabelTypesWarning(UserWarning):
+    """The labels of the selected predictions have several types (``label`` is JSON text then)."""
 
 
 class UnknownColumnError(StoreError, ValueError):

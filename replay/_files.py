@@ -45,7 +45,7 @@ MAINTENANCE = "_maintenance"
 
 __all__ = [
     "LABELS", "MAINTENANCE", "PREDICTIONS", "Manifest", "label_files", "manifests", "models",
-    "prediction_files", "visible",
+    "partition_model", "prediction_files", "visible",
 ]
 
 
@@ -155,6 +155,12 @@ def prediction_files(
             if _in_range(date, start, end):
                 rel.extend(_parquet_under(root, f"{base}/date={date}"))
     return visible(root, rel)
+
+
+def partition_model(path: str) -> str:
+    """The model of a prediction file, from its ``model=<name>`` partition directory."""
+    part = os.path.basename(os.path.dirname(os.path.dirname(path)))
+    return part[len("model="):] if part.startswith("model=") else ""
 
 
 def label_files(root: str) -> list[str]:

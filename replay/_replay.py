@@ -43,6 +43,8 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import FilterError, StoreError, UnknownColumnError
+from ._selection import REPLAY_OF, Selection, compile_selection
+from ._shapes import NULL, fields_of, ident
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,14 +53,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ._store import Store
+    from ._views import Snapshot
 
 __all__ = ["NothingToReplayError", "ReplayResult", "replay"]
 
 DEFAULT_BATCH_SIZE = 100_000
 MODES = ("auto", "batch", "array", "row")
 METRICS = ("accuracy", "mae")
-REPLAY_OF = "replay_of"
-"""Context key marking a row written by ``record_as``: the id of the row it replays."""
 
 # In row mode, this many failures in a row before any success means the function cannot
 # work on these inputs at all: stop and raise instead of failing on every remaining row.
@@ -740,20 +741,19 @@ def _resolve_model(store: Store, fn: Callable[..., Any], model: Any) -> str:
             "whose logged features to replay"
         )
     if not isinstance(model, str):
-        names = list(model) if isinstance(model, (list, tuple, set, frozenset)) else [model]
-        if len(names) != 1 or not isinstance(names[0], str):
+        listed = list(model) if isinstance(model, (list, tuple, set, frozenset)) else [model]
+        if len(listed) != 1 or not isinstance(listed[0], str):
             raise FilterError(f"replay() takes one model (features differ between models), got model={model!r}")
-        model = names[0]
-    store._models(model)  # raises UnknownModelError with close matches
+        model = listed[0]
+    store.selection(model=model)  # raises UnknownModelError with close matches
     return str(model)
 
 
-def _plan(store: Store, snap: Any, model: str, *, version: Any, status: Any, user_id: Any, lo: Any, hi: Any,
-          where: Any, by: Sequence[str] | None, include_replays: bool, has_labels: bool, need_request: bool,
-          need_context: bool) -> _Plan:
+def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | None, has_labels: bool,
+          need_request: bool, need_context: bool) -> _Plan:
     """The query reading the rows to replay: only the columns the replay needs, no ORDER BY."""
-    from ._store import NULL, _as_names, _ident, _Query, fields_of
-
+    assert sel.model is not None
+    model = sel.model[0]
     shape = snap.shape("predictions")
     fields = fields_of(shape)
     feats = fields.get("features", NULL)
@@ -762,16 +762,8 @@ def _plan(store: Store, snap: Any, model: str, *, version: Any, status: Any, use
             f"the rows of model {model!r} have no feature columns to replay (features is "
             f"{'empty' if feats == NULL else 'not a struct of named features'})"
         )
-    q = _Query(shape)
-    q.equal("model", model)
-    q.equal("model_version", _as_names(version, "version"))
-    q.equal("status", _as_names(status, "status"))
-    q.equal("user_id", _as_names(user_id, "user_id"))
-    q.time(lo, hi)
-    q.where(where)
+    q = compile_selection(sel, shape, hashed=snap.hashed, hash_key=store._hash_key)
     context = fields_of(fields.get("context", NULL))
-    if not include_replays and REPLAY_OF in context:
-        q.conditions.append(f"struct_extract(\"context\", '{REPLAY_OF}') IS NULL")
     pred = fields.get("prediction", NULL)
     json_text = pred[0] == "json"
     cols = ['"prediction_id"', '"ts"', '"user_id"', '"model_version"',
@@ -779,25 +771,25 @@ def _plan(store: Store, snap: Any, model: str, *, version: Any, status: Any, use
             '"prediction"', '"features"',
             '"context"' if need_context and "context" in fields else 'NULL AS "context"']
     if by is None:
-        names = [f"context.{k}" for k, s in context.items() if k != REPLAY_OF and s[0] == "scalar"]
+        by_names = [f"context.{k}" for k, s in context.items() if k != REPLAY_OF and s[0] == "scalar"]
         by_default = True
     else:
-        names = [by] if isinstance(by, str) else list(by)
+        by_names = [by] if isinstance(by, str) else list(by)
         by_default = False
-    for i, name in enumerate(names):
+    for i, name in enumerate(by_names):
         ref, leaf = q.resolve(name)
         expr = ref if leaf[0] in ("scalar", "null") else f"CAST(to_json({ref}) AS VARCHAR)"
-        cols.append(f"{expr} AS {_ident(f'{_BY_PREFIX}{i}')}")
+        cols.append(f"{expr} AS {ident(f'{_BY_PREFIX}{i}')}")
     sql = f"SELECT {', '.join(cols)} FROM predictions{q.clause()}"
-    if isinstance(where, str):
+    if isinstance(sel.where, str):
         store._check_select(sql)
-    return _Plan(model, sql, list(q.params), list(fields_of(feats)), names, by_default, "", json_text, has_labels)
+    return _Plan(model, sql, list(q.params), list(fields_of(feats)), by_names, by_default, "", json_text, has_labels)
 
 
-def _latest_labels(cur: duckdb.DuckDBPyConnection, snap: Any) -> tuple[pa.Table | None, pa.Table | None]:
+def _latest_labels(store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot,
+                   sel: Selection) -> tuple[pa.Table | None, pa.Table | None]:
     """Latest label per prediction_id and per request_id (as Store.labeled joins them)."""
-    from ._store import fields_of
-
+    store._narrow_labels(cur, snap, sel)
     lfields = fields_of(snap.shape("labels"))
     if "label" not in lfields:
         return None, None
@@ -900,8 +892,6 @@ def replay(
     """
     import predlog
 
-    from ._store import _window
-
     if not callable(fn):
         raise TypeError(f"replay() takes a predict function, got {fn!r}")
     if mode not in MODES:
@@ -925,9 +915,8 @@ def replay(
         if store.read_only:
             raise StoreError(f"record_as needs write access to the store {store.root}, which is read-only here")
     model_name = _resolve_model(store, fn, model)
-    lo, hi = _window(start, end, last)
-    if include_replays is None:
-        include_replays = version is not None
+    sel = store.selection(model=model_name, version=version, start=start, end=end, last=last, user_id=user_id,
+                          status=status, where=where, include_replays=include_replays)
     if record_as is not None:
         _check_record_as(store, model_name, record_as)
     from . import _files
@@ -935,11 +924,10 @@ def replay(
     has_labels = bool(_files.label_files(store.root))
     t0 = time.perf_counter()
 
-    def work(cur: duckdb.DuckDBPyConnection, snap: Any) -> _Collected:
-        by_pid, by_rid = _latest_labels(cur, snap) if has_labels else (None, None)
+    def work(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> _Collected:
+        by_pid, by_rid = _latest_labels(store, cur, snap, sel) if has_labels else (None, None)
         recording = record_as is not None
-        plan = _plan(store, snap, model_name, version=version, status=status, user_id=user_id, lo=lo, hi=hi,
-                     where=where, by=by, include_replays=include_replays, has_labels=has_labels,
+        plan = _plan(store, snap, sel, by=by, has_labels=has_labels,
                      need_request=recording or by_rid is not None, need_context=recording)
         columns = _columns(fn, plan.feature_names, features)
         reader = cur.sql(plan.sql, params=plan.params).to_arrow_reader(batch_size)
@@ -961,7 +949,7 @@ def replay(
         collected.caller = caller
         return collected
 
-    collected = store.run(work, model=model_name, start=start, end=end, last=last, labels=has_labels)
+    collected = store._run(work, sel, labels=has_labels)
     caller = collected.caller
     if caller is None:
         raise NothingToReplayError(_nothing_message(store, model_name, version, start, end, last, user_id, status, where))
@@ -1047,8 +1035,6 @@ def _nothing_message(store: Store, model: str, version: Any, start: Any, end: An
 
 
 def _check_record_as(store: Store, model: str, version: str) -> None:
-    from ._store import NULL, fields_of
-
     def live_rows(cur: duckdb.DuckDBPyConnection, snap: Any) -> int:
         context = fields_of(fields_of(snap.shape("predictions")).get("context", NULL))
         cond = f" AND struct_extract(\"context\", '{REPLAY_OF}') IS NULL" if REPLAY_OF in context else ""

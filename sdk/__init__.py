@@ -25,6 +25,7 @@ from typing import Any
 
 from ._config import Config, ConfigError
 from ._context import context, suppressed
+from ._processors import hash_id
 from ._convert import ids_for as _ids_for
 from ._recorder import Recorder, last_record as _last_record
 from ._sinks import InMemorySink, Sink
@@ -39,6 +40,7 @@ __all__ = [
     "configure",
     "context",
     "flush",
+    "hash_id",
     "last_prediction_id",
     "last_prediction_ids",
     "log_label",

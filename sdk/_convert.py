@@ -10,9 +10,11 @@ and a batch Arrow refuses column-wise is rebuilt row by row.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
-from operator import itemgetter
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from . import _ids
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
     from ._capture import FunctionSpec
 
-__all__ = ["Flags", "column", "ids_for", "labels_to_table", "records_to_table", "shape_of", "to_json", "truncate"]
+__all__ = ["Flags", "column", "ids_for", "label_kind", "labels_to_tables", "records_to_table", "shape_of", "to_json", "truncate"]
 
 class Flags:
     """Per-row flags collected while converting (sparse: most rows have none)."""
@@ -83,7 +85,7 @@ def _utf8_ok(text: str) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """numpy arrays → lists, pydantic models → dicts, Mappings → dicts (recursively cheap)."""
+    """numpy arrays → lists, pydantic models → dicts, Mappings → dicts (one level, cheap)."""
     t = type(value)
     if t is dict or t is str or t is float or t is int or t is bool or value is None:
         return value
@@ -93,6 +95,49 @@ def _plain(value: Any) -> Any:
         return dict(value)
     if hasattr(value, "tolist") and hasattr(value, "ndim") and getattr(value, "ndim", 0) > 0:
         return value.tolist()
+    return value
+
+
+def _is_missing(value: Any) -> bool:
+    """pandas' missing-value markers (``pd.NA``, ``pd.NaT``), stored as null."""
+    name = type(value).__name__
+    return (name == "NAType" or name == "NaTType") and type(value).__module__.startswith("pandas")
+
+
+def _series_value(s: Any) -> Any:
+    """A Series as data: a dict when its index holds names (one row of features), else a list."""
+    if len(s) and all(type(k) is str for k in s.index):
+        return {k: _clean(v) for k, v in zip(s.index, s.tolist())}
+    return [_clean(v) for v in s.tolist()]
+
+
+def frame_columns(df: Any) -> dict[str, Any]:
+    """A DataFrame as data: one field per column holding that column's values as a list."""
+    return {str(c): [_clean(v) for v in df.iloc[:, i].tolist()] for i, c in enumerate(df.columns)}
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Plain Python data for Arrow, recursively: pandas and numpy containers become lists and
+    dicts, pandas' missing markers become None. Only used once Arrow refused the plain values."""
+    t = type(value)
+    if t is str or t is float or t is int or t is bool or value is None or depth > 32:
+        return value
+    if _is_missing(value):
+        return None
+    if _is_dataframe(value):
+        return frame_columns(value)
+    if _is_series(value):
+        return _series_value(value)
+    if t is dict or isinstance(value, Mapping):
+        return {k: _clean(v, depth + 1) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_clean(v, depth + 1) for v in value]
+    if hasattr(value, "model_dump") and callable(value.model_dump) and not isinstance(value, type):
+        return _clean(value.model_dump(), depth + 1)
+    if _is_ndarray(value):
+        return _clean(value.tolist(), depth + 1) if value.ndim else _clean(value.item(), depth + 1)
+    if t.__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
     return value
 
 
@@ -175,9 +220,13 @@ def _has_duplicate_fields(t: pa.DataType) -> bool:
 
 def _storable(arr: pa.Array, values: list[Any]) -> bool:
     """Whether Arrow's own conversion of ``values`` can be kept as it is."""
+    import pyarrow as pa
+
     t = arr.type
     if _has_empty_struct(t) or _has_duplicate_fields(t):  # Parquet cannot hold these
         return False
+    if pa.types.is_date(t) and any(isinstance(v, dt.datetime) for v in values):
+        return False  # Arrow would cut the datetimes among dates to their day
     return not (_may_lose(t) and _lossy(values))
 
 
@@ -185,6 +234,9 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     """Build one Arrow array from Python values, never raising.
 
     ``row_of[i]`` is the table row that ``values[i]`` belongs to (for flags); None means i.
+    Values of one type keep it; numbers of mixed kinds widen (int and float → float); other
+    mixes of scalars become text (see :func:`_text_column`); the rest that Arrow cannot hold
+    becomes JSON text. Datetimes are stored in UTC, naive ones taken as UTC.
     """
     import pyarrow as pa
 
@@ -194,8 +246,8 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
             return arr
     except Exception:  # Arrow (or a user object inside it) refused
         pass
-    # Arrow refused the column as a whole. Pivot dicts into fields; JSON the rest.
-    plain = [_plain(v) for v in values]
+    # Arrow refused the column as a whole. Pivot dicts into fields; widen scalars; JSON the rest.
+    plain = [_clean(v) for v in values]
     if depth < 16 and plain and all(v is None or type(v) is dict for v in plain) and any(v for v in plain):
         return _struct_column(plain, path, flags, row_of, depth)
     try:
@@ -204,8 +256,101 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
             return arr
     except Exception:  # Arrow (or a user object inside it) refused
         pass
+    kinds = {type(v) for v in plain if v is not None}
+    if len(kinds) > 1 and kinds <= _TEXT_SCALARS:
+        return _text_column(plain, path, flags, row_of)
     # Empty dicts end here too: Parquet cannot hold a struct without fields, JSON can ("{}").
     return _json_column(plain, path, flags, row_of)
+
+
+def _scalar_text(value: Any) -> str:
+    """The text of a scalar in a column of mixed scalars: as JSON would write it, unquoted."""
+    if type(value) is str:
+        return value
+    if isinstance(value, dt.datetime):
+        return _utc_datetime(value).isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value.total_seconds())
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return json.dumps(value)  # numbers and booleans: 75001, 1.5, NaN, true
+
+
+def _text_column(plain: list[Any], path: str, flags: Flags, row_of: list[int] | None) -> pa.Array:
+    """Scalars of several types under one path (an int here, a str there): one string column.
+
+    Strings stay as they are; the other values become their text (``75001``, ``1.5``,
+    ``true``, ISO 8601 for datetimes, in UTC) and the row is flagged ``text:<path>``.
+    """
+    import pyarrow as pa
+
+    out: list[str | None] = []
+    for i, v in enumerate(plain):
+        if v is None or type(v) is str:
+            out.append(v)
+            continue
+        out.append(_scalar_text(v))
+        flags.add(row_of[i] if row_of is not None else i, f"text:{path}")
+    try:
+        return pa.array(out, type=pa.string())
+    except Exception:  # lone surrogates in a str: escape them, as everywhere else
+        return pa.array([None if t is None else t.encode("utf-8", "backslashreplace").decode("utf-8") for t in out],
+                        type=pa.string())
+
+
+def _utc_datetime(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+_TEXT_SCALARS = frozenset({str, int, float, bool, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal})
+
+
+def _naive_time(t: pa.DataType) -> bool:
+    """Whether a type holds timestamps not in UTC (naive, or another zone) at any depth."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(t):
+        return bool(t.tz != "UTC")
+    if pa.types.is_struct(t):
+        return any(_naive_time(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _naive_time(t.value_type)
+    return False
+
+
+def to_utc(arr: pa.Array) -> pa.Array:
+    """Timestamps in UTC at any depth: naive values are taken as UTC, zoned ones converted.
+
+    One rule for every datetime predlog stores, so values logged with and without a zone
+    compare as they should.
+    """
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if not _naive_time(t):
+        return arr
+    if pa.types.is_timestamp(t):
+        return arr.cast(pa.timestamp(t.unit, tz="UTC"))
+    if pa.types.is_struct(t):
+        children = [to_utc(arr.field(i)) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(children, names=[t.field(i).name for i in range(t.num_fields)],
+                                          mask=arr.is_null() if arr.null_count else None)
+    values = to_utc(arr.flatten())
+    offsets = arr.offsets if not pa.types.is_fixed_size_list(t) else None
+    if offsets is None:
+        return pa.FixedSizeListArray.from_arrays(values, t.list_size, mask=arr.is_null() if arr.null_count else None)
+    if arr.offset:
+        import pyarrow.compute as pc
+
+        offsets = pc.subtract(offsets, offsets[0])
+    cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+    return cls.from_arrays(offsets, values, mask=arr.is_null() if arr.null_count else None)
 
 
 def _json_column(plain: list[Any], path: str, flags: Flags, row_of: list[int] | None) -> pa.Array:
@@ -310,6 +455,11 @@ def _is_dataframe(x: Any) -> bool:
     return t.__name__ == "DataFrame" and t.__module__.startswith("pandas")
 
 
+def _is_series(x: Any) -> bool:
+    t = type(x)
+    return t.__name__ == "Series" and t.__module__.startswith("pandas")
+
+
 def _is_ndarray(x: Any) -> bool:
     t = type(x)
     return t.__name__ == "ndarray" and t.__module__ == "numpy"
@@ -392,7 +542,12 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
         if n >= 1 and (n_out == n or (n_out == -1 and n > 1)):
             return _Shape(True, n, x, output)
         if n == 1:
-            return _Shape(False, 1, x.iloc[0].to_dict(), output)
+            return _Shape(False, 1, {str(k): v for k, v in x.iloc[0].to_dict().items()}, output)
+        # Not one output per row: one row whose features are the frame's columns, as lists.
+        return _Shape(False, 1, frame_columns(x), output)
+    elif _is_series(x):
+        value = _series_value(x)
+        return _Shape(False, 1, value if isinstance(value, dict) else {str(x.name or "value"): value}, output)
     elif _is_ndarray(x):
         if x.ndim == 1:
             names = spec.feature_names or tuple(f"f{i}" for i in range(x.shape[0]))
@@ -400,6 +555,11 @@ def shape_of(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], 
                 return _Shape(False, 1, dict(zip(names, x.tolist())), output)
         elif x.ndim == 2 and x.shape[0] >= 1 and n_out in (x.shape[0], -1):
             return _Shape(True, x.shape[0], x, output)
+        elif x.ndim == 2:
+            # Not one output per row: one row whose features are the array's columns, as lists.
+            given = spec.feature_names
+            names = given if given and len(given) == x.shape[1] else tuple(f"f{i}" for i in range(x.shape[1]))
+            return _Shape(False, 1, {name: x[:, j].tolist() for j, name in enumerate(names)}, output)
     elif (
         isinstance(x, (list, tuple)) and x and n_out in (len(x), -1)
         and all(isinstance(r, Mapping) for r in x)
@@ -474,9 +634,21 @@ def _confidence_column(spec: FunctionSpec | _SpecView, predictions: list[Any], f
 
 
 def _unwrap_single(pred: Any) -> Any:
-    """A single call to a vectorised model returns a length-1 array: store the element."""
+    """The prediction of a single call as data.
+
+    A vectorised model called on one row returns a length-1 array (or a one-row DataFrame,
+    or a length-1 Series): store the element. A one-row DataFrame with several columns is a
+    dict; other frames are their columns as lists, other Series a list (or a dict by name).
+    """
     if _is_ndarray(pred) and pred.ndim >= 1 and pred.shape[0] == 1:
         return pred[0].tolist() if hasattr(pred[0], "tolist") else pred[0]
+    if _is_dataframe(pred):
+        if len(pred) == 1:
+            row = {str(k): _clean(v) for k, v in pred.iloc[0].to_dict().items()}
+            return next(iter(row.values())) if len(row) == 1 else row
+        return frame_columns(pred)
+    if _is_series(pred):
+        return _clean(pred.iloc[0]) if len(pred) == 1 else _series_value(pred)
     if hasattr(pred, "tolist") and hasattr(pred, "ndim"):
         return pred.tolist()
     return pred
@@ -754,13 +926,24 @@ def _finish(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa
         name: cols[name] if name in cols else pa.nulls(n, getattr(pa, typ)())
         for name, typ in _PREDICTION_COLUMNS
     }
+    for name in ("features", "prediction", "context"):
+        ordered[name] = to_utc(ordered[name])
     for name in ("error_message", "request_id", "user_id", "features", "prediction", "context"):
         ordered[name] = truncate(ordered[name], name, max_value_bytes, flags)
-    if flags.rows:
-        ordered["flags"] = pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
-    else:
-        ordered["flags"] = pa.nulls(n, pa.list_(pa.string()))
+    ordered[FLAGS] = flags_column(flags, n)
     return pa.table(ordered)
+
+
+FLAGS = "capture_flags"
+"""The column listing what was changed on the way in (``flags`` in files of predlog < 0.2)."""
+
+
+def flags_column(flags: Flags, n: int) -> pa.Array:
+    import pyarrow as pa
+
+    if flags.rows:
+        return pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
+    return pa.nulls(n, pa.list_(pa.string()))
 
 
 def _batch_features(spec: FunctionSpec, shape: _Shape, flags: Flags) -> pa.Array:
@@ -814,7 +997,13 @@ def _batch_predictions(spec: FunctionSpec | _SpecView, output: Any, n: int, flag
                 pred = pred.cast(pa.list_(pred.type.value_type))
             if spec.confidence == "max" and rows.dtype.kind in "biuf":
                 conf = pa.array(rows.max(axis=1).astype(np.float64))
-    elif type(output).__name__ in ("Series", "DataFrame") and type(output).__module__.startswith("pandas"):
+    elif _is_dataframe(output) and output.shape[1] > 1:
+        # Several output columns (e.g. a class and a score): one struct per row, by name.
+        pred = column([dict(zip(map(str, output.columns), row)) for row in output.itertuples(index=False)],
+                      "prediction", flags)
+    elif _is_dataframe(output):
+        return _batch_predictions(_SpecView(spec), output.iloc[:, 0].to_numpy(), n, flags)
+    elif _is_series(output):
         return _batch_predictions(_SpecView(spec), output.to_numpy(), n, flags)
     else:
         pred = column([_plain(o) for o in output], "prediction", flags)
@@ -946,25 +1135,60 @@ class _RowSpec:
 # ---------------------------------------------------------------- labels
 
 
-def labels_to_table(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int) -> pa.Table:
-    """Label records ``(LABEL, prediction_id, request_id, label, extra, ts_ns)`` → labels table."""
+def label_kind(value: Any) -> str:
+    """The family of a label value: labels of one family share a file and a column type.
+
+    A batch of labels of several families (a spam model's ``"ham"`` beside a churn model's
+    ``1``) becomes one table per family, so that no label is widened to another's type.
+    """
+    if value is None or _is_missing(value):
+        return "null"
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "bool"
+    if isinstance(value, int) or (type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None
+                                  and value.dtype.kind in "iu" and getattr(value, "ndim", 1) == 0):
+        return "int"
+    if isinstance(value, float) or (type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None
+                                    and value.dtype.kind == "f" and getattr(value, "ndim", 1) == 0):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(value, dt.datetime):
+        return "datetime"
+    if isinstance(value, dt.date):
+        return "date"
+    if isinstance(value, Mapping) or (hasattr(value, "model_dump") and not isinstance(value, type)):
+        return "struct"
+    if isinstance(value, (list, tuple)) or _is_ndarray(value) or _is_series(value):
+        return "list"
+    return f"other:{type(value).__qualname__}"
+
+
+def labels_to_tables(records: list[tuple[Any, ...]], max_value_bytes: int) -> list[pa.Table]:
+    """Label records ``(LABEL, prediction_id, request_id, label, extra, ts_ns)`` → labels tables,
+    one per :func:`label_kind` family (in order of first appearance)."""
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for r in records:
+        groups.setdefault(label_kind(r[3]), []).append(r)
+    return [_labels_table(group, max_value_bytes) for group in groups.values()]
+
+
+def _labels_table(records: list[tuple[Any, ...]], max_value_bytes: int) -> pa.Table:
     import numpy as np
     import pyarrow as pa
 
+    flags = Flags()
     ts = np.asarray([r[5] for r in records], dtype=np.int64)
     cols = {
         "prediction_id": _str_column([r[1] for r in records], "prediction_id", flags),
         "request_id": _str_column([r[2] for r in records], "request_id", flags),
         "ts": pa.array(ts // 1000, type=pa.timestamp("us", tz="UTC")),
-        "label": column([_plain(r[3]) for r in records], "label", flags),
-        "extra": column([r[4] or None for r in records], "extra", flags),
+        "label": to_utc(column([_plain(r[3]) for r in records], "label", flags)),
+        "extra": to_utc(column([r[4] or None for r in records], "extra", flags)),
     }
     for name in ("label", "extra"):
         cols[name] = truncate(cols[name], name, max_value_bytes, flags)
-    n = len(records)
-    cols["flags"] = (
-        pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
-        if flags.rows
-        else pa.nulls(n, pa.list_(pa.string()))
-    )
+    cols[FLAGS] = flags_column(flags, len(records))
     return pa.table(cols)

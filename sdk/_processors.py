@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["REDACTED", "Pipeline"]
+__all__ = ["HASHED_KEY", "REDACTED", "Pipeline", "hash_id"]
 
 REDACTED = "[REDACTED]"
+HASHED_KEY = b"predlog.hashed"
+"""Schema metadata key: the JSON list of the dotted paths that ``hash_fields`` hashed."""
+
+
+def hash_id(value: Any, key: bytes | str) -> str:
+    """The value predlog stores for ``value`` under ``hash_fields`` with ``hash_key=key``.
+
+    HMAC-SHA256 of the value's text, keyed, as 32 hex digits. Use it to look a hashed id up
+    (``Store(path, hash_key=...)`` does so for you) or to hash ids the same way elsewhere.
+    """
+    secret = key.encode() if isinstance(key, str) else bytes(key)
+    text = value if isinstance(value, str) else str(value)
+    return hmac.new(secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
 _REDACT_ROOTS = ("features", "context", "prediction", "extra", "label")
 
 
@@ -111,8 +126,19 @@ class Pipeline:
         return not (self.drop or self.redact or self.hash or self.processors)
 
     def hash_value(self, value: Any) -> str:
-        text = value if isinstance(value, str) else str(value)
-        return hmac.new(self.key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+        return hash_id(value, self.key)
+
+    def mark(self, table: pa.Table, *, label_table: bool = False) -> pa.Table:
+        """Record in the table's schema which paths hold hashes (read back by predlog.replay)."""
+        names = table.column_names
+        paths = sorted(
+            ".".join(p) for p in self.hash if p[0] in names and (not label_table or p[0] == "request_id")
+        )
+        if not paths:
+            return table
+        meta = dict(table.schema.metadata or {})
+        meta[HASHED_KEY] = json.dumps(paths).encode()
+        return table.replace_schema_metadata(meta)
 
     def _hash_array(self, arr: pa.Array) -> pa.Array:
         import pyarrow as pa
@@ -167,7 +193,7 @@ class Pipeline:
     def _run_user(self, table: pa.Table) -> tuple[pa.Table | None, int]:
         import pyarrow as pa
 
-        from ._convert import Flags, column
+        from ._convert import FLAGS, Flags, column
 
         rows = table.to_pylist()
         out: list[dict[str, Any]] = []
@@ -189,11 +215,11 @@ class Pipeline:
         for name in dict.fromkeys(k for r in out for k in r):
             cols[name] = column([r.get(name) for r in out], name, flags)
         result = pa.table(cols)
-        if flags.rows and "flags" in cols:
+        if flags.rows and FLAGS in cols:
             merged = [
-                (r.get("flags") or []) + flags.rows.get(i, []) or None for i, r in enumerate(out)
+                (r.get(FLAGS) or []) + flags.rows.get(i, []) or None for i, r in enumerate(out)
             ]
-            result = result.set_column(result.schema.get_field_index("flags"), "flags", pa.array(merged, type=pa.list_(pa.string())))
+            result = result.set_column(result.schema.get_field_index(FLAGS), FLAGS, pa.array(merged, type=pa.list_(pa.string())))
         try:
             result = result.cast(pa.unify_schemas([table.schema, result.schema], promote_options="permissive"))
         except Exception:

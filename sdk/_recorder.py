@@ -605,7 +605,7 @@ class Recorder:
                 return
 
     def _process(self, batch: list[tuple[Any, ...]], sink: Any) -> None:
-        from ._convert import Flags, labels_to_table, records_to_table
+        from ._convert import Flags, labels_to_tables, records_to_table
 
         heads = set(map(itemgetter(0), batch))  # C-level: usually one spec, no labels
         if LABEL in heads or SPAN_ONLY in heads:
@@ -648,12 +648,13 @@ class Recorder:
                     self._internal_error("convert")
         if labels:
             try:
-                table = labels_to_table(labels, Flags(), cfg.max_value_bytes)
+                tables = labels_to_tables(labels, cfg.max_value_bytes)
             except Exception:
                 self._internal_error("convert_labels")
                 self._drop("labels_dropped", len(labels))
             else:
-                self._export(sink, table, labels=True, calls=len(labels))
+                for table in tables:
+                    self._export(sink, table, labels=True, calls=table.num_rows)
 
     def _observe_latency(self, preds: list[tuple[Any, ...]]) -> None:
         if self.config.cpu_time != "auto":
@@ -696,6 +697,7 @@ class Recorder:
             self._drop(dropped_key or "processor", calls - survived)
         if not rows:
             return
+        processed = sink.pipeline.mark(processed, label_table=labels)
         try:
             sink.export(processed, labels=labels)
         except OSError as exc:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 from typing import TYPE_CHECKING
 
+from ._processors import HASHED_KEY
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentContents, read_segment
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 WAL_DIR = "_wal"
 SEGMENT_SUFFIX = ".arrows"
+PREDICTIONS = "predictions"
+LABELS = "labels"
+MODEL_KEY = "model"
+DATE_KEY = "date"
 _HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
 
 
@@ -112,24 +117,46 @@ def _date_strings(ts: pa.ChunkedArray | pa.Array) -> pa.Array | str:
     return pc.cast(days, pa.string())
 
 
-def _schema_groups(tables: list[pa.Table]) -> list[tuple[pa.Schema, list[pa.Table]]]:
-    """Group tables, in order, into runs that unify into one schema (permissive promotion)."""
+def _schema_groups(tables: list[pa.Table], strict: tuple[str, ...] = ()) -> list[tuple[pa.Schema, list[pa.Table]]]:
+    """Group tables, in order, into runs that unify into one schema (permissive promotion).
+
+    Tables whose ``predlog.hashed`` metadata differ never share a file, nor do tables whose
+    ``strict`` columns have different types (labels keep their type: an int label is not
+    widened to a float because a float label was logged beside it).
+    """
     import pyarrow as pa
 
     groups: list[tuple[pa.Schema, list[pa.Table]]] = []
     for table in tables:
         if groups:
             schema, members = groups[-1]
+            if not _same_kind(schema, table.schema, strict):
+                groups.append((table.schema, [table]))
+                continue
             if table.schema != schema:
                 try:
                     schema = pa.unify_schemas([schema, table.schema], promote_options="permissive")
                 except (pa.ArrowException, TypeError):
                     groups.append((table.schema, [table]))
                     continue
+                schema = schema.with_metadata(members[0].schema.metadata)
             groups[-1] = (schema, members + [table])
             continue
         groups.append((table.schema, [table]))
     return groups
+
+
+def _same_kind(a: pa.Schema, b: pa.Schema, strict: tuple[str, ...]) -> bool:
+    import pyarrow as pa
+
+    if (a.metadata or {}).get(HASHED_KEY) != (b.metadata or {}).get(HASHED_KEY):
+        return False
+    for name in strict:
+        ta = a.field(name).type if name in a.names else pa.null()
+        tb = b.field(name).type if name in b.names else pa.null()
+        if ta != tb and not pa.types.is_null(ta) and not pa.types.is_null(tb):
+            return False
+    return True
 
 
 def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_group_size: int) -> int:
@@ -210,25 +237,29 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
         if table.num_rows == 0:
             continue
         dates = _date_strings(table.column("ts"))
+        # `model` and `date` are the partition (Hive style): they are in the path, not the file.
         if isinstance(dates, str):  # one day: no per-row date column, no split by date
             if kind == KIND_PREDICTIONS:
                 for (model,), part in _split(table, ["model"]):
-                    by_part.setdefault(("predictions", f"model={model}", f"date={dates}"), []).append(part)
+                    by_part.setdefault((PREDICTIONS, f"{MODEL_KEY}={model}", f"{DATE_KEY}={dates}"), []).append(
+                        part.drop_columns(["model"]))
             elif kind == KIND_LABELS:
-                by_part.setdefault(("labels", f"date={dates}"), []).append(table)
+                by_part.setdefault((LABELS, f"{DATE_KEY}={dates}"), []).append(table)
             continue
         table = table.append_column("_date", dates)
         if kind == KIND_PREDICTIONS:
             for (model, date), part in _split(table, ["model", "_date"]):
-                by_part.setdefault(("predictions", f"model={model}", f"date={date}"), []).append(part.drop_columns(["_date"]))
+                by_part.setdefault((PREDICTIONS, f"{MODEL_KEY}={model}", f"{DATE_KEY}={date}"), []).append(
+                    part.drop_columns(["_date", "model"]))
         elif kind == KIND_LABELS:
             for (date,), part in _split(table, ["_date"]):
-                by_part.setdefault(("labels", f"date={date}"), []).append(part.drop_columns(["_date"]))
+                by_part.setdefault((LABELS, f"{DATE_KEY}={date}"), []).append(part.drop_columns(["_date"]))
     files = []
-    rows = {"predictions": 0, "labels": 0}
+    rows = {PREDICTIONS: 0, LABELS: 0}
     for part, tables in sorted(by_part.items()):
         directory = os.path.join(store, *part)
-        for i, (schema, members) in enumerate(_schema_groups(tables)):
+        strict = ("label",) if part[0] == LABELS else ()
+        for i, (schema, members) in enumerate(_schema_groups(tables, strict)):
             path = os.path.join(directory, f"{stem}-{i}.parquet")
             rows[part[0]] += _write_parquet(path, schema, members, row_group_size)
             files.append(path)
@@ -240,7 +271,7 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
             "predlog: segment %s had %d corrupt frame(s) and a torn tail of %d bytes; intact frames were kept",
             segment_path, contents.corrupt_frames, contents.torn_tail_bytes,
         )
-    return SealResult(files, rows["predictions"], rows["labels"], contents.corrupt_frames, contents.torn_tail_bytes)
+    return SealResult(files, rows[PREDICTIONS], rows[LABELS], contents.corrupt_frames, contents.torn_tail_bytes)
 
 
 _STALE_NEW_S = 60.0

@@ -49,6 +49,16 @@ def seal(store: str | Path, frames: list[tuple[int, pa.Table]], stem: str = "hos
     return seal_segment(str(store), write_segment(store, frames, stem)).files
 
 
+def writer_frame(path: str | Path) -> pa.Table:
+    """A sealed predictions file as the writer's frame it came from: ``model`` is a column there
+    (the sealer moves it to the partition path)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).replace_schema_metadata(None)
+    model = Path(path).parent.parent.name.split("=", 1)[1]
+    return table.append_column("model", pa.array([model] * table.num_rows, pa.string()))
+
+
 def shifted(table: pa.Table, days: int) -> pa.Table:
     """The same rows ``days`` later (to place rows in other UTC date partitions)."""
     import pyarrow.compute as pc
@@ -71,6 +81,7 @@ class Helpers:
     write_segment = staticmethod(write_segment)
     seal = staticmethod(seal)
     shifted = staticmethod(shifted)
+    writer_frame = staticmethod(writer_frame)
 
 
 @pytest.fixture

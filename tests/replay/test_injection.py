@@ -17,6 +17,7 @@ from predlog.replay import (
     QueryNotAllowedError,
     Store,
     UnknownModelError,
+    UnknownVersionError,
 )
 
 CLASSIC = [
@@ -151,6 +152,15 @@ def test_every_payload_returns_nothing_outside_the_filter(hostile: Any, channel:
             except FilterError:
                 pass
             continue
+        if channel == "version":  # a version the store does not hold is refused, listing those it holds
+            with pytest.raises(UnknownVersionError) as info:
+                _query(s, channel, p)
+            assert info.value.present == ["v1", "v2"]
+            continue
+        if channel == "status":  # only 'ok' and 'error' are statuses
+            with pytest.raises(FilterError, match="is not a status"):
+                _query(s, channel, p)
+            continue
         df = _query(s, channel, p)
         assert df.empty, (channel, p, df)
     # All payloads in one IN list, plus one real value: exactly that value's rows come back.
@@ -162,8 +172,14 @@ def test_every_payload_returns_nothing_outside_the_filter(hostile: Any, channel:
         df = _query(s, channel, [*PAYLOADS, real])
         column = "context" if channel == "country" else "features"
         assert len(df) > 0 and {v[channel] for v in df[column]} == {real}
-    elif channel in ("version", "request_id", "status", "ops"):
+    elif channel in ("request_id", "ops"):
         assert _query(s, channel, PAYLOADS).empty
+    elif channel == "version":
+        with pytest.raises(UnknownVersionError):
+            _query(s, channel, PAYLOADS)
+    elif channel == "status":
+        with pytest.raises(FilterError):
+            _query(s, channel, PAYLOADS)
     assert len(s.predictions()) == total  # the store is intact
 
 

@@ -747,6 +747,7 @@ def test_forget_user_seals_segments_of_dead_writers_first(tmp_path):
 
     table = pq.ParquetFile(parquet_on_disk(tmp_path)[0]).read()
     table = table.set_column(0, "prediction_id", pa.array([f"dead-{i}" for i in range(table.num_rows)]))
+    table = table.append_column("model", pa.array(["m"] * table.num_rows))  # frames carry it; files do not
     seg = SegmentWriter(str(tmp_path / "_wal" / "host-1-dead.arrows"))
     seg.append(encode_frame(KIND_PREDICTIONS, table), table.num_rows)
     seg.close()  # lock released: the writer is gone

@@ -265,7 +265,7 @@ def test_date_partitions_prune_the_files_read(store_dir: Path, make_rec: Any, h:
         predict({"a": i})
     h.flush(rec)
     (base,) = [str(p) for p in store_dir.glob("predictions/model=m/date=*/*.parquet")]
-    table = pq.read_table(base).replace_schema_metadata(None)
+    table = h.writer_frame(base)
     h.seal(store_dir, [(P, h.shifted(table, -2))], stem="h-1-aaaa")
     h.seal(store_dir, [(P, h.shifted(table, -1))], stem="h-1-bbbb")
     with Store(store_dir) as s:
@@ -321,7 +321,7 @@ def test_get_finds_a_row_outside_the_date_its_id_encodes(store_dir: Path, make_r
     rec.capture(lambda x: 1.0)({"a": 1})
     h.flush(rec)
     (base,) = store_dir.glob("predictions/model=m/date=*/*.parquet")
-    table = pq.read_table(base).replace_schema_metadata(None)
+    table = h.writer_frame(base)
     pid = table.column("prediction_id")[0].as_py()
     base.unlink()
     h.seal(store_dir, [(P, h.shifted(table, -3))], stem="h-1-cccc")  # same id, three days earlier
@@ -394,8 +394,8 @@ def test_training_data_has_one_column_per_feature_and_the_label(store_dir: Path,
         assert df.index.name == "prediction_id" and len(df) == 6
         assert df["tenure"].tolist() == list(range(6)) and df["label"].tolist() == [0, 1, 0, 1, 0, 1]
         assert len(s.training_data("churn", where={"features.plan": "pro"})) == 3
-        with pytest.raises(UnknownModelError):
-            s.training_data()  # two models: say which
+        with pytest.raises(FilterError, match="needs a model.*'churn', 'other'"):
+            s.training_data()  # two models: say that one is needed, and which there are
         with pytest.raises(FilterError):
             s.training_data(model=["churn", "other"])
         with pytest.raises(TimeBoundError):
@@ -501,8 +501,14 @@ def test_a_field_widened_from_int_to_string_across_files(store_dir: Path, make_r
 def test_models_with_incompatible_prediction_types_are_read_together(s: Store, demo: Any) -> None:
     both = s.predictions()
     assert both["prediction"].isna().sum() == 1  # the error row
-    assert set(both["prediction"].dropna()) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0",
-                                                "1.1", "1.2", "[0.1,0.2,0.7]"}
+    # Each row has its own model's value: numbers for fraud, vectors for reco (not JSON text).
+    fraud = both[both["model"] == "fraud"]["prediction"].dropna().tolist()
+    assert fraud == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    assert all(type(v) is float for v in fraud)
+    assert both[both["model"] == "reco"]["prediction"].tolist() == [[0.1, 0.2, 0.7]] * 3
+    # and its own model's features, not every model's.
+    assert set(both[both["model"] == "reco"]["features"].iloc[0]) == {"age", "items"}
+    assert set(both[both["model"] == "fraud"]["features"].iloc[0]) == {"age", "amount", "country"}
     assert len(s.predictions(model="reco")["prediction"].iloc[0]) == 3  # natural list type per model
     got = s.sql("select model, avg(latency_ms) > 0 as ok from predictions group by 1 order by 1")
     assert got["model"].tolist() == ["fraud", "reco"]
@@ -518,10 +524,10 @@ def test_a_value_that_turns_from_scalar_to_struct_within_one_model(store_dir: Pa
     h.flush(rec)
     with Store(store_dir) as s:
         df = s.predictions()
-        assert df["prediction"].tolist() == ["0.5", '{"label":"a","p":0.9}']
-        # Only the disagreeing field is JSON; the struct around it stays a struct.
-        assert [f["geo"] for f in df["features"]] == ["1", '{"lat":1.0,"lon":2.0}']
-        assert len(s.predictions(where={"features.geo": "1"})) == 1
+        # Read back as logged: the engine holds the disagreeing values as JSON, the rows do not.
+        assert df["prediction"].tolist() == [0.5, {"label": "a", "p": 0.9}]
+        assert [f["geo"] for f in df["features"]] == [1, {"lat": 1.0, "lon": 2.0}]
+        assert len(s.predictions(where={"features.geo": "1"})) == 1  # filters compare the JSON text
         assert s.stats()["schema_groups"] == 2
 
 
@@ -802,12 +808,8 @@ def test_user_lookup_is_pushed_into_the_parquet_scan(store_dir: Path, make_rec: 
     with Store(store_dir) as s:
         assert len(s.user("user-007")) == 40
 
-        def plan(cur: Any, snap: Any) -> str:
-            sql, params = s._select(snap, version=None, user_id="user-007", status=None, request_id=None, lo=None,
-                                    hi=None, where=None, limit=None, columns=None)
-            return "\n".join(str(r[1]) for r in cur.execute("EXPLAIN ANALYZE " + sql, params).fetchall())
-
-        text = s.run(plan, labels=False)
+        rel = s.relation(user_id="user-007")
+        text = "\n".join(str(r[1]) for r in rel.query("r", "EXPLAIN ANALYZE SELECT * FROM r").fetchall())
     scanned = [line for line in text.splitlines() if "Row Groups Scanned" in line]
     assert scanned, text
     read, total = (int(x) for x in scanned[0].split(":")[1].strip(" │").split("/"))

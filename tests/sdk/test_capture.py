@@ -68,7 +68,7 @@ def test_sync_function_row(rec, tmp_path):
     assert r["model"] == "m" and r["model_version"] == "unversioned"
     assert r["batch_id"] is None and r["batch_index"] is None and r["batch_size"] is None
     assert r["sample_rate"] == 1.0
-    assert r["flags"] is None
+    assert r["capture_flags"] is None
 
 
 def test_method_skips_self(rec, tmp_path):

@@ -44,8 +44,8 @@ def test_precedence_argument_over_env_over_default(make_rec, tmp_path, monkeypat
     flush(rec)
     [f] = pred_files(tmp_path)
     assert f"{os.sep}model=env-model{os.sep}" in f
-    rows = query(tmp_path, "select model, model_version, length(features.s) as n, flags from p")
-    assert rows == [{"model": "env-model", "model_version": "1.0", "n": 32, "flags": ["truncated:features.s"]}]
+    rows = query(tmp_path, "select model, model_version, length(features.s) as n, capture_flags from p")
+    assert rows == [{"model": "env-model", "model_version": "1.0", "n": 32, "capture_flags": ["truncated:features.s"]}]
 
 
 def test_env_store_and_sample_rate(tmp_path, monkeypatch):

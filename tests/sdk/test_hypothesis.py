@@ -1,6 +1,7 @@
 """Property tests: whatever a predict function is called with, the call is unchanged, nothing
 raises, no call is lost, and every value reads back from Parquet as it went in, or is flagged
-(``json:<path>`` stored as JSON text, ``truncated:<path>`` cut to the size cap).
+(``json:<path>`` stored as JSON text, ``text:<path>`` a scalar among scalars of other types
+stored as its text, ``truncated:<path>`` cut to the size cap).
 
 Each example is a batch of calls through one Recorder and one flush, read back from the files.
 """
@@ -141,9 +142,22 @@ def _flagged(path: str, flags: list[str]) -> str | None:
     """The flag covering ``path`` (the path itself or one of its ancestors), if any."""
     for f in flags:
         kind, _, at = f.partition(":")
-        if kind in ("json", "truncated") and (path == at or path.startswith(at + ".") or path.startswith(at + "[]")):
+        if kind in ("json", "truncated", "text") and (path == at or path.startswith(at + ".") or path.startswith(at + "[]")):
             return f
     return None
+
+
+def _text_of(v: Any) -> str:
+    """The documented text of a scalar stored among scalars of other types."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity") if math.isinf(v) else repr(v)
+    return str(v)
 
 
 def _all_null(v: Any) -> bool:
@@ -165,6 +179,12 @@ def check(got: Any, want: Any, path: str, flags: list[str], problems: list[str])
     """Record in ``problems`` every place where ``got`` differs from ``want`` without a flag."""
     flag = _flagged(path, flags)
     if flag is not None:
+        if flag == f"text:{path}":
+            # Scalars of several types under one path: stored as their text, strings as they are.
+            want = _plain(want)
+            if not isinstance(got, str) or got != _text_of(want):
+                problems.append(f"{path}: {_r(want)} stored as text {_r(got)}, expected {_r(_text_of(want))}")
+            return
         if flag == f"truncated:{path}":
             want = _plain(want)
             if want is None or got is None:
@@ -253,7 +273,7 @@ def test_any_features_round_trip_or_are_flagged(batch: list[dict[Any, Any]]) -> 
     problems: list[str] = []
     for j, x in enumerate(batch):
         row = by_request[str(j)]
-        flags = row.get("flags") or []
+        flags = row.get("capture_flags") or []
         check(row["features"], x, "features", flags, problems)
         check(row["prediction"], x, "prediction", flags, problems)
     assert problems == []
@@ -299,5 +319,5 @@ def test_any_text_in_errors_and_context_is_kept(calls: list[tuple[str, str]]) ->
         assert row["error_message"] == _escaped(msg)
         assert row["user_id"] == _escaped(user)
         problems: list[str] = []
-        check(row["features"], {"msg": msg}, "features", row.get("flags") or [], problems)
+        check(row["features"], {"msg": msg}, "features", row.get("capture_flags") or [], problems)
         assert problems == []

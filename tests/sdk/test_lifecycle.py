@@ -82,7 +82,7 @@ def test_a_batch_whose_prediction_selector_fails_keeps_its_ids(tmp_path):
         ids = predlog.last_prediction_ids()
         assert rec.flush(timeout_s=10)
         got = duckdb.sql(
-            f"select prediction_id, batch_index, prediction, flags from read_parquet('{tmp_path}/predictions/**/*.parquet') "
+            f"select prediction_id, batch_index, prediction, capture_flags from read_parquet('{tmp_path}/predictions/**/*.parquet') "
             "order by batch_index"
         ).fetchall()
         assert [r[0] for r in got] == ids and len(set(ids)) == 3

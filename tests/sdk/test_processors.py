@@ -258,7 +258,7 @@ def test_truncation_of_long_strings(make_rec, tmp_path):
     flush(rec)
     rows = query(
         tmp_path,
-        "select status, features, prediction, error_message, context, flags from p order by status desc",
+        "select status, features, prediction, error_message, context, capture_flags from p order by status desc",
     )
     ok, err = rows
     assert ok["features"]["y"] == "short"
@@ -272,10 +272,10 @@ def test_truncation_of_long_strings(make_rec, tmp_path):
         assert 0 < len(value.encode()) <= cap
         assert original.startswith(value)
     assert ok["features"]["x"] == "a" * cap
-    assert sorted(ok["flags"]) == sorted(
+    assert sorted(ok["capture_flags"]) == sorted(
         ["truncated:features.x", "truncated:features.u", "truncated:prediction", "truncated:context.note"]
     )
-    assert err["flags"] == ["truncated:error_message"]
+    assert err["capture_flags"] == ["truncated:error_message"]
 
 
 def test_truncation_flags_only_the_long_row(make_rec, tmp_path):
@@ -285,9 +285,9 @@ def test_truncation_flags_only_the_long_row(make_rec, tmp_path):
     predict({"i": 1, "x": "x" * 17})
     predict({"i": 2, "x": "x" * 16})
     flush(rec)
-    rows = query(tmp_path, "select features.i as i, features.x as x, flags from p order by i")
+    rows = query(tmp_path, "select features.i as i, features.x as x, capture_flags from p order by i")
     assert rows == [
-        {"i": 0, "x": "short", "flags": None},
-        {"i": 1, "x": "x" * 16, "flags": ["truncated:features.x"]},
-        {"i": 2, "x": "x" * 16, "flags": None},
+        {"i": 0, "x": "short", "capture_flags": None},
+        {"i": 1, "x": "x" * 16, "capture_flags": ["truncated:features.x"]},
+        {"i": 2, "x": "x" * 16, "capture_flags": None},
     ]

@@ -43,7 +43,10 @@ def test_recover_seals_segments_of_dead_writers(tmp_path):
     import pyarrow.parquet as pq
     import glob
 
+    import pyarrow as pa
+
     table = pq.read_table(glob.glob(f"{tmp_path}/predictions/**/*.parquet", recursive=True)[0])
+    table = table.append_column("model", pa.array(["m"] * table.num_rows))  # the partition column, as a writer has it
     w = SegmentWriter(os.path.join(tmp_path, "_wal", "deadhost-1-x.arrows"))
     w.append(encode_frame(KIND_PREDICTIONS, table), table.num_rows)
     w.close()
