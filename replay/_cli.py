@@ -218,10 +218,13 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for name in df.columns:
         col = df[name]
+        plain_column = (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
+                        or pd.api.types.is_string_dtype(col.dtype) and col.dtype != object)
         if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype) or (
-            col.dtype == object and any(isinstance(v, (dt.date, dt.time, bytes, dict, list, tuple)) or _is_nested(v)
-                                        for v in col.tolist())
+            not plain_column and any(isinstance(v, (dt.date, dt.time, bytes, dict, list, tuple)) or _is_nested(v)
+                                     for v in col.tolist())
         ):
+            # Vectors and structs as JSON in every command (not a numpy or pandas repr).
             out[name] = [None if _is_null(v) and not _is_nested(v) else
                          (_json_text(v) if _is_nested(v) else _plain(v)) for v in _values(col)]
         else:
@@ -411,21 +414,23 @@ def _read_sql(text: str) -> str:
 def cmd_query(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     sql = _read_sql(args.sql)
     with _open(args) as s, progress.task("running the query…", quiet=True):
-        df = s.sql(sql, model=args.model, start=args.start, end=args.end)
+        df = s.sql(sql, model=args.model, start=args.start, end=args.end, last=args.last,
+                   include_live=args.include_live)
     out.frame(df)
     return EXIT_OK
 
 
 def cmd_user(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     with _open(args) as s, progress.task("reading…", quiet=True):
-        df = s.user(args.user_id, model=args.model, start=args.start, end=args.end, last=args.last)
+        df = s.user(args.user_id, model=args.model, start=args.start, end=args.end, last=args.last,
+                    include_live=args.include_live)
     out.frame(df)
     return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     with _open(args) as s, progress.task("reading…", quiet=True):
-        row = s.get(args.prediction_id)
+        row = s.get(args.prediction_id, include_live=args.include_live)
     fields = {str(k): v for k, v in row.items()}
     out.record(fields, width=out.width if args.max_width_given else None)
     return EXIT_OK
@@ -561,6 +566,8 @@ def _confirm(question: str) -> bool | None:
 
 
 def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    from ._maintenance import UserNotFoundWarning, not_found_message
+
     hash_key = None
     if args.hashed:
         key = os.environ.get("PREDLOG_HASH_KEY")
@@ -583,7 +590,11 @@ def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int
                 print(f"{PROG}: nothing erased", file=sys.stderr)
                 return EXIT_ERROR
         with progress.task(f"erasing the rows of user {args.user_id!r} from {s.root}…") as elapsed:
-            res = s.forget_user(args.user_id, hash_key=hash_key, wait_live_s=args.wait_live_s)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserNotFoundWarning)  # said below, as an error
+                res = s.forget_user(args.user_id, hash_key=hash_key, wait_live_s=args.wait_live_s)
+        if not res.found:
+            raise CommandError(not_found_message(s.root, args.user_id, hashed=hash_key is not None))
         progress.say(
             f"erased {_n(res.prediction_rows, 'prediction')} and {_n(res.label_rows, 'label')} "
             f"({res.files_rewritten:,} files rewritten, {res.files_deleted:,} deleted) in {elapsed():.1f} s"
@@ -642,7 +653,7 @@ def load_function(spec: str) -> Callable[..., Any]:
 def cmd_replay(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     fn = load_function(args.module)
     kw = {k: v for k, v in (("model", args.model), ("version", args.version), ("start", args.start),
-                            ("end", args.end), ("record_as", args.record_as)) if v is not None}
+                            ("end", args.end), ("last", args.last), ("record_as", args.record_as)) if v is not None}
     with _open(args) as s:
         with progress.task(f"replaying the recorded inputs through {args.module}…") as elapsed:
             result = s.replay(fn, **kw)
@@ -745,6 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--model", metavar="NAME", help="only this model")
     w.add_argument("--start", metavar="TIME", help="from this time, inclusive (ISO 8601, UTC unless it says)")
     w.add_argument("--end", metavar="TIME", help="until this time, exclusive")
+    w.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
+    w.add_argument("--include-live", action="store_true",
+                   help="also rows not sealed into Parquet yet (in the writers' live segments)")
 
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[common], description="Query, inspect and maintain a predlog replay store.",
@@ -763,12 +777,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", parents=[common, window, fmt], help="every prediction made for one user",
                        description="Every prediction made for one user, oldest first.")
     p.add_argument("user_id", metavar="ID")
-    p.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
     p.set_defaults(run=cmd_user)
 
     p = sub.add_parser("get", parents=[common, fmt], help="one prediction by its id",
                        description="One prediction by its id (one line per column in a table).")
     p.add_argument("prediction_id", metavar="ID")
+    p.add_argument("--include-live", action="store_true", help="also look in the writers' live segments")
     p.set_defaults(run=cmd_get)
 
     p = sub.add_parser("stats", parents=[common, fmt], help="what the store holds",
@@ -816,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", metavar="VERSION", help="only rows of this model version")
     p.add_argument("--start", metavar="TIME", help="from this time, inclusive")
     p.add_argument("--end", metavar="TIME", help="until this time, exclusive")
+    p.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
     p.add_argument("--record-as", metavar="VERSION", help="record the new outputs in the store as this version")
     p.set_defaults(run=cmd_replay)
     commands.update(sub.choices)

@@ -43,11 +43,14 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from predlog._processors import Pipeline
-from predlog._store import FILE_MODE, SEGMENT_SUFFIX, WAL_DIR, _fsync_dir, _mkdir, _open_private, recover_orphans
+from predlog._processors import hash_id
+from predlog._store import (
+    FILE_MODE, SEGMENT_SUFFIX, WAL_DIR, _fsync_dir, _mkdir, _open_private, recover_orphans, same_kind,
+)
 
 from ._errors import StoreError
 
@@ -61,7 +64,7 @@ logger = logging.getLogger("predlog")
 
 __all__ = [
     "CompactResult", "ForgetResult", "MaintenanceBusyError", "RetainResult", "compact", "finish_interrupted",
-    "forget_user", "hash_user_id", "retain",
+    "UserNotFoundWarning", "forget_user", "hash_user_id", "retain",
 ]
 
 #: Rows per output file of compaction (at least; under twice as many). Bounds the memory of
@@ -88,6 +91,7 @@ _STAGING_SUFFIX = ".tmp"
 _STALE_TMP_S = 600.0
 # Outputs of maintenance: final once large, unlike files sealed by writers (never sorted).
 _OWN_PREFIXES = ("compact-", "forget-")
+_OLD_FLAGS, _FLAGS = "flags", "capture_flags"
 
 StepHook = Callable[[str], None]
 
@@ -198,6 +202,11 @@ class ForgetResult:
     def complete(self) -> bool:
         """True when no live segment still holds the user's rows."""
         return not self.pending_live
+
+    @property
+    def found(self) -> bool:
+        """False when the store held no row of the user (nothing was erased, nothing is pending)."""
+        return bool(self.prediction_rows or self.label_rows or self.pending_live)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -528,16 +537,42 @@ def _file_info(path: str) -> _FileInfo | None:
         size = os.path.getsize(path)
     except FileNotFoundError:
         return None
-    return _FileInfo(os.path.basename(path), pf.metadata.num_rows, size, pf.schema_arrow)
+    return _FileInfo(os.path.basename(path), pf.metadata.num_rows, size, _current_schema(pf.schema_arrow))
 
 
-def _schema_groups(files: list[_FileInfo]) -> list[list[_FileInfo]]:
-    """Group files whose schemas unify (permissive promotion); a file joins the first group it fits."""
+def _current_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of a file of an earlier format as compaction rewrites it (see _current)."""
+    if "model" in schema.names:
+        schema = schema.remove(schema.get_field_index("model"))
+    if _OLD_FLAGS in schema.names and _FLAGS not in schema.names:
+        i = schema.get_field_index(_OLD_FLAGS)
+        schema = schema.set(i, schema.field(i).with_name(_FLAGS))
+    return schema
+
+
+def _current(table: pa.Table) -> pa.Table:
+    """A table of a file of an earlier format in the current one: ``model`` only in the
+    partition path, ``flags`` named ``capture_flags``."""
+    if "model" in table.column_names:
+        table = table.drop_columns(["model"])
+    if _OLD_FLAGS in table.column_names and _FLAGS not in table.column_names:
+        table = table.rename_columns([_FLAGS if n == _OLD_FLAGS else n for n in table.column_names])
+    return table
+
+
+def _schema_groups(files: list[_FileInfo], strict: tuple[str, ...] = ()) -> list[list[_FileInfo]]:
+    """Group files whose schemas unify (permissive promotion); a file joins the first group it fits.
+
+    Files whose hashed paths differ, or whose ``strict`` columns differ in type (labels keep
+    their type), are never merged.
+    """
     import pyarrow as pa
 
     groups: list[tuple[pa.Schema, list[_FileInfo]]] = []
     for info in files:
         for i, (schema, members) in enumerate(groups):
+            if not same_kind(schema, info.schema, strict):
+                continue
             if info.schema == schema:
                 members.append(info)
                 break
@@ -545,7 +580,7 @@ def _schema_groups(files: list[_FileInfo]) -> list[list[_FileInfo]]:
                 merged = pa.unify_schemas([schema, info.schema], promote_options="permissive")
             except (pa.ArrowException, TypeError, ValueError):
                 continue
-            groups[i] = (merged, members + [info])
+            groups[i] = (merged.with_metadata(schema.metadata), members + [info])
             break
         else:
             groups.append((info.schema, [info]))
@@ -613,7 +648,7 @@ def _read_file(path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
     # ParquetFile reads the file alone: pq.read_table would add hive partition columns.
-    return pq.ParquetFile(path).read()
+    return _current(pq.ParquetFile(path).read())
 
 
 # ---------------------------------------------------------------------------- compact
@@ -776,7 +811,7 @@ def _compact_partition(
     """Merge the small files of one partition; return (files replaced, (new rel, size), skipped)."""
     files, skipped = _candidates(root, part, target_rows)
     plan: list[list[_FileInfo]] = []
-    for group in _schema_groups(files):
+    for group in _schema_groups(files, ("label",) if part.table == LABELS else ()):
         if len(group) < min_files:
             continue
         if len(group) == 1 and group[0].name.startswith(_OWN_PREFIXES):
@@ -1171,8 +1206,7 @@ def _rewrite_partition(
 
 def hash_user_id(user_id: str, hash_key: bytes | str) -> str:
     """The value the SDK stores for ``user_id`` under ``hash_fields=["user_id"]`` and ``hash_key``."""
-    key = hash_key.encode() if isinstance(hash_key, str) else hash_key
-    return str(Pipeline(hash_key=key).hash_value(user_id))
+    return hash_id(user_id, hash_key)
 
 
 def forget_user(
@@ -1295,8 +1329,40 @@ def forget_user(
                 parts.append(rel_dir)
         for part in _partitions(root):
             stale += _remove_stale_temp(root, part.rel, _STALE_TMP_S)
-    return ForgetResult(
+    result = ForgetResult(
         user_id=target, prediction_rows=pred_rows, label_rows=label_rows, files_rewritten=rewritten,
         files_deleted=deleted, partitions=tuple(parts), segments_sealed=sealed, stale_temp_files=stale,
         pending_live=tuple(sorted(pending)), waited_s=round(waited, 3),
     )
+    if not result.found:
+        warnings.warn(not_found_message(root, user_id, hashed=hash_key is not None), UserNotFoundWarning, stacklevel=2)
+    return result
+
+
+class UserNotFoundWarning(UserWarning):
+    """``forget_user`` found no row of the user: nothing was erased."""
+
+
+def not_found_message(root: str, user_id: str, *, hashed: bool) -> str:
+    """Why erasing ``user_id`` erased nothing, and what to check."""
+    text = f"no row of user {user_id!r} in the store {root}: nothing was erased"
+    if not hashed and _hashes_user_ids(root):
+        text += (". The store's user ids are hashed (the writers' hash_fields): pass hash_key=... (or "
+                 "'predlog forget --hashed' with PREDLOG_HASH_KEY) to erase by the id given to predlog.context")
+    else:
+        text += ". Check the id (ids are compared as stored, case and all)"
+    return text
+
+
+def _hashes_user_ids(root: str) -> bool:
+    import pyarrow.parquet as pq
+
+    from predlog._processors import HASHED_KEY
+
+    for part in _partitions(root, labels=False):
+        for name in _parquet_names(root, part.rel):
+            with contextlib.suppress(OSError, ValueError):
+                raw = (pq.read_metadata(os.path.join(root, part.rel, name)).metadata or {}).get(HASHED_KEY)
+                if raw and "user_id" in json.loads(raw):
+                    return True
+    return False

@@ -93,7 +93,8 @@ class ReplayResult:
         summary: ``model``, ``kind`` (``"number"``, ``"vector"`` or ``"other"``),
             ``mode`` (how the function was called), ``rows``, ``compared``, ``changed``,
             ``agreement_rate`` (unchanged / compared), ``errors``, ``mean_abs_change`` and
-            ``max_abs_change`` (numbers and vectors), ``class_changes`` (vectors),
+            ``max_abs_change`` (numbers and vectors), ``class_changes`` and
+            ``class_agreement_rate`` (vectors: the argmax kept / compared, the headline there),
             ``labeled_rows``, ``elapsed_s`` and ``rows_per_s`` (the replay, without
             ``record_as`` writing), ``record_as``, ``recorded`` (rows written), and
             ``batch_error`` when ``mode="auto"`` fell back to row calls.
@@ -132,18 +133,20 @@ class ReplayResult:
 
     def _headline(self) -> list[tuple[str, str]]:
         s = self.summary
-        items = [
-            ("model", str(s["model"])),
-            ("rows", f"{s['rows']:,}"),
-            ("compared", f"{s['compared']:,}"),
-            ("changed", f"{s['changed']:,}"),
-            ("agreement", _pct(s["agreement_rate"])),
-        ]
+        items = [("model", str(s["model"])), ("rows", f"{s['rows']:,}"), ("compared", f"{s['compared']:,}")]
+        if s.get("class_changes") is not None:
+            # Probability vectors: whether the predicted class stayed is the headline; an exact
+            # vector match is rare for any retrained model.
+            items += [
+                ("class agreement", _pct(s.get("class_agreement_rate"))),
+                ("class changes", f"{s['class_changes']:,}"),
+                ("exact agreement", _pct(s["agreement_rate"])),
+            ]
+        else:
+            items += [("changed", f"{s['changed']:,}"), ("agreement", _pct(s["agreement_rate"]))]
         if s.get("mean_abs_change") is not None:
             items.append(("mean |change|", _num(s["mean_abs_change"])))
             items.append(("max |change|", _num(s["max_abs_change"])))
-        if s.get("class_changes") is not None:
-            items.append(("class changes", f"{s['class_changes']:,}"))
         if s["errors"]:
             items.append(("errors", f"{s['errors']:,}"))
         acc = self.accuracy
@@ -385,11 +388,14 @@ class _Caller:
     successes: int = 0
     first_failure: tuple[BaseException, str, Any] | None = None
 
+    annotated: bool = False  # auto mode, and the annotation of the first parameter decided
+
     def __post_init__(self) -> None:
         if self.mode != "auto":
             self.decided = self.mode
         else:
             self.decided = _first_param_kind(self.fn)
+            self.annotated = self.decided is not None
 
     def call(self, features: pa.Table, ids: pa.Array) -> tuple[_Outputs, list[str | None] | None]:
         import numpy as np
@@ -404,7 +410,9 @@ class _Caller:
             try:
                 out = self.fn(arg)
             except Exception as exc:
-                if self.mode != "auto":
+                if self.mode != "auto" or (self.annotated and decided in ("batch", "array")):
+                    # It says it takes a batch: its own error is the answer, not a row-by-row retry
+                    # with dicts it was never written for.
                     _note(exc, f"predlog replay: {_describe(self.fn)} raised on a batch of {n} rows "
                                f"(first prediction_id {ids[0].as_py()!r}); pass mode='row' to call it row by row "
                                "and collect the failing rows")
@@ -1084,6 +1092,7 @@ class _Collected:
         names = [feats.type.field(i).name for i in range(feats.type.num_fields)]
         table = pa.Table.from_arrays(feats.flatten(), names=names)
         out, errors = caller.call(table, batch.column("prediction_id"))
+        _check_kind(plan, out, caller, batch.column("prediction"))
         pred = batch.column("prediction")
         logged, lvalid = _logged(pred, plan.kind, plan.json_text)
         with_difference = plan.kind == "number" and not pa.types.is_boolean(pred.type)
@@ -1244,6 +1253,27 @@ class _Collected:
                 cols[name] = take(col).to_pandas()
         df = pd.DataFrame(cols, copy=False)
         return ReplayResult(df, summary, by_version, by_context, accuracy)
+
+
+def _check_kind(plan: _Plan, out: _Outputs, caller: _Caller, logged: pa.Array) -> None:
+    """Refuse to compare outputs of another kind than the logged ones (classes with
+    probability vectors, vectors with numbers): every row would count as changed."""
+    values = out.values
+    numeric = values.dtype != object
+    if plan.kind == "vector" and numeric and values.ndim == 1 and out.valid.any():
+        width = len(logged[0].as_py() or []) if len(logged) else 0
+        raise ValueError(
+            f"{_describe(caller.fn)} returns one number per row, but the logged predictions of model "
+            f"{plan.model!r} are vectors (probabilities, length {width}): comparing them would count every row as "
+            "changed. Replay the function that returns the same kind (e.g. the estimator's predict_proba), or "
+            "compare classes yourself from ReplayResult.df.logged_class"
+        )
+    if plan.kind == "number" and numeric and values.ndim == 2 and out.valid.any():
+        raise ValueError(
+            f"{_describe(caller.fn)} returns a vector of {values.shape[1]} numbers per row, but the logged "
+            f"predictions of model {plan.model!r} are single numbers: comparing them would mean nothing. Replay "
+            "the function that returns the same kind (e.g. the estimator's predict)"
+        )
 
 
 def _labels_all(pids: pa.ChunkedArray, rids: pa.ChunkedArray, by_pid: pa.Table | None,
@@ -1444,6 +1474,7 @@ def _overall(stats: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
             out["max_abs_change"] = float(a.max())
     if kind == "vector":
         out["class_changes"] = int(stats["class_changed"].sum())
+        out["class_agreement_rate"] = (1.0 - out["class_changes"] / n_compared) if n_compared else None
     return out
 
 

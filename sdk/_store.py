@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("predlog")
 
 __all__ = [
-    "FORMAT_VERSION", "SealResult", "ensure_store", "recover_orphans", "seal_segment", "segment_name", "wal_dir",
+    "FORMAT_VERSION", "SealResult", "ensure_store", "recover_orphans", "same_kind", "seal_segment", "segment_name",
+    "wal_dir",
 ]
 
 FORMAT_VERSION = 1
@@ -130,7 +131,7 @@ def _schema_groups(tables: list[pa.Table], strict: tuple[str, ...] = ()) -> list
     for table in tables:
         if groups:
             schema, members = groups[-1]
-            if not _same_kind(schema, table.schema, strict):
+            if not same_kind(schema, table.schema, strict):
                 groups.append((table.schema, [table]))
                 continue
             if table.schema != schema:
@@ -146,7 +147,8 @@ def _schema_groups(tables: list[pa.Table], strict: tuple[str, ...] = ()) -> list
     return groups
 
 
-def _same_kind(a: pa.Schema, b: pa.Schema, strict: tuple[str, ...]) -> bool:
+def same_kind(a: pa.Schema, b: pa.Schema, strict: tuple[str, ...] = ()) -> bool:
+    """Whether tables of these schemas may share a file: same hashed paths, same ``strict`` column types."""
     import pyarrow as pa
 
     if (a.metadata or {}).get(HASHED_KEY) != (b.metadata or {}).get(HASHED_KEY):
