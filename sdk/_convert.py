@@ -112,8 +112,19 @@ def _series_value(s: Any) -> Any:
 
 
 def frame_columns(df: Any) -> dict[str, Any]:
-    """A DataFrame as data: one field per column holding that column's values as a list."""
-    return {str(c): [_clean(v) for v in df.iloc[:, i].tolist()] for i, c in enumerate(df.columns)}
+    """A DataFrame as data: one field per column holding that column's values as a list.
+
+    Missing values are null, NaN of float columns included (pandas' missing value there), as
+    in the rows of a batch call.
+    """
+    out: dict[str, Any] = {}
+    for i, c in enumerate(df.columns):
+        col = df.iloc[:, i]
+        values = col.tolist()
+        if getattr(col.dtype, "kind", "") == "f":
+            values = [None if v != v else v for v in values]
+        out[str(c)] = [_clean(v) for v in values]
+    return out
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
@@ -257,7 +268,7 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     except Exception:  # Arrow (or a user object inside it) refused
         pass
     kinds = {type(v) for v in plain if v is not None}
-    if len(kinds) > 1 and kinds <= _TEXT_SCALARS:
+    if len(kinds) > 1 and kinds <= _TEXT_SCALARS and all(type(v) is not str or _utf8_ok(v) for v in plain):
         return _text_column(plain, path, flags, row_of)
     # Empty dicts end here too: Parquet cannot hold a struct without fields, JSON can ("{}").
     return _json_column(plain, path, flags, row_of)
@@ -293,11 +304,7 @@ def _text_column(plain: list[Any], path: str, flags: Flags, row_of: list[int] | 
             continue
         out.append(_scalar_text(v))
         flags.add(row_of[i] if row_of is not None else i, f"text:{path}")
-    try:
-        return pa.array(out, type=pa.string())
-    except Exception:  # lone surrogates in a str: escape them, as everywhere else
-        return pa.array([None if t is None else t.encode("utf-8", "backslashreplace").decode("utf-8") for t in out],
-                        type=pa.string())
+    return pa.array(out, type=pa.string())
 
 
 def _utc_datetime(value: dt.datetime) -> dt.datetime:
