@@ -199,6 +199,14 @@ class Store:
             raise StoreNotFoundError(root, "no such directory" if not os.path.exists(root) else "not a directory")
         if not os.path.exists(os.path.join(root, "predlog.json")) and not os.path.isdir(os.path.join(root, _files.PREDICTIONS)):
             raise StoreNotFoundError(root, "the directory exists but holds no store")
+        from predlog._store import FORMAT_VERSION, _marker_format
+
+        found = _marker_format(os.path.join(root, "predlog.json"))
+        if found > FORMAT_VERSION:
+            raise StoreError(
+                f"the store {root} is in format {found}, newer than this predlog reads (up to {FORMAT_VERSION}): "
+                "upgrade predlog (pip install -U predlog) to read it"
+            )
         if hash_key is None:
             hash_key = os.environ.get(_HASH_KEY_ENV) or None
         self._hash_key = hash_key.encode() if isinstance(hash_key, str) else hash_key

@@ -236,9 +236,32 @@ def _storable(arr: pa.Array, values: list[Any]) -> bool:
     t = arr.type
     if _has_empty_struct(t) or _has_duplicate_fields(t):  # Parquet cannot hold these
         return False
-    if pa.types.is_date(t) and any(isinstance(v, dt.datetime) for v in values):
-        return False  # Arrow would cut the datetimes among dates to their day
+    if (pa.types.is_floating(t) or pa.types.is_decimal(t)) and bool in set(map(type, values)):
+        return False  # Arrow would store True as 1.0 after a float (and refuse it before one)
+    if pa.types.is_temporal(t) and not _all_temporal(t, values):
+        # Arrow reads a number after a datetime as an offset from the epoch, and cuts a
+        # datetime after a date to its day: such a mix is not one type.
+        return False
     return not (_may_lose(t) and _lossy(values))
+
+
+def _all_temporal(t: pa.DataType, values: list[Any]) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(t):
+        want: tuple[type, ...] = (dt.datetime,)
+    elif pa.types.is_date(t):
+        return all(v is None or _is_missing(v) or (isinstance(v, dt.date) and not isinstance(v, dt.datetime))
+                   for v in values)
+    elif pa.types.is_time(t):
+        want = (dt.time,)
+    elif pa.types.is_duration(t):
+        want = (dt.timedelta,)
+    else:
+        return True
+    return all(v is None or _is_missing(v) or isinstance(v, want)
+               or (type(v).__module__ == "numpy" and getattr(getattr(v, "dtype", None), "kind", "") in ("M", "m"))
+               for v in values)
 
 
 def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None = None, depth: int = 0) -> pa.Array:

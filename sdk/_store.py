@@ -33,7 +33,7 @@ __all__ = [
     "wal_dir",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 WAL_DIR = "_wal"
@@ -69,14 +69,23 @@ def _mkdir(path: str) -> None:
 
 
 def ensure_store(store: str) -> None:
-    """Create the store's skeleton and its ``predlog.json`` marker if missing."""
+    """Create the store's skeleton and its ``predlog.json`` marker if missing (or older)."""
     _mkdir(wal_dir(store))
     marker = os.path.join(store, "predlog.json")
-    if not os.path.exists(marker):
+    if _marker_format(marker) < FORMAT_VERSION:
         tmp = f"{marker}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # unique: recorders in one process race here
         with _open_private(tmp) as f:
             f.write(json.dumps({"format": FORMAT_VERSION}).encode())
         os.replace(tmp, marker)
+
+
+def _marker_format(marker: str) -> int:
+    """The format a store's marker names; 0 when there is none (or it cannot be read)."""
+    try:
+        with open(marker, encoding="utf-8") as f:
+            return int(json.load(f).get("format", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 @contextlib.contextmanager

@@ -378,3 +378,17 @@ def test_csv_of_vectors_is_json_in_every_command(store_dir: Path, classifier: An
             for r in rows:
                 if name in r and r[name]:
                     assert isinstance(json.loads(r[name]), list), (name, r[name])
+
+
+def test_store_format_marker_is_upgraded_and_a_newer_format_refused(make_rec: Any, store_dir: Path, h: Any) -> None:
+    store_dir.mkdir(parents=True)
+    (store_dir / "predlog.json").write_text('{"format": 1}')  # a store of predlog 0.1
+    rec = make_rec(model="m")
+    rec.capture(lambda x: 1)({"a": 1})
+    h.flush(rec)
+    assert json.loads((store_dir / "predlog.json").read_text()) == {"format": 2}
+    (store_dir / "predlog.json").write_text('{"format": 3}')
+    from predlog.replay import StoreError
+
+    with pytest.raises(StoreError, match="format 3, newer than this predlog reads"):
+        Store(store_dir)

@@ -188,3 +188,51 @@ def test_any_mix_of_label_types_reads_back_exactly(tmp_path_factory: Any, values
     for i, v in enumerate(values):
         back = got[f"p{i}"]
         assert type(back) is type(v) and (back == v or (isinstance(v, float) and math.isnan(v))), (v, back)
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(alphabet=st.characters(blacklist_categories=("Cs",)),
+                                                             max_size=12),
+    st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1),
+                 timezones=st.one_of(st.none(), st.just(UTC), st.just(dt.timezone(dt.timedelta(hours=-5))))),
+)
+
+
+def expected_text(v: Any) -> str:
+    """The documented text of a scalar stored among scalars of other types (an oracle written
+    apart from the code: JSON's spelling for numbers and booleans, ISO 8601 in UTC)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, dt.datetime):
+        return (v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)).isoformat()
+    return json.dumps(v)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(scalars, min_size=1, max_size=8))
+def test_any_mix_of_scalars_under_one_key_follows_the_rule(tmp_path_factory: Any, values: list[Any]) -> None:
+    store = tmp_path_factory.mktemp("mixed")
+    rec = predlog.Recorder(store=str(store), model="m", tracing=False, metrics=False)
+    try:
+        predict = rec.capture(lambda x: 1)
+        for v in values:
+            predict({"k": v})
+        flush(rec)
+    finally:
+        rec.shutdown()
+    got = [r["features"]["k"] for r in rows(store)]
+    kinds = {type(v) for v in values if v is not None}
+    # ints widen to floats beside floats, as long as a float holds them exactly
+    numbers_only = kinds <= {int, float} and (  # (bool is a type of its own)
+        len(kinds) == 1 or all(abs(v) <= 2**53 for v in values if type(v) is int))
+    for v, back in zip(values, got):
+        if v is None:
+            assert back is None
+        elif len(kinds) == 1 or numbers_only:  # one type, or ints widened to floats: the value itself
+            if isinstance(v, dt.datetime):
+                assert back == (v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC))
+            else:
+                assert back == v and (type(back) is type(v) or numbers_only), (v, back)
+        else:  # several types: each value's text, strings as they are
+            assert back == expected_text(v), (values, v, back)
