@@ -14,6 +14,7 @@ from ._errors import (
     FilterError,
     LiveRowsWarning,
     MixedLabelTypesWarning,
+    NothingToReplayError,
     PredictionNotFoundError,
     QueryNotAllowedError,
     StoreError,
@@ -24,16 +25,22 @@ from ._errors import (
     UnknownVersionError,
     UnsupportedStoreError,
 )
-from ._replay import ReplayResult
+from ._maintenance import CompactResult, ForgetResult, MaintenanceBusyError, RetainResult, UserNotFoundWarning
+from ._replay_result import ReplayResult
 from ._store import Store
 
 __all__ = [
+    "CompactResult",
     "FilterError",
+    "ForgetResult",
     "LiveRowsWarning",
+    "MaintenanceBusyError",
     "MixedLabelTypesWarning",
+    "NothingToReplayError",
     "PredictionNotFoundError",
     "QueryNotAllowedError",
     "ReplayResult",
+    "RetainResult",
     "Store",
     "StoreError",
     "StoreNotFoundError",
@@ -42,4 +49,5 @@ __all__ = [
     "UnknownModelError",
     "UnknownVersionError",
     "UnsupportedStoreError",
+    "UserNotFoundWarning",
 ]

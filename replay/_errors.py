@@ -9,6 +9,7 @@ __all__ = [
     "FilterError",
     "LiveRowsWarning",
     "MixedLabelTypesWarning",
+    "NothingToReplayError",
     "PredictionNotFoundError",
     "QueryNotAllowedError",
     "StoreError",
@@ -152,6 +153,10 @@ DURATION_FORMS = "a datetime.timedelta, a number of seconds, or a string such as
 
 class FilterError(StoreError, ValueError):
     """A ``where=`` filter (or another filter argument) of a form the store does not accept."""
+
+
+class NothingToReplayError(StoreError, LookupError):
+    """No logged prediction matches the filters given to :meth:`Store.replay`."""
 
 
 class QueryNotAllowedError(StoreError, PermissionError):

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ._maintenance import CompactResult, ForgetResult, RetainResult
-    from ._replay import ReplayResult
+    from ._replay_result import ReplayResult
 
 logger = logging.getLogger("predlog")
 

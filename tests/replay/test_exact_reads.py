@@ -29,8 +29,8 @@ from predlog.replay import (
     Store,
     UnknownModelError,
     UnknownVersionError,
+    UserNotFoundWarning,
 )
-from predlog.replay._maintenance import UserNotFoundWarning
 
 PREDLOG = str(Path(sys.executable).with_name("predlog"))  # the installed command line
 

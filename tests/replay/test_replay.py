@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 import predlog
 from predlog.replay import ReplayResult, Store, UnknownColumnError, UnknownModelError
-from predlog.replay._replay import NothingToReplayError
+from predlog.replay import NothingToReplayError
 
 N_SINGLE = 150  # rows served one dict at a time (version 1.0); the rest in DataFrame batches (1.1)
 BATCH = 60
