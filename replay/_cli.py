@@ -437,7 +437,6 @@ def cmd_get(args: argparse.Namespace, out: Output, progress: Progress) -> int:
 
 
 def _stats_table(st: Mapping[str, Any], width: int | None) -> str:
-    import pandas as pd
 
     labels = st.get("labels") or {}
     head = {
@@ -482,30 +481,15 @@ def cmd_stats(args: argparse.Namespace, out: Output, progress: Progress) -> int:
 
 def _partition_count(root: str, model: str | None, before: str | None) -> int:
     """Partition directories a maintenance run looks at (the store layout, listed)."""
-    limit = dt.date.fromisoformat(before) if before else None
+    from predlog._layout import DATE_KEY, LABELS, MODEL_KEY, PREDICTIONS, in_range, list_partition_values
 
-    def dates(path: str) -> list[str]:
-        try:
-            return [n[5:] for n in os.listdir(path) if n.startswith("date=")]
-        except OSError:
-            return []
-
-    def keep(d: str) -> bool:
-        if limit is None:
-            return True
-        try:
-            return dt.date.fromisoformat(d) < limit
-        except ValueError:
-            return False
-
-    pred = os.path.join(root, "predictions")
-    try:
-        models = [n[6:] for n in os.listdir(pred) if n.startswith("model=")] if model is None else [model]
-    except OSError:
-        models = []
-    n = sum(1 for m in models for d in dates(os.path.join(pred, f"model={m}")) if keep(d))
+    end = dt.date.fromisoformat(before) - dt.timedelta(days=1) if before else None
+    pred = os.path.join(root, PREDICTIONS)
+    models = list_partition_values(pred, MODEL_KEY) if model is None else [model]
+    n = sum(len(in_range(list_partition_values(os.path.join(pred, f"{MODEL_KEY}={m}"), DATE_KEY), None, end))
+            for m in models)
     if model is None:
-        n += sum(1 for d in dates(os.path.join(root, "labels")) if keep(d))
+        n += len(in_range(list_partition_values(os.path.join(root, LABELS), DATE_KEY), None, end))
     return n
 
 

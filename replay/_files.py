@@ -37,16 +37,14 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 
+from predlog._layout import (
+    DATE_KEY, LABELS, MAINTENANCE, MODEL_KEY, PREDICTIONS, in_range, list_partition_values, parquet_names,
+)
+
 logger = logging.getLogger("predlog")
 
-PREDICTIONS = "predictions"
-LABELS = "labels"
-MAINTENANCE = "_maintenance"
 
-__all__ = [
-    "LABELS", "MAINTENANCE", "PREDICTIONS", "Manifest", "label_files", "manifests", "models",
-    "partition_model", "prediction_files", "visible",
-]
+__all__ = ["Manifest", "label_files", "manifests", "models", "prediction_files", "visible"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,36 +109,13 @@ def visible(root: str, rel_paths: Iterable[str]) -> list[str]:
 
 
 def _parquet_under(root: str, rel_dir: str) -> Iterator[str]:
-    try:
-        names = os.listdir(os.path.join(root, rel_dir))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
-        # A symlink could point outside the store: the store holds regular files only.
-        if name.endswith(".parquet") and not name.startswith(".") and not os.path.islink(os.path.join(root, rel_dir, name)):
-            yield f"{rel_dir}/{name}"
-
-
-def _partition_values(root: str, rel_dir: str, key: str) -> list[str]:
-    try:
-        names = os.listdir(os.path.join(root, rel_dir))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    prefix = key + "="
-    return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
-
-
-def _in_range(date: str, start: dt.date | None, end: dt.date | None) -> bool:
-    try:
-        d = dt.date.fromisoformat(date)
-    except ValueError:
-        return False
-    return (start is None or d >= start) and (end is None or d <= end)
+    for name in parquet_names(os.path.join(root, rel_dir)):
+        yield f"{rel_dir}/{name}"
 
 
 def models(root: str) -> list[str]:
     """Model names that have a partition in the store."""
-    return _partition_values(root, PREDICTIONS, "model")
+    return list_partition_values(os.path.join(root, PREDICTIONS), MODEL_KEY)
 
 
 def prediction_files(
@@ -150,22 +125,15 @@ def prediction_files(
     names = models(root) if models_ is None else list(models_)
     rel: list[str] = []
     for m in names:
-        base = f"{PREDICTIONS}/model={m}"
-        for date in _partition_values(root, base, "date"):
-            if _in_range(date, start, end):
-                rel.extend(_parquet_under(root, f"{base}/date={date}"))
+        base = f"{PREDICTIONS}/{MODEL_KEY}={m}"
+        for date in in_range(list_partition_values(os.path.join(root, base), DATE_KEY), start, end):
+            rel.extend(_parquet_under(root, f"{base}/{DATE_KEY}={date}"))
     return visible(root, rel)
-
-
-def partition_model(path: str) -> str:
-    """The model of a prediction file, from its ``model=<name>`` partition directory."""
-    part = os.path.basename(os.path.dirname(os.path.dirname(path)))
-    return part[len("model="):] if part.startswith("model=") else ""
 
 
 def label_files(root: str) -> list[str]:
     """Visible label files."""
     rel: list[str] = []
-    for date in _partition_values(root, LABELS, "date"):
-        rel.extend(_parquet_under(root, f"{LABELS}/date={date}"))
+    for date in list_partition_values(os.path.join(root, LABELS), DATE_KEY):
+        rel.extend(_parquet_under(root, f"{LABELS}/{DATE_KEY}={date}"))
     return visible(root, rel)

@@ -15,10 +15,10 @@ not yet written (a segment spanning several models or days is sealed into severa
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
+from predlog._layout import segment_paths, segment_stem, stem_of
 from predlog._segment import KIND_LABELS, KIND_PREDICTIONS, read_segment
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveSegment", "live_tables", "read_live"]
 
-WAL = "_wal"
-SUFFIX = ".arrows"
 
 
 @dataclasses.dataclass
@@ -45,15 +43,9 @@ def read_live(root: str, models: Collection[str] | None = None) -> list[LiveSegm
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    directory = os.path.join(root, WAL)
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not os.path.islink(os.path.join(directory, n)))
-    except FileNotFoundError:
-        return []
     out = []
     wanted = None if models is None else pa.array(sorted(models), pa.string())
-    for name in names:
-        path = os.path.join(directory, name)
+    for path in segment_paths(root):
         try:
             contents = read_segment(path)
         except (FileNotFoundError, ValueError):
@@ -71,19 +63,13 @@ def read_live(root: str, models: Collection[str] | None = None) -> list[LiveSegm
                 preds.append(table)
             elif kind == KIND_LABELS:
                 labels.append(table)
-        out.append(LiveSegment(name[: -len(SUFFIX)], path, preds, labels))
+        out.append(LiveSegment(segment_stem(path), path, preds, labels))
     return out
 
 
 def sealed_from(stem: str, files: Iterable[str]) -> list[str]:
     """The Parquet files among ``files`` sealed from the segment ``stem`` (``<stem>-<n>.parquet``)."""
-    prefix = stem + "-"
-    out = []
-    for f in files:
-        base = os.path.basename(f)
-        if base.startswith(prefix) and base.endswith(".parquet") and base[len(prefix) : -len(".parquet")].isdigit():
-            out.append(f)
-    return out
+    return [f for f in files if stem_of(f) == stem]
 
 
 def _label_key_table(table: pa.Table) -> pa.Table:

@@ -40,7 +40,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import warnings
@@ -48,14 +47,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from predlog._processors import hash_id
-from predlog._store import (
-    FILE_MODE, SEGMENT_SUFFIX, WAL_DIR, _fsync_dir, _mkdir, _open_private, recover_orphans, same_kind,
+from predlog._fsio import FILE_MODE, fsync_dir, mkdir_private, open_private
+from predlog._layout import (
+    DATE_KEY, LABELS, MAINTENANCE, MODEL_KEY, PREDICTIONS, SEGMENT_SUFFIX, is_model_name, list_partition_values,
+    parquet_names, segment_paths, segment_stem, stem_of, wal_dir,
 )
+from predlog._sealing import recover_orphans, same_kind
 
 from ._errors import StoreError
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-from ._files import LABELS, MAINTENANCE, PREDICTIONS, manifests
+from ._files import manifests
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -242,27 +243,27 @@ def _unlink(path: str) -> bool:
 def _fsync_dirs(paths: Iterable[str]) -> None:
     for d in sorted(set(paths)):
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(d)
+            fsync_dir(d)
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` atomically and durably (tmp + fsync + rename + fsync dir)."""
     tmp = f"{path}.{os.getpid()}.tmp"  # not *.json: readers never see it
     try:
-        with _open_private(tmp) as f:
+        with open_private(tmp) as f:
             f.write(json.dumps(doc, indent=1).encode())
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
         raise
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 @contextlib.contextmanager
 def _locked(root: str, timeout_s: float) -> Iterator[None]:
     """Hold the store's maintenance lock; finish interrupted operations before yielding."""
     directory = os.path.join(root, MAINTENANCE)
-    _mkdir(directory)
+    mkdir_private(directory)
     fd = os.open(os.path.join(directory, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -318,7 +319,7 @@ def _publish(
     hook("deleted")
     _unlink(manifest)
     shutil.rmtree(_staging_dir(root, op_id), ignore_errors=True)
-    _fsync_dir(os.path.join(root, MAINTENANCE))
+    fsync_dir(os.path.join(root, MAINTENANCE))
     hook("done")
 
 
@@ -364,7 +365,7 @@ def _finish_locked(root: str) -> list[str]:
             _unlink(path)  # a manifest that was never renamed into place
     if done:
         with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(directory)
+            fsync_dir(directory)
         for line in done:
             logger.info("predlog: maintenance: %s", line)
     return done
@@ -420,34 +421,35 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _values(root: str, rel: str, key: str) -> list[str]:
-    prefix = key + "="
-    return [n[len(prefix):] for n in _listdir(os.path.join(root, rel)) if n.startswith(prefix)]
-
-
 def _partitions(root: str, *, model: str | None = None, labels: bool = True) -> list[_Partition]:
     out: list[_Partition] = []
-    names = _values(root, PREDICTIONS, "model") if model is None else [model]
+    names = list_partition_values(os.path.join(root, PREDICTIONS), MODEL_KEY) if model is None else [model]
     for m in names:
-        base = f"{PREDICTIONS}/model={m}"
-        out.extend(_Partition(PREDICTIONS, f"{base}/date={d}", d) for d in _values(root, base, "date"))
+        base = f"{PREDICTIONS}/{MODEL_KEY}={m}"
+        dates = list_partition_values(os.path.join(root, base), DATE_KEY)
+        out.extend(_Partition(PREDICTIONS, f"{base}/{DATE_KEY}={d}", d) for d in dates)
     if labels:
-        out.extend(_Partition(LABELS, f"{LABELS}/date={d}", d) for d in _values(root, LABELS, "date"))
+        dates = list_partition_values(os.path.join(root, LABELS), DATE_KEY)
+        out.extend(_Partition(LABELS, f"{LABELS}/{DATE_KEY}={d}", d) for d in dates)
     return out
 
 
 def _parquet_names(root: str, rel: str) -> list[str]:
-    return [n for n in _listdir(os.path.join(root, rel)) if n.endswith(".parquet") and not n.startswith(".")]
+    return sorted(parquet_names(os.path.join(root, rel)))
 
 
 def _live_stems(root: str) -> set[str]:
-    """Names (without suffix) of the segments in ``_wal/``: their Parquet may be written again."""
-    return {n[: -len(SEGMENT_SUFFIX)] for n in _listdir(os.path.join(root, WAL_DIR)) if n.endswith(SEGMENT_SUFFIX)}
+    """Stems of the segments in ``_wal/``: their Parquet files may be written again."""
+    return {segment_stem(p) for p in segment_paths(root)}
 
 
-def _segment_stem(parquet_name: str) -> str:
-    # Sealed files are named <segment stem>-<n>.parquet.
-    return parquet_name[: -len(".parquet")].rsplit("-", 1)[0]
+def _sealing(name: str, live: set[str]) -> bool:
+    """Whether a Parquet file is the seal of a segment still in ``_wal/`` (being sealed now, or
+    to be sealed again by recovery under the same name): maintenance leaves it alone."""
+    if name.startswith(_OWN_PREFIXES):
+        return False
+    stem = stem_of(name)
+    return stem is not None and stem in live
 
 
 def _remove_stale_temp(root: str, rel: str, max_age_s: float) -> int:
@@ -470,8 +472,10 @@ def _seal_abandoned(root: str, name: str) -> bool:
     base = name[1:-len(".tmp")].rsplit(".", 1)[0]
     if not base.endswith(".parquet") or "-" not in base:
         return False
-    stem = base[: -len(".parquet")].rsplit("-", 1)[0]
-    segment = os.path.join(root, WAL_DIR, stem + SEGMENT_SUFFIX)
+    stem = stem_of(base)
+    if stem is None:
+        return False
+    segment = os.path.join(wal_dir(root), stem + SEGMENT_SUFFIX)
     try:
         fd = os.open(segment, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -660,7 +664,7 @@ def _candidates(root: str, part: _Partition, target_rows: int) -> tuple[list[_Fi
     out: list[_FileInfo] = []
     skipped = 0
     for name in names:
-        if not name.startswith(_OWN_PREFIXES) and _segment_stem(name) in live:
+        if _sealing(name, live):
             # Still being sealed, or sealed but not yet deleted (a crash): recovery would
             # write this file again, and a copy of its rows in a compacted file would double.
             skipped += 1
@@ -821,7 +825,7 @@ def _compact_partition(
         return [], [], skipped
     op_id = _new_op_id()
     staging = _staging_dir(root, op_id)
-    _mkdir(staging)
+    mkdir_private(staging)
     staged: list[tuple[str, str]] = []
     sizes: list[tuple[str, int]] = []
     replaced: list[_FileInfo] = []
@@ -919,9 +923,9 @@ def compact(
         # It names a directory: a name like "../other" must not reach another store.
         from ._errors import UnknownModelError
 
-        if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+        if not is_model_name(model):
             raise ValueError(f"model name {model!r} is invalid: letters, digits, '.', '_' or '-'")
-        present = sorted(n[len("model="):] for n in _listdir(os.path.join(root, PREDICTIONS)) if n.startswith("model="))
+        present = list_partition_values(os.path.join(root, PREDICTIONS), MODEL_KEY)
         if model not in present:
             raise UnknownModelError(model, present)
     hook = _step_hook or _no_hook
@@ -1161,11 +1165,6 @@ def _segment_holds(path: str, user_id: str, hits: _Hits) -> bool:
     return holds
 
 
-def _segments(root: str) -> list[str]:
-    d = os.path.join(root, WAL_DIR)
-    return [os.path.join(d, n) for n in _listdir(d) if n.endswith(SEGMENT_SUFFIX)]
-
-
 def _rewrite_partition(
     root: str, rel: str, files: dict[str, int], keep: Callable[[pa.Table], pa.Table], hook: StepHook,
     row_group_rows: int,
@@ -1175,7 +1174,7 @@ def _rewrite_partition(
 
     op_id = _new_op_id()
     staging = _staging_dir(root, op_id)
-    _mkdir(staging)
+    mkdir_private(staging)
     staged: list[tuple[str, str]] = []
     replaces: list[str] = []
     removed = deleted = 0
@@ -1276,7 +1275,7 @@ def forget_user(
                         _scan_predictions(root, rel, target, hits)
 
         scan_parquet()  # first, so labels in live segments can be joined to sealed predictions
-        live = [p for p in _segments(root) if _segment_holds(p, target, hits)]
+        live = [p for p in segment_paths(root) if _segment_holds(p, target, hits)]
         started = time.monotonic()
         while live and time.monotonic() - started < wait_live_s:
             time.sleep(min(0.2, max(0.0, wait_live_s - (time.monotonic() - started))))
@@ -1299,9 +1298,9 @@ def forget_user(
         for files in (hits.files, label_hits):
             for rel in list(files):
                 name = os.path.basename(rel)
-                if not name.startswith(_OWN_PREFIXES) and _segment_stem(name) in wal:
+                if _sealing(name, wal):
                     del files[rel]
-                    pending.add(os.path.join(root, WAL_DIR, _segment_stem(name) + SEGMENT_SUFFIX))
+                    pending.add(os.path.join(wal_dir(root), f"{stem_of(name)}{SEGMENT_SUFFIX}"))
 
         def keep_predictions(table: pa.Table) -> pa.Table:
             if "user_id" not in table.column_names:

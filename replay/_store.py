@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
+from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, date_of, marker_format, model_of, segment_paths, wal_dir
+
 from . import _files
 from ._errors import (
     FilterError,
@@ -47,7 +49,7 @@ from ._errors import (
 from ._frames import decode_labels, to_frame
 from ._selection import Names, Selection, Where, compile_selection, names
 from ._shapes import NULL, Shape, fields_of, has_json, ident, lit, schema_shape
-from ._timebounds import UTC, window
+from ._timebounds import UTC
 from ._views import (
     LABEL_HIVE,
     LABEL_TYPE,
@@ -197,11 +199,9 @@ class Store:
         root = os.path.realpath(os.path.expanduser(location))
         if not os.path.isdir(root):
             raise StoreNotFoundError(root, "no such directory" if not os.path.exists(root) else "not a directory")
-        if not os.path.exists(os.path.join(root, "predlog.json")) and not os.path.isdir(os.path.join(root, _files.PREDICTIONS)):
+        if not os.path.exists(os.path.join(root, MARKER)) and not os.path.isdir(os.path.join(root, PREDICTIONS)):
             raise StoreNotFoundError(root, "the directory exists but holds no store")
-        from predlog._store import FORMAT_VERSION, _marker_format
-
-        found = _marker_format(os.path.join(root, "predlog.json"))
+        found = marker_format(root)
         if found > FORMAT_VERSION:
             raise StoreError(
                 f"the store {root} is in format {found}, newer than this predlog reads (up to {FORMAT_VERSION}): "
@@ -258,7 +258,7 @@ class Store:
                     RuntimeWarning, stacklevel=3,
                 )
             return
-        from predlog._store import recover_orphans
+        from predlog._sealing import recover_orphans
 
         try:
             recover_orphans(self.root)
@@ -417,7 +417,7 @@ class Store:
         if labels and label_lo is not None:
             # Labels come after their predictions; a day of slack covers clocks of other hosts.
             first = (label_lo - dt.timedelta(days=1)).date()
-            lfiles = [f for f in lfiles if (d := _partition_date(f)) is None or d >= first]
+            lfiles = [f for f in lfiles if (d := date_of(f)) is None or d >= first]
         live_p, live_l = live_tables(segments, pfiles, lfiles) if segments else ([], [])
         hashed: set[str] = set()
         label_sources: list[Source] = []
@@ -1188,7 +1188,7 @@ class Store:
                 m["last_ts"] = last if m["last_ts"] is None else max(m["last_ts"], last)
         shapes = set()
         for f in pfiles:
-            part = _files.partition_model(f)
+            part = model_of(f) or ""
             m = models.setdefault(part, new_model())
             with contextlib.suppress(OSError):  # removed by maintenance since the listing
                 m["bytes"] += os.stat(f).st_size
@@ -1196,7 +1196,7 @@ class Store:
                 m["files"] += 1
         firsts = [m["first_ts"] for m in models.values() if m["first_ts"] is not None]
         lasts = [m["last_ts"] for m in models.values() if m["last_ts"] is not None]
-        segs = _segments(self.root)
+        segs = segment_paths(self.root)
         return {
             "root": self.root,
             "rows": sum(m["rows"] for m in models.values()),
@@ -1303,7 +1303,7 @@ def _model_features(snap: Snapshot, store: Store) -> dict[str, set[str]]:
         for f in src.files:
             with contextlib.suppress(OSError):
                 fts = set(fields_of(fields_of(store._footer(f).shape).get("features", NULL)))
-                own.setdefault(_files.partition_model(f), set()).update(fts)
+                own.setdefault(model_of(f) or "", set()).update(fts)
     return own
 
 
@@ -1320,31 +1320,13 @@ def _table_hashed(t: pa.Table) -> set[str]:
     return set()
 
 
-def _partition_date(path: str) -> dt.date | None:
-    part = os.path.basename(os.path.dirname(path))
-    if not part.startswith("date="):
-        return None
-    try:
-        return dt.date.fromisoformat(part[len("date="):])
-    except ValueError:
-        return None
-
-
 def _writable(root: str) -> bool:
-    wal = os.path.join(root, "_wal")
+    wal = wal_dir(root)
     return os.access(root, os.W_OK | os.X_OK) and (not os.path.isdir(wal) or os.access(wal, os.W_OK | os.X_OK))
 
 
-def _segments(root: str) -> list[str]:
-    wal = os.path.join(root, "_wal")
-    try:
-        return [os.path.join(wal, n) for n in os.listdir(wal) if n.endswith(".arrows")]
-    except OSError:
-        return []
-
-
 def _has_segments(root: str) -> bool:
-    return bool(_segments(root))
+    return bool(segment_paths(root))
 
 
 def _orphan_segments(root: str) -> int:
@@ -1352,7 +1334,7 @@ def _orphan_segments(root: str) -> int:
     import fcntl
 
     n = 0
-    for path in _segments(root):
+    for path in segment_paths(root):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:

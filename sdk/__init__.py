@@ -80,7 +80,7 @@ def recover(store: str | None = None) -> int:
     rows of a dead process readable before anything writes to the store again. Segments
     of live writers are left alone. Defaults to the default recorder's store.
     """
-    from ._store import recover_orphans
+    from ._sealing import recover_orphans
 
     results = recover_orphans(store if store is not None else _default.config.store)
     return sum(r.prediction_rows for r in results)

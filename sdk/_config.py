@@ -6,9 +6,10 @@ import dataclasses
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+
+from ._layout import is_model_name
 
 logger = logging.getLogger("predlog")
 
@@ -48,8 +49,6 @@ ENV_VARS: dict[str, str] = {
     "max_spans_per_s": "PREDLOG_MAX_SPANS_PER_S",
     "metrics": "PREDLOG_METRICS",
 }
-
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 CpuTime = Literal["auto", "always", "never"]
 OnFull = Literal["drop", "block"]
@@ -145,7 +144,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 def validate_model_name(name: object) -> str:
     """Return ``name`` if it can name a store partition, else raise ConfigError."""
-    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+    if not isinstance(name, str) or not is_model_name(name):
         raise ConfigError(
             f"model name {name!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (it names a directory in the store)"

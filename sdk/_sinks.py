@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._processors import Pipeline
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
-from ._store import ensure_store, recover_orphans, seal_segment, segment_name, wal_dir
+from ._layout import segment_name, wal_dir
+from ._sealing import ensure_store, recover_orphans, seal_segment
 
 if TYPE_CHECKING:
     import pyarrow as pa

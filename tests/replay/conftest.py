@@ -14,7 +14,7 @@ import pytest
 
 import predlog
 from predlog._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame
-from predlog._store import ensure_store, seal_segment
+from predlog._sealing import ensure_store, seal_segment
 
 
 def flush(rec: predlog.Recorder) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 import predlog
 from predlog._segment import KIND_LABELS as L, KIND_PREDICTIONS as P
-from predlog._store import ensure_store, seal_segment
+from predlog._sealing import ensure_store, seal_segment
 from predlog.replay import (
     FilterError,
     PredictionNotFoundError,

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import predlog
-from predlog import _store
+from predlog import _layout, _sealing
 
 psutil = pytest.importorskip("psutil")
 
@@ -101,10 +101,10 @@ def test_kill_9_loses_at_most_one_flush_interval(tmp_path: Path) -> None:
     assert reported >= 0.6 * RATE * served_s, f"the child served too slowly to test anything: {reported} calls"
 
     assert _parquet_files(store) == [], "nothing should be sealed yet (segments seal after 60 s or on flush)"
-    assert list(Path(_store.wal_dir(str(store))).glob("*.arrows")), "the dead writer's segment must be on disk"
-    results = _store.recover_orphans(str(store))
+    assert list(Path(_layout.wal_dir(str(store))).glob("*.arrows")), "the dead writer's segment must be on disk"
+    results = _sealing.recover_orphans(str(store))
     assert results and all(r.corrupt_frames == 0 for r in results)
-    assert list(Path(_store.wal_dir(str(store))).glob("*.arrows")) == []
+    assert list(Path(_layout.wal_dir(str(store))).glob("*.arrows")) == []
 
     values = []
     for p in _parquet_files(store):
@@ -183,8 +183,8 @@ def test_forked_children_each_write_their_own_rows(tmp_path: Path) -> None:
     assert rec.shutdown(timeout_s=30)
     assert codes == {pid: 0 for pid in pids}
 
-    _store.recover_orphans(str(store))
-    assert list(Path(_store.wal_dir(str(store))).glob("*.arrows")) == []
+    _sealing.recover_orphans(str(store))
+    assert list(Path(_layout.wal_dir(str(store))).glob("*.arrows")) == []
     files = _parquet_files(store)
     names = [p.name for p in files]
     assert len(names) == len(set(names))
@@ -349,8 +349,8 @@ def test_full_filesystem_drops_and_counts_then_resumes(small_fs: Path) -> None:
     finally:
         rec.shutdown(timeout_s=10)
     # Segments whose seal failed while the disk was full: recovery seals them now.
-    _store.recover_orphans(str(store))
-    assert list(Path(_store.wal_dir(str(store))).glob("*.arrows")) == []
+    _sealing.recover_orphans(str(store))
+    assert list(Path(_layout.wal_dir(str(store))).glob("*.arrows")) == []
     assert _all_parquet_readable(store) == s["rows_written"], "every row counted as written reaches Parquet"
     leftovers = [p for p in (store / "predictions").rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
     assert leftovers == []

@@ -14,7 +14,7 @@ import pytest
 import predlog
 from predlog import _sinks
 from predlog._segment import KIND_PREDICTIONS, SegmentWriter, encode_frame
-from predlog._store import seal_segment
+from predlog._sealing import seal_segment
 
 
 def test_recovery_never_takes_a_segment_waiting_for_our_own_sealer(tmp_path, monkeypatch):
@@ -81,7 +81,7 @@ def test_flush_makes_every_row_visible_in_parquet(tmp_path, rows):
 
 
 def test_recovery_removes_stale_half_created_segments_only(tmp_path):
-    from predlog._store import recover_orphans
+    from predlog._sealing import recover_orphans
 
     wal = tmp_path / "_wal"
     os.makedirs(wal)

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from predlog import _segment, _store
+from predlog import _layout, _sealing, _segment
 from predlog._segment import HEADER, KIND_PREDICTIONS, SegmentWriter, encode_frame, read_segment
-from predlog._store import recover_orphans, seal_segment
+from predlog._sealing import recover_orphans, seal_segment
 
 FRAME_HEADER = 16  # magic 4 | kind 1 | pad 3 | length 4 | crc 4
 LENGTH_AT = 8  # offset of the length field inside a frame header
@@ -205,8 +205,8 @@ def _snapshot(store: Path) -> dict[str, pa.Table]:
 
 def _damaged_segment(store: Path) -> tuple[Path, list[int]]:
     """A segment in the store's WAL: two models, two dates, frame 2 damaged, a torn tail."""
-    _store.ensure_store(str(store))
-    seg = Path(_store.wal_dir(str(store))) / _store.segment_name()
+    _sealing.ensure_store(str(store))
+    seg = Path(_layout.wal_dir(str(store))) / _layout.segment_name()
     tables = [
         _table(0, 10),
         _table(10, 10, model="other"),
@@ -278,14 +278,14 @@ def test_sealing_the_same_segment_twice_is_idempotent(tmp_path: Path) -> None:
 
 def test_recover_orphans_seals_a_dead_writers_segment_and_skips_nothing_else(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    _store.ensure_store(str(store))
-    seg = Path(_store.wal_dir(str(store))) / _store.segment_name()
+    _sealing.ensure_store(str(store))
+    seg = Path(_layout.wal_dir(str(store))) / _layout.segment_name()
     _write_segment(seg, FRAMES[:3])
-    (Path(_store.wal_dir(str(store))) / "notes.txt").write_text("not a segment")
+    (Path(_layout.wal_dir(str(store))) / "notes.txt").write_text("not a segment")
     results = recover_orphans(str(store))
     assert len(results) == 1 and results[0].prediction_rows == 30
     assert not seg.exists()
-    assert (Path(_store.wal_dir(str(store))) / "notes.txt").exists()
+    assert (Path(_layout.wal_dir(str(store))) / "notes.txt").exists()
     assert sorted(r["features"]["i"] for r in _store_rows(store)) == list(range(30))
     assert recover_orphans(str(store)) == []
 
@@ -315,8 +315,8 @@ _HOLDER = textwrap.dedent(
 @pytest.mark.slow
 def test_recover_orphans_skips_a_segment_locked_by_a_live_process(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    _store.ensure_store(str(store))
-    seg = Path(_store.wal_dir(str(store))) / _store.segment_name()
+    _sealing.ensure_store(str(store))
+    seg = Path(_layout.wal_dir(str(store))) / _layout.segment_name()
     script = tmp_path / "holder.py"
     script.write_text(_HOLDER)
     child = subprocess.Popen([sys.executable, str(script), str(seg)], stdout=subprocess.PIPE, text=True)
@@ -354,7 +354,7 @@ def test_segment_writer_refuses_a_segment_locked_elsewhere(tmp_path: Path) -> No
 _RECOVERER = textwrap.dedent(
     """
     import sys
-    from predlog._store import recover_orphans
+    from predlog._sealing import recover_orphans
 
     store = sys.argv[1]
     recover_orphans(store)
@@ -372,8 +372,8 @@ def test_a_new_segment_is_never_taken_by_a_concurrent_recovery(tmp_path: Path) -
     segment must be locked before recovery can see it: otherwise recovery seals (deletes) it
     between its creation and its lock, and the writer fails or appends to a deleted file."""
     store = tmp_path / "store"
-    _store.ensure_store(str(store))
-    wal = Path(_store.wal_dir(str(store)))
+    _sealing.ensure_store(str(store))
+    wal = Path(_layout.wal_dir(str(store)))
     script = tmp_path / "recoverer.py"
     script.write_text(_RECOVERER)
     child = subprocess.Popen([sys.executable, str(script), str(store)], stdout=subprocess.PIPE, text=True)
@@ -386,7 +386,7 @@ def test_a_new_segment_is_never_taken_by_a_concurrent_recovery(tmp_path: Path) -
         assert child.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            seg = wal / _store.segment_name()
+            seg = wal / _layout.segment_name()
             try:
                 w = SegmentWriter(str(seg))
             except OSError as exc:

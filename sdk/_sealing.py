@@ -1,4 +1,4 @@
-"""Store layout on disk, sealing of write-ahead segments into Parquet, and recovery.
+"""Sealing write-ahead segments into Parquet, and recovering the segments of dead writers.
 
 Used by the writer (seal its own segments, recover those of dead processes) and by the
 reading side (recover on open). Sealing is idempotent: the Parquet names derive from the
@@ -14,12 +14,15 @@ import errno
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
 from typing import TYPE_CHECKING
 
+from ._fsio import FILE_MODE, fsync_dir, mkdir_private, open_private
+from ._layout import (
+    DATE_KEY, FORMAT_VERSION, LABELS, MARKER, MODEL_KEY, PREDICTIONS, SEGMENT_SUFFIX, marker_format, sealed_name,
+    segment_stem, wal_dir,
+)
 from ._processors import HASHED_KEY
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentContents, read_segment
 
@@ -28,81 +31,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("predlog")
 
-__all__ = [
-    "FORMAT_VERSION", "SealResult", "ensure_store", "recover_orphans", "same_kind", "seal_segment", "segment_name",
-    "wal_dir",
-]
+__all__ = ["SealResult", "ensure_store", "recover_orphans", "same_kind", "seal_segment"]
 
-FORMAT_VERSION = 2
-DIR_MODE = 0o700
-FILE_MODE = 0o600
-WAL_DIR = "_wal"
-SEGMENT_SUFFIX = ".arrows"
-PREDICTIONS = "predictions"
-LABELS = "labels"
-MODEL_KEY = "model"
-DATE_KEY = "date"
-_HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
-
-
-def wal_dir(store: str) -> str:
-    return os.path.join(store, WAL_DIR)
-
-
-def segment_name() -> str:
-    """A segment file name unique across hosts, processes and time: host-pid-random."""
-    return f"{_HOST}-{os.getpid()}-{os.urandom(8).hex()}{SEGMENT_SUFFIX}"
-
-
-def _mkdir(path: str) -> None:
-    """Create a directory (and parents) with mode 0700, fixing the mode the umask changed."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _mkdir(parent)
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        return
-    os.chmod(path, DIR_MODE)
 
 
 def ensure_store(store: str) -> None:
     """Create the store's skeleton and its ``predlog.json`` marker if missing (or older)."""
-    _mkdir(wal_dir(store))
-    marker = os.path.join(store, "predlog.json")
-    if _marker_format(marker) < FORMAT_VERSION:
+    mkdir_private(wal_dir(store))
+    if marker_format(store) < FORMAT_VERSION:
+        marker = os.path.join(store, MARKER)
         tmp = f"{marker}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # unique: recorders in one process race here
-        with _open_private(tmp) as f:
+        with open_private(tmp) as f:
             f.write(json.dumps({"format": FORMAT_VERSION}).encode())
         os.replace(tmp, marker)
-
-
-def _marker_format(marker: str) -> int:
-    """The format a store's marker names; 0 when there is none (or it cannot be read)."""
-    try:
-        with open(marker, encoding="utf-8") as f:
-            return int(json.load(f).get("format", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
-
-
-@contextlib.contextmanager
-def _open_private(path: str) -> Iterator[BinaryIO]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclasses.dataclass
@@ -176,7 +117,7 @@ def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_gro
     import pyarrow.parquet as pq
 
     directory = os.path.dirname(path)
-    _mkdir(directory)
+    mkdir_private(directory)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     rows = 0
     try:
@@ -208,7 +149,7 @@ def _write_parquet(path: str, schema: pa.Schema, tables: list[pa.Table], row_gro
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return rows
 
 
@@ -239,10 +180,9 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
     Rows are split by model and UTC date; runs of frames whose schemas unify share a file.
     Raises OSError (e.g. disk full) leaving the segment in place, so it can be retried.
     """
-    import pyarrow as pa
 
     contents: SegmentContents = read_segment(segment_path)
-    stem = os.path.basename(segment_path)[: -len(SEGMENT_SUFFIX)]
+    stem = segment_stem(segment_path)
     by_part: dict[tuple[str, ...], list[pa.Table]] = {}
     for kind, table in contents.tables:
         if table.num_rows == 0:
@@ -271,12 +211,12 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
         directory = os.path.join(store, *part)
         strict = ("label",) if part[0] == LABELS else ()
         for i, (schema, members) in enumerate(_schema_groups(tables, strict)):
-            path = os.path.join(directory, f"{stem}-{i}.parquet")
+            path = os.path.join(directory, sealed_name(stem, i))
             rows[part[0]] += _write_parquet(path, schema, members, row_group_size)
             files.append(path)
     os.unlink(segment_path)
     with contextlib.suppress(OSError):
-        _fsync_dir(os.path.dirname(segment_path))
+        fsync_dir(os.path.dirname(segment_path))
     if contents.corrupt_frames or contents.torn_tail_bytes:
         logger.warning(
             "predlog: segment %s had %d corrupt frame(s) and a torn tail of %d bytes; intact frames were kept",
