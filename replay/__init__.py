@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._errors import (
     FilterError,
     LiveRowsWarning,
+    MaintenanceBusyError,
     MixedLabelTypesWarning,
     NothingToReplayError,
     PredictionNotFoundError,
@@ -25,7 +26,9 @@ from ._errors import (
     UnknownVersionError,
     UnsupportedStoreError,
 )
-from ._maintenance import CompactResult, ForgetResult, MaintenanceBusyError, RetainResult, UserNotFoundWarning
+from ._compact import CompactResult
+from ._forget import ForgetResult, UserNotFoundWarning
+from ._retain import RetainResult
 from ._replay_result import ReplayResult
 from ._store import Store
 

@@ -550,7 +550,7 @@ def _confirm(question: str) -> bool | None:
 
 
 def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int:
-    from ._maintenance import UserNotFoundWarning, not_found_message
+    from ._forget import UserNotFoundWarning, not_found_message
 
     hash_key = None
     if args.hashed:
@@ -562,7 +562,7 @@ def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int
         if not args.yes:
             stored = args.user_id
             if hash_key is not None:
-                from ._maintenance import hash_user_id
+                from ._forget import hash_user_id
 
                 stored = hash_user_id(args.user_id, hash_key)
             count = s.sql("SELECT count(*) AS n FROM predictions WHERE user_id = ?", [stored])["n"].iloc[0]

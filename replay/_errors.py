@@ -8,6 +8,7 @@ from collections.abc import Iterable
 __all__ = [
     "FilterError",
     "LiveRowsWarning",
+    "MaintenanceBusyError",
     "MixedLabelTypesWarning",
     "NothingToReplayError",
     "PredictionNotFoundError",
@@ -157,6 +158,10 @@ class FilterError(StoreError, ValueError):
 
 class NothingToReplayError(StoreError, LookupError):
     """No logged prediction matches the filters given to :meth:`Store.replay`."""
+
+
+class MaintenanceBusyError(StoreError, RuntimeError):
+    """Another maintenance operation holds the store's maintenance lock."""
 
 
 class QueryNotAllowedError(StoreError, PermissionError):

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, date_of, marker_format, model_of, segment_paths, wal_dir
 
-from . import _files
+from . import _compact, _files, _forget, _replay, _retain
+from ._compact import CompactResult
+from ._forget import ForgetResult
+from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
+from ._replay_result import ReplayResult
+from ._retain import RetainResult
 from ._errors import (
     FilterError,
     LiveRowsWarning,
@@ -71,9 +76,6 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from ._maintenance import CompactResult, ForgetResult, RetainResult
-    from ._replay_result import ReplayResult
-
 logger = logging.getLogger("predlog")
 
 __all__ = ["Store"]
@@ -109,6 +111,29 @@ def _uuid7_date(prediction_id: str) -> dt.date | None:
         return dt.datetime.fromtimestamp(ms / 1000, UTC).date()
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def _doc_of(fn: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a Store method the docstring of the function it runs, without its ``store`` argument."""
+    import inspect
+
+    lines = (inspect.getdoc(fn) or "").splitlines()
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("    store:"):
+            skipping = True
+            continue
+        if skipping and line.startswith("        "):
+            continue
+        skipping = False
+        out.append(line)
+
+    def apply(method: Callable[..., T]) -> Callable[..., T]:
+        method.__doc__ = "\n".join(out)
+        return method
+
+    return apply
 
 
 class _Slot:
@@ -1217,33 +1242,79 @@ class Store:
 
     # ------------------------------------------------------------ delegated operations
 
-    def compact(self, **kw: Any) -> CompactResult:
-        """Rewrite small files into large sorted ones; see :func:`predlog.replay._maintenance.compact`."""
-        from ._maintenance import compact
+    @_doc_of(_compact.compact)
+    def compact(
+        self,
+        *,
+        model: str | None = None,
+        min_files: int = 2,
+        target_rows: int = _compact.DEFAULT_TARGET_ROWS,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        before: dt.date | str | None = None,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> CompactResult:
+        return _compact.compact(self, model=model, min_files=min_files, target_rows=target_rows,
+                                row_group_rows=row_group_rows, before=before, lock_timeout_s=lock_timeout_s)
 
-        return compact(self, **kw)
+    @_doc_of(_retain.retain)
+    def retain(
+        self,
+        days: int,
+        *,
+        now: dt.datetime | None = None,
+        dry_run: bool = False,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> RetainResult:
+        return _retain.retain(self, days, now=now, dry_run=dry_run, lock_timeout_s=lock_timeout_s)
 
-    def retain(self, days: int, **kw: Any) -> RetainResult:
-        """Delete predictions older than ``days``; see :func:`predlog.replay._maintenance.retain`."""
-        from ._maintenance import retain
+    @_doc_of(_forget.forget_user)
+    def forget_user(
+        self,
+        user_id: str,
+        *,
+        hash_key: bytes | str | None = None,
+        wait_live_s: float = _forget.DEFAULT_WAIT_LIVE_S,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> ForgetResult:
+        # The store's own hash_key (or PREDLOG_HASH_KEY) when none is given.
+        return _forget.forget_user(self, user_id, hash_key=hash_key if hash_key is not None else self._hash_key,
+                                   wait_live_s=wait_live_s, row_group_rows=row_group_rows,
+                                   lock_timeout_s=lock_timeout_s)
 
-        return retain(self, days=days, **kw)
-
-    def forget_user(self, user_id: str, **kw: Any) -> ForgetResult:
-        """Erase every row of one user; see :func:`predlog.replay._maintenance.forget_user`."""
-        from ._maintenance import forget_user
-
-        kw.setdefault("hash_key", self._hash_key)
-        return forget_user(self, user_id, **kw)
-
-    def replay(self, fn: Callable[..., Any], **kw: Any) -> ReplayResult:
-        """Run recorded inputs through ``fn``; see :func:`predlog.replay._replay.replay`."""
-        from ._replay import replay
-
-        return replay(self, fn, **kw)
+    @_doc_of(_replay.replay)
+    def replay(
+        self,
+        fn: Callable[..., Any],
+        model: str | None = None,
+        version: str | Sequence[str] | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
+        where: Where = None,
+        batch_size: int | None = None,
+        *,
+        last: Any = None,
+        user_id: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = "ok",
+        mode: str = "auto",
+        features: Sequence[str] | None = None,
+        atol: float = 1e-9,
+        by: str | Sequence[str] | None = None,
+        top_k: int = 10,
+        metric: str | None = None,
+        record_as: str | None = None,
+        include_replays: bool | None = None,
+    ) -> ReplayResult:
+        return _replay.replay(
+            self, fn, model, version, start, end, where, batch_size, last=last, user_id=user_id, status=status,
+            mode=mode, features=features, atol=atol, by=by, top_k=top_k, metric=metric, record_as=record_as,
+            include_replays=include_replays,
+        )
 
 
 # ---------------------------------------------------------------- helpers
+
+
 
 
 def _natural(df: pd.DataFrame, snap: Snapshot, store: Store) -> pd.DataFrame:

@@ -105,6 +105,7 @@ class Recorder:
         self._extra_sinks = list(sinks or [])
         self._specs: weakref.WeakSet[FunctionSpec] = weakref.WeakSet()
         self._random = random.Random().random
+        self._label_ts = 0  # the last label's time, ns (see log_label)
         self._telemetry = Telemetry(self)
         # PREDLOG_OTLP=1 at import: the exporters are built by the writer, not by `import predlog`.
         self._telemetry.configure(self.config, build=False)
@@ -301,9 +302,15 @@ class Recorder:
             )
             return
         self._count("labels_submitted")
+        # Stored in microseconds: a correction logged right after a label must still be later
+        # (the latest label wins), so the clock is made strictly increasing per process.
+        ts = time.time_ns() // 1000 * 1000
+        if ts <= self._label_ts:
+            ts = self._label_ts + 1000
+        self._label_ts = ts
         self._submit_label(
             (LABEL, None if prediction_id is None else str(prediction_id),
-             None if request_id is None else str(request_id), label, extra or None, time.time_ns())
+             None if request_id is None else str(request_id), label, extra or None, ts)
         )
 
     def stats(self) -> dict[str, Any]:

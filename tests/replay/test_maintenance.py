@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import predlog
+from predlog.replay import MaintenanceBusyError, _compact, _forget, _retain
 from predlog.replay import _maintenance as maint
 from predlog.replay._files import label_files, manifests, prediction_files, visible
 
@@ -190,7 +191,7 @@ def test_compact_merges_sorts_and_is_idempotent(tmp_path):
     label_files_before = len(parquet_on_disk(tmp_path, "labels"))
     assert label_files_before >= 2
 
-    result = maint.compact(store_of(tmp_path), row_group_rows=64)
+    result = _compact.compact(store_of(tmp_path), row_group_rows=64)
 
     assert result.files_before == 8 + label_files_before and result.files_after == 2
     assert result.rows == 320 + sum(labels_before.values())
@@ -222,14 +223,14 @@ def test_compact_merges_sorts_and_is_idempotent(tmp_path):
 
     # Idempotent: a second run changes nothing, not even the files' identity.
     before = {p: os.stat(p).st_ino for p in parquet_on_disk(tmp_path) + parquet_on_disk(tmp_path, "labels")}
-    again = maint.compact(store_of(tmp_path), row_group_rows=64)
+    again = _compact.compact(store_of(tmp_path), row_group_rows=64)
     assert (again.files_before, again.files_after, again.partitions) == (0, 0, ())
     assert {p: os.stat(p).st_ino for p in parquet_on_disk(tmp_path) + parquet_on_disk(tmp_path, "labels")} == before
 
 
 def test_compact_cuts_large_partitions_into_user_ranges(tmp_path):
     w = write_batches(tmp_path, [rows(40, ["a", "b", "c", None], start=40 * b) for b in range(8)])
-    result = maint.compact(tmp_path, target_rows=100, row_group_rows=16)
+    result = _compact.compact(tmp_path, target_rows=100, row_group_rows=16)
     # 320 rows, 100 per file at least: files of 80 rows per user are cut into ranges of
     # at least 320 / 3 rows.
     assert (result.files_before, result.files_after, result.rows) == (8, 2, 320)
@@ -240,16 +241,16 @@ def test_compact_cuts_large_partitions_into_user_ranges(tmp_path):
     assert pq.ParquetFile(parquet_on_disk(tmp_path)[0]).metadata.row_group(0).num_rows == 16
     assert multiset(tmp_path, "prediction_id, user_id") == collections.Counter(
         (i, u) for u, ids in w.ids.items() for i in ids)
-    assert maint.compact(tmp_path, target_rows=100).files_before == 0
+    assert _compact.compact(tmp_path, target_rows=100).files_before == 0
 
     # New small files merge among themselves and with small compacted files, never with full ones.
     full = set(parquet_on_disk(tmp_path))
     w = write_batches(tmp_path, [rows(40, ["a"], start=1000 + 40 * b) for b in range(2)], written=w)
-    result = maint.compact(tmp_path, target_rows=100)
+    result = _compact.compact(tmp_path, target_rows=100)
     assert (result.files_before, result.files_after, result.rows) == (2, 1, 80)
-    assert maint.compact(tmp_path, target_rows=100).files_before == 0  # one small compacted file: left
+    assert _compact.compact(tmp_path, target_rows=100).files_before == 0  # one small compacted file: left
     w = write_batches(tmp_path, [rows(40, ["b"], start=2000)], written=w)
-    result = maint.compact(tmp_path, target_rows=100)
+    result = _compact.compact(tmp_path, target_rows=100)
     assert (result.files_before, result.files_after, result.rows) == (2, 1, 120)
     assert full <= set(parquet_on_disk(tmp_path)) and len(parquet_on_disk(tmp_path)) == 3
     assert multiset(tmp_path) == collections.Counter((i,) for i in w.all_ids())
@@ -259,7 +260,7 @@ def test_compact_ranges_keep_schema_evolution_and_skewed_users(tmp_path):
     early = [rows(30, ["big", "big", "big", "x", None], start=30 * b) for b in range(3)]
     late = [rows(30, ["big", "y", "z"], start=100 + 30 * b, extra=1.5) for b in range(3)]
     w = write_batches(tmp_path, early + late)
-    result = maint.compact(tmp_path, target_rows=40)
+    result = _compact.compact(tmp_path, target_rows=40)
     assert result.rows == 180 and result.files_after >= 2
     assert multiset(tmp_path, "prediction_id, user_id") == collections.Counter(
         (i, u) for u, ids in w.ids.items() for i in ids)
@@ -278,7 +279,7 @@ def test_compact_keeps_schema_evolution_and_separates_incompatible_files(tmp_pat
     w = write_batches(tmp_path, [rows(10, ["c"], start=200 + 10 * b, score="high") for b in range(2)], written=w)
     assert len(parquet_on_disk(tmp_path)) == 8
 
-    result = maint.compact(tmp_path)
+    result = _compact.compact(tmp_path)
 
     assert result.files_before == 8 and result.files_after == 2
     files = parquet_on_disk(tmp_path)
@@ -290,7 +291,7 @@ def test_compact_keeps_schema_evolution_and_separates_incompatible_files(tmp_pat
     got = dict(rows_of(tmp_path, "features.i, features.extra"))
     assert all(got[i] is None for i in range(30)) and all(got[i] == "x" for i in range(100, 130))
     assert multiset(tmp_path) == collections.Counter((i,) for i in w.all_ids())
-    assert maint.compact(tmp_path).files_before == 0
+    assert _compact.compact(tmp_path).files_before == 0
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -315,7 +316,7 @@ def test_compact_ranges_partition_every_distribution(tmp_path_factory, files, ta
         }), part / f"host-1-{k:04x}-0.parquet")
         n += len(users)
     expected = multiset(root, "prediction_id, user_id")
-    maint.compact(root, target_rows=target, row_group_rows=4)
+    _compact.compact(root, target_rows=target, row_group_rows=4)
     assert multiset(root, "prediction_id, user_id") == expected
     spans = []
     for path in parquet_on_disk(root):
@@ -337,11 +338,11 @@ def test_compact_leaves_files_whose_segment_is_still_in_the_wal(tmp_path):
     stem = os.path.basename(files[0])[: -len(".parquet")].rsplit("-", 1)[0]
     segment = tmp_path / "_wal" / f"{stem}.arrows"
     segment.write_bytes(b"PLWAL\x00\x01\n")
-    result = maint.compact(tmp_path)
+    result = _compact.compact(tmp_path)
     assert result.skipped_files == 1 and result.files_before == 3
     assert files[0] in parquet_on_disk(tmp_path)
     segment.unlink()
-    assert maint.compact(tmp_path).files_before == 2
+    assert _compact.compact(tmp_path).files_before == 2
     assert len(parquet_on_disk(tmp_path)) == 1 and len(rows_of(tmp_path)) == 20
 
 
@@ -349,23 +350,23 @@ def test_compact_filters_by_model_and_date(tmp_path):
     for model in ("m1", "m2"):
         write_batches(tmp_path, [rows(5, ["a"]) for _ in range(3)], model=model, label_pid_every=2)
     today = dt.datetime.now(dt.timezone.utc).date()
-    assert maint.compact(tmp_path, before=today).files_before == 0
-    result = maint.compact(tmp_path, model="m1")
+    assert _compact.compact(tmp_path, before=today).files_before == 0
+    result = _compact.compact(tmp_path, model="m1")
     assert result.partitions == (f"predictions/model=m1/date={today}",)
     assert len(list((tmp_path / "predictions" / "model=m2").rglob("*.parquet"))) == 3
     assert len(parquet_on_disk(tmp_path, "labels")) == 6
-    result = maint.compact(tmp_path, before=today + dt.timedelta(days=1))
+    result = _compact.compact(tmp_path, before=today + dt.timedelta(days=1))
     assert len(result.partitions) == 2  # m2 and the labels
     with pytest.raises(ValueError):
-        maint.compact(tmp_path, min_files=0)
+        _compact.compact(tmp_path, min_files=0)
 
 
 def test_second_operation_waits_then_raises_a_clear_error(tmp_path):
     write_batches(tmp_path, [rows(3, ["a"]) for _ in range(2)])
-    with maint._locked(str(tmp_path), 0):
+    with maint.locked(str(tmp_path), 0):
         t0 = time.monotonic()
-        with pytest.raises(maint.MaintenanceBusyError, match=rf"pid {os.getpid()}.*lock_timeout_s"):
-            maint.compact(tmp_path, lock_timeout_s=0.3)
+        with pytest.raises(MaintenanceBusyError, match=rf"pid {os.getpid()}.*lock_timeout_s"):
+            _compact.compact(tmp_path, lock_timeout_s=0.3)
         assert time.monotonic() - t0 >= 0.3
         # Store open during a live operation: its manifest is in flight, not interrupted.
         (tmp_path / "_maintenance" / "x.json").write_text(
@@ -373,7 +374,7 @@ def test_second_operation_waits_then_raises_a_clear_error(tmp_path):
         assert maint.finish_interrupted(str(tmp_path)) == []
         assert (tmp_path / "_maintenance" / "x.json").exists()
     assert maint.finish_interrupted(str(tmp_path)) == ["compact x: rolled back (0 new file(s) deleted)"]
-    assert maint.compact(tmp_path).files_before == 2
+    assert _compact.compact(tmp_path).files_before == 2
 
 
 def test_finish_interrupted_leaves_a_store_without_maintenance_untouched(tmp_path):
@@ -411,7 +412,7 @@ def test_a_listing_taken_before_the_swap_never_loses_rows(tmp_path):
             else:
                 seen.append((step, name, None))  # a vanished file: the reader re-lists and retries
 
-    maint.compact(tmp_path, target_rows=15, _step_hook=hook)
+    _compact.compact(tmp_path, target_rows=15, _step_hook=hook)
     assert {s for s, _, _ in seen} >= {"staged", "manifest", "rename:0", "renamed", "delete:0", "deleted", "done"}
     wrong = [s for s in seen if s[2] not in (None, 40)]
     assert wrong == []
@@ -457,7 +458,7 @@ def test_compaction_killed_at_each_step(template, tmp_path, step):
     root = _copy(template, tmp_path)
     preds = multiset(root, "prediction_id, user_id, features.i")
     labels = multiset(root, "prediction_id, request_id", "labels")
-    code = fork_run(lambda hook: maint.compact(root, target_rows=15, _step_hook=hook), step)
+    code = fork_run(lambda hook: _compact.compact(root, target_rows=15, _step_hook=hook), step)
     assert code == 17
     # Readers, before anyone cleans up: every row exactly once.
     assert multiset(root, "prediction_id, user_id, features.i") == preds
@@ -467,10 +468,10 @@ def test_compaction_killed_at_each_step(template, tmp_path, step):
     assert_settled(root)
     assert multiset(root, "prediction_id, user_id, features.i") == preds
     assert multiset(root, "prediction_id, request_id", "labels") == labels
-    maint.compact(root, target_rows=15)
+    _compact.compact(root, target_rows=15)
     assert multiset(root, "prediction_id, user_id, features.i") == preds
     assert multiset(root, "prediction_id, request_id", "labels") == labels
-    assert maint.compact(root, target_rows=15).files_before == 0
+    assert _compact.compact(root, target_rows=15).files_before == 0
 
 
 @pytest.mark.slow
@@ -487,13 +488,13 @@ def test_forget_user_killed_at_each_step(template, tmp_path, step):
         assert collections.Counter(r for r in rows_of(root, "prediction_id, user_id") if r[1] != "alice") == others
         assert sum(multiset(root, "prediction_id").values()) == len(multiset(root, "prediction_id"))
 
-    code = fork_run(lambda hook: maint.forget_user(root, "alice", wait_live_s=0, _step_hook=hook), step)
+    code = fork_run(lambda hook: _forget.forget_user(root, "alice", wait_live_s=0, _step_hook=hook), step)
     assert code == 17
     check()
     maint.finish_interrupted(str(root))
     assert_settled(root)
     check()
-    result = maint.forget_user(root, "alice", wait_live_s=0)
+    result = _forget.forget_user(root, "alice", wait_live_s=0)
     check()
     assert "alice" not in decoded_text(root)
     assert result.prediction_rows in (0, alice)
@@ -505,7 +506,7 @@ def test_retention_killed_at_each_step(template, tmp_path, step):
     root = _copy(template, tmp_path)
     old = collections.Counter(u for (u,) in rows_of(root, "user_id"))["dave"]
     assert old == 14
-    code = fork_run(lambda hook: maint.retain(root, 7, _step_hook=hook), step)
+    code = fork_run(lambda hook: _retain.retain(root, 7, _step_hook=hook), step)
     assert code == 17
     for _ in range(2):
         users = collections.Counter(u for (u,) in rows_of(root, "user_id"))
@@ -513,7 +514,7 @@ def test_retention_killed_at_each_step(template, tmp_path, step):
         assert users["alice"] == 22
         maint.finish_interrupted(str(root))
     assert_settled(root)
-    maint.retain(root, 7)
+    _retain.retain(root, 7)
     assert collections.Counter(u for (u,) in rows_of(root, "user_id"))["dave"] == 0
     week_ago = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=7)
     assert all(dt.date.fromisoformat(p.split("date=")[1][:10]) >= week_ago for p in parquet_on_disk(root))
@@ -529,10 +530,10 @@ def test_compaction_killed_at_random_moments(tmp_path):
     script = textwrap.dedent("""
         import sys, time
         import pyarrow.parquet
-        from predlog.replay import _maintenance as maint
+        from predlog.replay import _compact
         print("go", flush=True)
         t0 = time.monotonic()
-        maint.compact(sys.argv[1], target_rows=int(sys.argv[2]), row_group_rows=8)
+        _compact.compact(sys.argv[1], target_rows=int(sys.argv[2]), row_group_rows=8)
         print("done", time.monotonic() - t0, flush=True)
     """)
 
@@ -555,7 +556,7 @@ def test_compaction_killed_at_random_moments(tmp_path):
         finished += maint.finish_interrupted(str(root))
         assert_settled(root)
         assert multiset(root, "prediction_id, user_id") == expected
-    maint.compact(root)
+    _compact.compact(root)
     assert multiset(root, "prediction_id, user_id") == expected
     assert len(parquet_on_disk(root)) == 4
     print(f"run={seconds:.3f}s finished={finished}")
@@ -576,12 +577,12 @@ def test_retain_drops_whole_old_partitions(tmp_path):
     today = now.date()
     d40, d10, d1 = (str(today - dt.timedelta(days=k)) for k in (40, 10, 1))
 
-    dry = maint.retain(store_of(tmp_path), 7, now=now, dry_run=True)
+    dry = _retain.retain(store_of(tmp_path), 7, now=now, dry_run=True)
     assert dry.dates == (d40, d10) and dry.dry_run
     assert dry.prediction_rows == 30 and dry.label_rows == 15 and dry.files == 6
     assert len(rows_of(tmp_path)) == 60
 
-    result = maint.retain(store_of(tmp_path), 7, now=now)
+    result = _retain.retain(store_of(tmp_path), 7, now=now)
     assert (result.dates, result.prediction_rows, result.label_rows, result.files) == ((d40, d10), 30, 15, 6)
     assert result.cutoff == today - dt.timedelta(days=7) and result.bytes == dry.bytes > 0
     assert sorted(result.partitions) == sorted(
@@ -591,15 +592,15 @@ def test_retain_drops_whole_old_partitions(tmp_path):
     assert_settled(tmp_path)
 
     # days=0 keeps today only; today itself is never dropped.
-    assert maint.retain(tmp_path, 0, now=now).dates == (d1,)
-    assert maint.retain(tmp_path, 0, now=now).dates == ()
+    assert _retain.retain(tmp_path, 0, now=now).dates == (d1,)
+    assert _retain.retain(tmp_path, 0, now=now).dates == ()
     assert len(rows_of(tmp_path)) == 20
     # A naive ``now`` is UTC; relative to a later day, today's partition is old.
-    later = maint.retain(tmp_path, 3, now=(now + dt.timedelta(days=5)).replace(tzinfo=None))
+    later = _retain.retain(tmp_path, 3, now=(now + dt.timedelta(days=5)).replace(tzinfo=None))
     assert later.dates == (str(today),) and rows_of(tmp_path) == []
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(ValueError):
-            maint.retain(tmp_path, bad)  # type: ignore[arg-type]
+            _retain.retain(tmp_path, bad)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- forget_user
@@ -608,7 +609,7 @@ def test_retain_drops_whole_old_partitions(tmp_path):
 def _forget_store(root: Path) -> Written:
     mixed = [rows(15, ["alice", "bob", "carol"], start=15 * b) for b in range(4)]
     w = write_batches(root, mixed[:2], label_pid_every=3, label_rid_every=4)
-    maint.compact(root)  # alice in a compacted, sorted file ...
+    _compact.compact(root)  # alice in a compacted, sorted file ...
     w = write_batches(root, mixed[2:], written=w, label_pid_every=3, label_rid_every=4)  # ... and in sealed ones
     w = write_batches(root, [[("alice", f"solo{i:03d}", {"i": 700 + i}) for i in range(5)]], written=w, label_pid_every=2)
     return w
@@ -629,7 +630,7 @@ def test_forget_user_leaves_no_byte_of_the_user(tmp_path):
     # The raw bytes do show alice before (statistics are stored uncompressed).
     assert any(b"alice" in data for _, data in every_byte(tmp_path))
 
-    result = maint.forget_user(store_of(tmp_path), "alice", wait_live_s=0)
+    result = _forget.forget_user(store_of(tmp_path), "alice", wait_live_s=0)
 
     assert result.prediction_rows == len(alice_ids) == 25
     assert result.label_rows == alice_labels
@@ -647,21 +648,21 @@ def test_forget_user_leaves_no_byte_of_the_user(tmp_path):
     for path in parquet_on_disk(tmp_path) + parquet_on_disk(tmp_path, "labels"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
-    again = maint.forget_user(tmp_path, "alice", wait_live_s=0)
+    again = _forget.forget_user(tmp_path, "alice", wait_live_s=0)
     assert (again.prediction_rows, again.label_rows, again.files_rewritten, again.files_deleted) == (0, 0, 0, 0)
     with pytest.raises(ValueError):
-        maint.forget_user(tmp_path, "")
+        _forget.forget_user(tmp_path, "")
 
 
 def test_forget_user_with_hashed_ids(tmp_path):
     w = write_batches(tmp_path, [rows(12, ["alice", "bob"]) for _ in range(2)], hash_fields=["user_id"], hash_key="k1")
-    stored = maint.hash_user_id("alice", "k1")
+    stored = _forget.hash_user_id("alice", "k1")
     assert w.ids["alice"] and collections.Counter(u for (u,) in rows_of(tmp_path, "user_id"))[stored] == 12
-    assert maint.forget_user(tmp_path, "alice", wait_live_s=0).prediction_rows == 0  # the clear id is not stored
-    result = maint.forget_user(tmp_path, "alice", hash_key=b"k1", wait_live_s=0)
+    assert _forget.forget_user(tmp_path, "alice", wait_live_s=0).prediction_rows == 0  # the clear id is not stored
+    result = _forget.forget_user(tmp_path, "alice", hash_key=b"k1", wait_live_s=0)
     assert result.prediction_rows == 12 and result.user_id == stored
     assert not [p for p, data in every_byte(tmp_path) if stored.encode() in data]
-    assert collections.Counter(u for (u,) in rows_of(tmp_path, "user_id")) == {maint.hash_user_id("bob", "k1"): 12}
+    assert collections.Counter(u for (u,) in rows_of(tmp_path, "user_id")) == {_forget.hash_user_id("bob", "k1"): 12}
 
 
 LIVE_WRITER = textwrap.dedent("""
@@ -704,7 +705,7 @@ def test_forget_user_reports_rows_in_a_live_segment_then_erases_them(tmp_path):
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
-        first = maint.forget_user(tmp_path, "alice", wait_live_s=0.3)
+        first = _forget.forget_user(tmp_path, "alice", wait_live_s=0.3)
         assert first.prediction_rows == 5 and not first.complete
         [segment] = first.pending_live
         assert segment.startswith(str(tmp_path / "_wal")) and os.path.exists(segment)
@@ -713,7 +714,7 @@ def test_forget_user_reports_rows_in_a_live_segment_then_erases_them(tmp_path):
         child.stdin.write("flush\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "flushed"
-        second = maint.forget_user(tmp_path, "alice", wait_live_s=0.3)
+        second = _forget.forget_user(tmp_path, "alice", wait_live_s=0.3)
         assert (second.prediction_rows, second.label_rows, second.pending_live) == (2, 1, ())
     finally:
         child.stdin.close()
@@ -730,7 +731,7 @@ def test_forget_user_waits_for_a_live_writer_to_seal(tmp_path):
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
-        result = maint.forget_user(tmp_path, "alice", wait_live_s=20)
+        result = _forget.forget_user(tmp_path, "alice", wait_live_s=20)
         assert (result.prediction_rows, result.label_rows, result.pending_live) == (7, 1, ())
         assert 0.2 < result.waited_s < 20
     finally:
@@ -751,7 +752,7 @@ def test_forget_user_seals_segments_of_dead_writers_first(tmp_path):
     seg = SegmentWriter(str(tmp_path / "_wal" / "host-1-dead.arrows"))
     seg.append(encode_frame(KIND_PREDICTIONS, table), table.num_rows)
     seg.close()  # lock released: the writer is gone
-    result = maint.forget_user(tmp_path, "alice", wait_live_s=0)
+    result = _forget.forget_user(tmp_path, "alice", wait_live_s=0)
     assert result.segments_sealed == 1 and result.prediction_rows == 4 and result.complete
     assert sorted(u for (u,) in rows_of(tmp_path, "user_id")) == ["bob"] * 4
 
@@ -767,12 +768,12 @@ def test_forget_user_leaves_a_file_whose_segment_is_being_sealed(tmp_path):
     fd = os.open(segment, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a live sealer between its rename and its unlink
     try:
-        result = maint.forget_user(tmp_path, "alice", wait_live_s=0)
+        result = _forget.forget_user(tmp_path, "alice", wait_live_s=0)
         assert result.pending_live == (str(segment),) and result.prediction_rows == 2
         assert first in parquet_on_disk(tmp_path)
     finally:
         os.close(fd)
-    result = maint.forget_user(tmp_path, "alice", wait_live_s=0)  # the segment's writer is gone
+    result = _forget.forget_user(tmp_path, "alice", wait_live_s=0)  # the segment's writer is gone
     assert result.complete and result.prediction_rows == 2 and result.segments_sealed == 1
     assert sorted(u for (u,) in rows_of(tmp_path, "user_id")) == ["bob"] * 4
 
@@ -864,7 +865,7 @@ def test_compaction_during_writes_and_reads(tmp_path):
     compactions = []
     with Readers(tmp_path) as readers:
         while child.poll() is None:
-            result = maint.compact(tmp_path, row_group_rows=256)
+            result = _compact.compact(tmp_path, row_group_rows=256)
             if result.files_before:
                 compactions.append(result)
             time.sleep(0.05)
@@ -879,7 +880,7 @@ def test_compaction_during_writes_and_reads(tmp_path):
     assert len(compactions) >= 2
     assert stats["captured"] == stats["written"] == stats["rows_written"]
     assert len(rows_of(tmp_path)) == len(multiset(tmp_path)) == stats["rows_written"]
-    maint.compact(tmp_path)
+    _compact.compact(tmp_path)
     assert len(parquet_on_disk(tmp_path)) == 1
     assert len(multiset(tmp_path)) == stats["rows_written"]
     print(f"compactions={len(compactions)} reads={[len(r) for r in readers.reads]} retries={readers.retries}")
@@ -898,8 +899,8 @@ def test_retention_during_writes_and_reads(tmp_path):
         deadline = time.monotonic() + 1.0
         while child.poll() is None:
             if removed is None and time.monotonic() > deadline:
-                removed = maint.retain(tmp_path, 7)
-            maint.compact(tmp_path)
+                removed = _retain.retain(tmp_path, 7)
+            _compact.compact(tmp_path)
             time.sleep(0.05)
         stats = _writer_stats(child)
         time.sleep(0.2)
@@ -923,17 +924,17 @@ def test_store_delegates_and_finishes_interrupted_operations_on_open(tmp_path):
     from predlog.replay import Store
 
     w = write_batches(tmp_path, [rows(10, ["alice", "bob"], start=10 * b) for b in range(4)], label_pid_every=3)
-    assert fork_run(lambda hook: maint.compact(tmp_path, target_rows=15, _step_hook=hook), "rename:0") == 17
+    assert fork_run(lambda hook: _compact.compact(tmp_path, target_rows=15, _step_hook=hook), "rename:0") == 17
     assert len(manifests(str(tmp_path))) == 1
     with Store(tmp_path) as s:
         assert manifests(str(tmp_path)) == []  # rolled back when the store opened
         assert_settled(tmp_path)
         result = s.compact()
-        assert isinstance(result, maint.CompactResult) and result.files_before == 8
+        assert isinstance(result, _compact.CompactResult) and result.files_before == 8
         assert len(s.predictions(user_id="bob")) == 20
         forgot = s.forget_user("alice", wait_live_s=0)
-        assert isinstance(forgot, maint.ForgetResult) and forgot.prediction_rows == 20
+        assert isinstance(forgot, _forget.ForgetResult) and forgot.prediction_rows == 20
         assert len(s.predictions(user_id="alice")) == 0 and len(s.predictions()) == 20
         kept = s.retain(days=30)
-        assert isinstance(kept, maint.RetainResult) and kept.files == 0
+        assert isinstance(kept, _retain.RetainResult) and kept.files == 0
     assert sorted(i for (i,) in rows_of(tmp_path)) == sorted(w.ids["bob"])

@@ -275,3 +275,13 @@ def test_last_prediction_id_is_per_asyncio_task(rec, tmp_path, with_context):
     got = dict(asyncio.run(main()))
     flush(rec)
     assert got == _stored_ids(tmp_path)
+
+
+def test_a_correction_logged_right_after_a_label_is_later(rec, tmp_path):
+    # The latest label wins at query time: labels of one process never share a timestamp.
+    for _ in range(200):
+        rec.log_label(0, prediction_id="p")
+        rec.log_label(1, prediction_id="p")
+    flush(rec)
+    ts = [r["ts"] for r in query(tmp_path, "select ts from l order by ts")]
+    assert len(ts) == 400 and len(set(ts)) == 400
