@@ -16,22 +16,17 @@ only single ``SELECT`` statements, so SQL given to a store cannot read or write 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import os
 import re
-import shutil
-import tempfile
-import threading
 import time
 import uuid
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, date_of, marker_format, model_of, segment_paths, wal_dir
+from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, marker_format, model_of, segment_paths, wal_dir
 
 from . import _compact, _files, _forget, _replay, _retain
 from ._compact import CompactResult
@@ -39,6 +34,8 @@ from ._forget import ForgetResult
 from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
 from ._replay_result import ReplayResult
 from ._retain import RetainResult
+from ._catalog import Catalog
+from ._connection import LockedConnection, Slot
 from ._errors import (
     FilterError,
     LiveRowsWarning,
@@ -53,28 +50,20 @@ from ._errors import (
 )
 from ._frames import decode_labels, to_frame
 from ._selection import Names, Selection, Where, compile_selection, names
-from ._shapes import NULL, Shape, fields_of, has_json, ident, lit, schema_shape
+from ._shapes import NULL, Shape, fields_of, has_json, ident, lit
 from ._timebounds import UTC
 from ._views import (
-    LABEL_HIVE,
     LABEL_TYPE,
-    PREDICTION_HIVE,
     Footer,
     Snapshot,
-    Source,
     group_files,
     json_fields,
     labeled_sql,
-    labels_view,
-    predictions_view,
-    read_footer,
-    view_shape,
 )
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
-    import pyarrow as pa
 
 logger = logging.getLogger("predlog")
 
@@ -134,17 +123,6 @@ def _doc_of(fn: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[...
         return method
 
     return apply
-
-
-class _Slot:
-    """A thread's reusable cursor and the views installed on it (temp views are per cursor)."""
-
-    __slots__ = ("__weakref__", "busy", "cursor", "views")
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self.cursor = cursor
-        self.views: dict[str, str] = {}
-        self.busy = False
 
 
 # ---------------------------------------------------------------- the store
@@ -211,9 +189,6 @@ class Store:
         memory_limit: str | None = None,
         hash_key: bytes | str | None = None,
     ) -> None:
-        import duckdb
-
-        self._closed = True
         location = os.fspath(path)
         if not isinstance(location, str):
             raise TypeError(f"store path must be a str or os.PathLike of str, got {path!r}")
@@ -237,38 +212,10 @@ class Store:
         self._hash_key = hash_key.encode() if isinstance(hash_key, str) else hash_key
         self.root = root
         self.read_only = not _writable(root)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
-        self._footers: dict[str, Footer] = {}
-        self._live_seq = 0
+        self._catalog = Catalog(root)
         if recover:
             self._recover()
-        self._tmp = tempfile.mkdtemp(prefix="predlog-duckdb-")
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
-        con = duckdb.connect(":memory:")
-        try:
-            # GLOBAL: a plain SET would bind only this connection, not the per-query cursors.
-            con.execute("SET GLOBAL TimeZone = 'UTC'")
-            con.execute("SET GLOBAL parquet_metadata_cache = true")
-            con.execute("SET GLOBAL autoinstall_known_extensions = false")
-            con.execute("SET GLOBAL autoload_known_extensions = false")
-            if threads is not None:
-                con.execute(f"SET GLOBAL threads = {int(threads)}")
-            if memory_limit is not None:
-                con.execute(f"SET GLOBAL memory_limit = {lit(str(memory_limit))}")
-            con.execute(f"SET GLOBAL temp_directory = {lit(self._tmp)}")
-            # Trailing separators: allowing "/a/store" must not allow "/a/store-other".
-            allowed = [os.path.join(root, ""), os.path.join(self._tmp, "")]
-            con.execute(f"SET GLOBAL allowed_directories = [{', '.join(lit(p) for p in allowed)}]")
-            con.execute("SET GLOBAL enable_external_access = false")
-            con.execute("SET GLOBAL lock_configuration = true")
-        except BaseException:
-            con.close()
-            self._cleanup()
-            raise
-        self._con = con
-        self._closed = False
+        self._db = LockedConnection(root, threads=threads, memory_limit=memory_limit)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -306,15 +253,9 @@ class Store:
 
     def close(self) -> None:
         """Close the DuckDB connection and remove its spill directory. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for slot in list(self._slots):
-                with contextlib.suppress(Exception):
-                    slot.cursor.close()
-            self._con.close()
-        self._cleanup()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -323,50 +264,11 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({self.root!r}{', read_only' if self.read_only else ''}{', closed' if self._closed else ''})"
-
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"the store {self.root} was closed; open it again with Store(path)")
-            return self._con.cursor()
+        closed = getattr(self, "_db", None) is None or self._db.closed
+        return f"Store({self.root!r}{', read_only' if self.read_only else ''}{', closed' if closed else ''})"
 
     def _check_select(self, query: str) -> None:
-        """Accept exactly one SELECT statement (no COPY, ATTACH, SET, PRAGMA, INSTALL, CREATE...).
-
-        Raises duckdb.ParserException for text that does not parse.
-        """
-        import duckdb
-
-        with self._lock:  # parsing only; the module-level parser would share a connection across threads
-            if self._closed:
-                raise StoreError(f"the store {self.root} was closed; open it again with Store(path)")
-            statements = self._con.extract_statements(query)
-        if len(statements) != 1:
-            raise QueryNotAllowedError(
-                f"Store.sql runs exactly one statement, got {len(statements)}; run them one by one"
-            )
-        kind = statements[0].type
-        if kind != duckdb.StatementType.SELECT:
-            raise QueryNotAllowedError(
-                f"Store.sql runs SELECT statements only (got {kind.name}): the store is read through views "
-                "'predictions' and 'labels'; to change it use Store.compact/retain/forget_user"
-            )
-
-    def _take_slot(self) -> _Slot | None:
-        """This thread's cursor, or None when it is in use (a query run from inside another)."""
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None:
-            slot = _Slot(self._cursor())
-            self._local.slot = slot
-            with self._lock:
-                self._slots.add(slot)
-        elif self._closed:
-            raise StoreError(f"the store {self.root} was closed; open it again with Store(path)")
-        if slot.busy:
-            return None
-        slot.busy = True
-        return slot
+        self._db.check_select(query)
 
     # ------------------------------------------------------------ files and schemas
 
@@ -381,45 +283,7 @@ class Store:
         return _files.prediction_files(self.root, list(sel.model) if sel.model else None, d0, d1)
 
     def _footer(self, path: str) -> Footer:
-        st = os.stat(path)
-        cached = self._footers.get(path)
-        if cached is not None and cached.mtime_ns == st.st_mtime_ns and cached.size == st.st_size:
-            return cached
-        footer = read_footer(path, st)
-        self._footers[path] = footer
-        return footer
-
-    def _prune_footer_cache(self, keep: int) -> None:
-        if len(self._footers) > 2 * keep + 1024:
-            for path in list(self._footers):
-                if not os.path.exists(path):
-                    self._footers.pop(path, None)
-
-    def _parquet_sources(self, files: list[str], *, labels: bool = False) -> list[Source]:
-        hive = LABEL_HIVE if labels else PREDICTION_HIVE
-        types = _HIVE_LABELS if labels else _HIVE_PREDICTIONS
-        footers = [(f, self._footer(f)) for f in files]
-        out = []
-        # Label files of different label types are never read as one group (no widening).
-        families = sorted({ft.label_family for _, ft in footers}) if labels else [""]
-        for family in families:
-            items = [(f, ft.shape) for f, ft in footers if not labels or ft.label_family == family]
-            for raw, paths in group_files(items):
-                out.append(Source(view_shape(raw, hive=hive), paths, types, family=family, raw=raw))
-        return out
-
-    def _live_sources(self, tables: list[pa.Table], *, labels: bool = False) -> list[Source]:
-        from ._views import label_family
-
-        out = []
-        for t in tables:
-            with self._lock:
-                self._live_seq += 1
-                name = f"_predlog_live_{self._live_seq}"
-            raw = schema_shape(t.schema)
-            family = label_family(t.schema.field("label").type) if labels and "label" in t.column_names else ""
-            out.append(Source(view_shape(raw, live=True), table=t, name=name, family=family, raw=raw))
-        return out
+        return self._catalog.footer(path)
 
     def _snapshot(
         self,
@@ -430,39 +294,7 @@ class Store:
         label_lo: dt.datetime | None = None,
         dates: tuple[dt.date | None, dt.date | None] | None = None,
     ) -> Snapshot:
-        from ._live import live_tables, read_live
-
-        models = list(sel.model) if sel.model else None
-        # Live segments first, Parquet second: see _live for why this order loses no row.
-        segments = read_live(self.root, models) if sel.include_live else []
-        d0, d1 = dates if dates is not None else sel.dates
-        views = {}
-        pfiles = _files.prediction_files(self.root, models, d0, d1) if predictions else []
-        lfiles = _files.label_files(self.root) if labels else []
-        if labels and label_lo is not None:
-            # Labels come after their predictions; a day of slack covers clocks of other hosts.
-            first = (label_lo - dt.timedelta(days=1)).date()
-            lfiles = [f for f in lfiles if (d := date_of(f)) is None or d >= first]
-        live_p, live_l = live_tables(segments, pfiles, lfiles) if segments else ([], [])
-        hashed: set[str] = set()
-        label_sources: list[Source] = []
-        if predictions:
-            sources = self._parquet_sources(pfiles) + self._live_sources(live_p)
-            if not sources:
-                # No rows in range: borrow a schema from the same models' other files, if any.
-                others = _files.prediction_files(self.root, models) if (d0 or d1) else []
-                if others:
-                    sources = [dataclasses.replace(s, empty=True) for s in self._parquet_sources(others[-1:])]
-            views["predictions"] = predictions_view(sources, replays=sel.replays)
-            for f in pfiles:
-                hashed |= self._footer(f).hashed
-            for t in live_p:
-                hashed |= _table_hashed(t)
-        if labels:
-            label_sources = self._parquet_sources(lfiles, labels=True) + self._live_sources(live_l, labels=True)
-            views["labels"] = labels_view(label_sources)
-        self._prune_footer_cache(len(pfiles) + len(lfiles))
-        return Snapshot(views, label_sources, frozenset(hashed))
+        return self._catalog.snapshot(sel, predictions=predictions, labels=labels, label_lo=label_lo, dates=dates)
 
     # ------------------------------------------------------------ running SQL
 
@@ -513,14 +345,14 @@ class Store:
         for attempt in range(_RETRIES):
             snap: Snapshot | None = None
             cur: duckdb.DuckDBPyConnection | None = None
-            slot: _Slot | None = None
+            slot: Slot | None = None
             keep = False
             ok = False
             try:
                 snap = self._snapshot(sel, predictions=predictions, labels=labels, label_lo=label_lo, dates=dates)
                 # Lazy relations keep their cursor; everything else reuses the thread's cursor.
-                slot = None if keep_open else self._take_slot()
-                cur = slot.cursor if slot is not None else self._cursor()
+                slot = None if keep_open else self._db.take_slot()
+                cur = slot.cursor if slot is not None else self._db.cursor()
                 snap.installed = slot.views if slot is not None else None
                 snap.install(cur, snap.installed)
                 result = fn(cur, snap)
@@ -571,7 +403,7 @@ class Store:
         sel = self.selection(model=model, start=start, end=end, include_live=include_live,
                              include_replays=include_replays)
         snap = self._snapshot(sel, labels=True)
-        cur = self._cursor()
+        cur = self._db.cursor()
         try:
             snap.install(cur)
             yield cur
@@ -1334,7 +1166,7 @@ def _natural(df: pd.DataFrame, snap: Snapshot, store: Store) -> pd.DataFrame:
         if name in df.columns and name in fields:
             df[name] = _decode_json(df[name].tolist(), fields[name], json.loads)
     if "model" in df.columns and "features" in df.columns and df["model"].nunique() > 1:
-        own = _model_features(snap, store)
+        own = store._catalog.model_features(snap)
         if own:
             df["features"] = [
                 {k: v for k, v in f.items() if k in own.get(m, f)} if isinstance(f, dict) else f
@@ -1359,36 +1191,6 @@ def _decode_json(values: list[Any], shape: Shape, loads: Callable[[str], Any]) -
             out.append(v)
         return out
     return values
-
-
-def _model_features(snap: Snapshot, store: Store) -> dict[str, set[str]]:
-    """Feature names per model, from the footers of the files read (live tables included)."""
-    own: dict[str, set[str]] = {}
-    view = snap.views["predictions"]
-    for src in view.sources:
-        feats = set(fields_of(fields_of(src.raw).get("features", NULL)))
-        if src.table is not None:
-            for m in set(src.table.column("model").to_pylist()) if "model" in src.table.column_names else ():
-                own.setdefault(str(m), set()).update(feats)
-            continue
-        for f in src.files:
-            with contextlib.suppress(OSError):
-                fts = set(fields_of(fields_of(store._footer(f).shape).get("features", NULL)))
-                own.setdefault(model_of(f) or "", set()).update(fts)
-    return own
-
-
-def _table_hashed(t: pa.Table) -> set[str]:
-    import json
-
-    from predlog._processors import HASHED_KEY
-
-    raw = (t.schema.metadata or {}).get(HASHED_KEY)
-    if not raw:
-        return set()
-    with contextlib.suppress(ValueError, TypeError):
-        return {str(p) for p in json.loads(raw)}
-    return set()
 
 
 def _writable(root: str) -> bool:
