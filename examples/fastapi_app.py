@@ -11,7 +11,11 @@ Run it (no server needed: requests go through an in-process client)::
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the spans go to that collector over OTLP (protocol
 from ``OTEL_EXPORTER_OTLP_PROTOCOL``, default http/protobuf); otherwise they are printed.
-Serve it for real with ``uvicorn examples.fastapi_app:app`` (uvicorn not included).
+Serve it for real with uvicorn's app factory (and call ``predlog.shutdown()`` on shutdown,
+as examples/workers_app.py does, so a worker's last rows are sealed)::
+
+    PREDLOG_STORE=predlog-store uvicorn --factory 'examples.fastapi_app:create_app_from_env'
+
 """
 
 from __future__ import annotations
@@ -115,6 +119,11 @@ def create_app(store: str, tracer_provider: TracerProvider | None = None) -> Fas
     app.state.recorder = recorder
     app.state.tracer_provider = tracer_provider
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory``: the store from ``$PREDLOG_STORE``."""
+    return create_app(os.environ.get("PREDLOG_STORE", "predlog-store"))
 
 
 def main(argv: list[str]) -> int:
