@@ -872,8 +872,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = " ".join(str(message).split())
         print(f"{PROG}: warning: {text.removeprefix('predlog: ')}", file=sys.stderr)
 
-    saved = warnings.showwarning
-    warnings.showwarning = show_warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each distinct warning once, whatever the caller's filters
+        warnings.showwarning = show_warning  # restored when the block ends
+        return _run(args, out, progress, debug, usage_error)
+
+
+def _run(args: argparse.Namespace, out: Output, progress: Progress, debug: bool,
+         usage_error: Callable[[str], int]) -> int:
     try:
         return int(args.run(args, out, progress))
     except UsageError as exc:
@@ -897,8 +903,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if _is_expected(exc) else f" ({type(exc).__name__}; run with --debug for the traceback)"
         print(f"{PROG}: error: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        warnings.showwarning = saved
 
 
 if __name__ == "__main__":

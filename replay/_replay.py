@@ -44,6 +44,7 @@ from ._replay_compare import kind_of
 from ._replay_result import BY_PREFIX, Collected, Plan, ReplayResult
 from ._selection import REPLAY_OF, Selection, compile_selection
 from ._shapes import NULL, fields_of, ident
+from ._views import latest_labels_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -139,10 +140,7 @@ def _latest_labels(store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot,
     def latest(key: str) -> pa.Table | None:
         if key not in lfields:
             return None
-        t = cur.sql(
-            f"SELECT {key} AS k, label FROM labels WHERE {key} IS NOT NULL "
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY ts DESC) = 1"
-        ).to_arrow_table()
+        t = cur.sql(f"SELECT _k AS k, label FROM ({latest_labels_sql(snap, key, [('label', 'label')])})").to_arrow_table()
         return t if t.num_rows else None
 
     return latest("prediction_id"), latest("request_id")

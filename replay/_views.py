@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LABEL_TYPE", "PREDICTION_COLUMNS", "Footer", "Snapshot", "Source", "View", "group_files", "label_family",
-    "labeled_sql", "read_footer",
+    "labeled_sql", "latest_labels_sql", "read_footer",
 ]
 
 PREDICTION_COLUMNS = (
@@ -401,6 +401,17 @@ class Snapshot:
 # ---------------------------------------------------------------- predictions with labels
 
 
+def latest_labels_sql(snap: Snapshot, key: str, carried: list[tuple[str, str]]) -> str:
+    """The latest label (by its ``ts``) of each ``key`` value (``prediction_id`` or
+    ``request_id``) as ``_k`` and the ``carried`` (label column, alias) pairs."""
+    lfields = fields_of(snap.shape("labels"))
+    pick = "".join(f", {ident(src)} AS {ident(dst)}" for src, dst in carried)
+    if key not in lfields:
+        return f"SELECT NULL::VARCHAR AS _k{pick} FROM labels WHERE false"
+    return (f"SELECT {ident(key)} AS _k{pick} FROM labels WHERE {ident(key)} IS NOT NULL "
+            f"QUALIFY row_number() OVER (PARTITION BY {ident(key)} ORDER BY ts DESC) = 1")
+
+
 def labeled_sql(snap: Snapshot, predictions: str = "predictions") -> tuple[str, Shape]:
     """Predictions LEFT JOIN their latest label (by prediction_id, else by request_id).
 
@@ -416,20 +427,12 @@ def labeled_sql(snap: Snapshot, predictions: str = "predictions") -> tuple[str, 
         carried.append(("extra", "label_extra"))
     if LABEL_TYPE in lfields:
         carried.append((LABEL_TYPE, LABEL_TYPE))
-    pick = "".join(f", {ident(src)} AS {ident(dst)}" for src, dst in carried)
-
-    def latest(key: str) -> str:
-        if key not in lfields:
-            return f"SELECT NULL::VARCHAR AS _k{pick} FROM labels WHERE false"
-        return (f"SELECT {ident(key)} AS _k{pick} FROM labels WHERE {ident(key)} IS NOT NULL "
-                f"QUALIFY row_number() OVER (PARTITION BY {ident(key)} ORDER BY ts DESC) = 1")
-
     cols = [f"CASE WHEN lp._k IS NOT NULL THEN lp.{ident(dst)} ELSE lr.{ident(dst)} END AS {ident(dst)}"
             for _, dst in carried]
     request_join = "lr._k = p.request_id" if "request_id" in pfields else "false"
     sql = (f"SELECT p.*, {', '.join(cols)} FROM {predictions} AS p "
-           f"LEFT JOIN ({latest('prediction_id')}) AS lp ON lp._k = p.prediction_id "
-           f"LEFT JOIN ({latest('request_id')}) AS lr ON {request_join}")
+           f"LEFT JOIN ({latest_labels_sql(snap, 'prediction_id', carried)}) AS lp ON lp._k = p.prediction_id "
+           f"LEFT JOIN ({latest_labels_sql(snap, 'request_id', carried)}) AS lr ON {request_join}")
     shape_fields = dict(pfields)
     for src, dst in carried:
         shape_fields[dst] = lfields.get(src, NULL) if src != "ts" else ("scalar", "time")

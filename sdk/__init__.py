@@ -25,15 +25,15 @@ from typing import Any
 
 from ._config import Config, ConfigError
 from ._context import context, suppressed
-from ._processors import hash_id
+from ._processors import Processor, hash_id
 from ._convert import ids_for as _ids_for
 from ._recorder import Recorder, last_record as _last_record
-from ._sinks import InMemorySink, Sink
+from ._sinks import Sink
 
 __all__ = [
     "Config",
     "ConfigError",
-    "InMemorySink",
+    "Processor",
     "Recorder",
     "Sink",
     "capture",
@@ -50,7 +50,19 @@ __all__ = [
     "suppressed",
 ]
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    # The version is the installed distribution's, read on first use (import stays cheap).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("predlog")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module 'predlog' has no attribute {name!r}")
 
 _default = Recorder()
 

@@ -6,10 +6,11 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ._layout import is_model_name
+from ._processors import Processor
 
 logger = logging.getLogger("predlog")
 
@@ -127,7 +128,7 @@ class Config:
     hash_fields: tuple[str, ...] = ()
     hash_key: bytes | None = dataclasses.field(default=None, repr=False)
     redact: tuple[str, ...] = ()
-    processors: tuple[Callable[[dict[str, Any]], dict[str, Any] | None], ...] = ()
+    processors: tuple[Processor, ...] = ()
     shutdown_timeout_s: float = 5.0
     tracing: bool = True
     otlp: bool = False

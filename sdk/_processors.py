@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["HASHED_KEY", "REDACTED", "Pipeline", "hash_id"]
+__all__ = ["HASHED_KEY", "REDACTED", "Pipeline", "Processor", "hash_id"]
+
+Processor = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+"""A user processor: takes one prediction row as a dict (the store format's columns) and
+returns it, changed or not, or None to drop the row. Runs in the writer thread."""
 
 REDACTED = "[REDACTED]"
 HASHED_KEY = b"predlog.hashed"
@@ -110,7 +114,7 @@ class Pipeline:
         redact: Sequence[str] = (),
         hash_fields: Sequence[str] = (),
         hash_key: bytes | None = None,
-        processors: Sequence[Callable[[dict[str, Any]], dict[str, Any] | None]] = (),
+        processors: Sequence[Processor] = (),
     ) -> None:
         self.drop = [p.split(".") for p in drop_fields]
         patterns = [re.compile(fnmatch.translate(p.lower())) for p in redact]

@@ -21,7 +21,7 @@ from typing import Any
 from ._recorder import Recorder
 from ._sinks import InMemorySink
 
-__all__ = ["RecordedCalls", "TestRecorder", "predlog_recorder"]
+__all__ = ["InMemorySink", "RecordedCalls", "TestRecorder", "predlog_recorder"]
 
 
 class TestRecorder(Recorder):

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 import predlog
+from predlog.testing import InMemorySink
 
 
 def _rows(store: Any) -> int:
@@ -113,7 +114,7 @@ def test_calls_made_by_the_writer_itself_are_not_recorded(tmp_path):
         rec2.shutdown()
 
 
-class _CountingSink(predlog.InMemorySink):
+class _CountingSink(InMemorySink):
     def __init__(self) -> None:
         super().__init__()
         self.flushes = 0
