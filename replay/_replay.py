@@ -36,13 +36,13 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._errors import FilterError, NothingToReplayError, StoreError
 from ._replay_call import MODES, Caller, async_error, feature_columns, prefetch
 from ._replay_compare import kind_of
 from ._replay_result import BY_PREFIX, Collected, Plan, ReplayResult
-from ._selection import REPLAY_OF, Selection, compile_selection
+from ._selection import REPLAY_OF, Conditions, Selection
 from ._shapes import NULL, fields_of, ident
 from ._views import latest_labels_sql
 
@@ -50,11 +50,28 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from ._store import Store
     from ._views import Snapshot
 
 
 __all__ = ["NothingToReplayError", "ReplayResult", "replay"]
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What replay needs of :class:`predlog.replay.Store` (imported the other way round)."""
+
+    root: str
+    read_only: bool
+
+    def models(self) -> list[str]: ...
+
+    def selection(self, **filters: Any) -> Selection: ...
+
+    def run(self, fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T], *, selection: Selection | None = None,
+            model: Any = None, labels: bool = True) -> T: ...
+
+    def conditions(self, snap: Snapshot, sel: Selection) -> Conditions: ...
 
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -105,7 +122,7 @@ def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | N
             f"the rows of model {model!r} have no feature columns to replay (features is "
             f"{'empty' if feats == NULL else 'not a struct of named features'})"
         )
-    q = compile_selection(sel, shape, hashed=snap.hashed, hash_key=store._hash_key)
+    q = store.conditions(snap, sel)
     context = fields_of(fields.get("context", NULL))
     pred = fields.get("prediction", NULL)
     json_text = pred[0] == "json"
@@ -124,15 +141,12 @@ def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | N
         expr = ref if leaf[0] in ("scalar", "null") else f"CAST(to_json({ref}) AS VARCHAR)"
         cols.append(f"{expr} AS {ident(f'{BY_PREFIX}{i}')}")
     sql = f"SELECT {', '.join(cols)} FROM predictions{q.clause()}"
-    if isinstance(sel.where, str):
-        store._check_select(sql)
     return Plan(model, sql, list(q.params), list(fields_of(feats)), by_names, by_default, "", json_text, has_labels)
 
 
 def _latest_labels(store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot,
                    sel: Selection) -> tuple[pa.Table | None, pa.Table | None]:
     """Latest label per prediction_id and per request_id (as Store.labeled joins them)."""
-    store._narrow_labels(cur, snap, sel)
     lfields = fields_of(snap.shape("labels"))
     if "label" not in lfields:
         return None, None
@@ -286,7 +300,7 @@ def replay(
         collected.caller = caller
         return collected
 
-    collected = store._run(work, sel, labels=has_labels)
+    collected = store.run(work, selection=sel, labels=has_labels)
     caller = collected.caller
     if caller is None:
         raise NothingToReplayError(_nothing_message(store, model_name, version, start, end, last, user_id, status, where))

@@ -49,7 +49,7 @@ from ._errors import (
     UnsupportedStoreError,
 )
 from ._frames import decode_labels, to_frame
-from ._selection import Names, Selection, Where, compile_selection, names
+from ._selection import Conditions, Names, Selection, Where, compile_selection, names
 from ._shapes import NULL, Shape, fields_of, has_json, ident, lit
 from ._timebounds import UTC
 from ._views import (
@@ -302,6 +302,7 @@ class Store:
         self,
         fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T],
         *,
+        selection: Selection | None = None,
         model: Names = None,
         start: TimeBound = None,
         end: TimeBound = None,
@@ -315,19 +316,37 @@ class Store:
         """Call ``fn(cursor, snapshot)`` with views ``predictions`` and ``labels`` installed.
 
         The building block of every query, for predlog's own modules: the store's files are
-        listed (pruned by ``model`` and the ``[start, end)`` window's UTC date partitions —
-        add your own ``ts`` conditions for the exact bounds), the views are (re)made on the
-        calling thread's cursor of the locked connection, and ``fn`` runs. When ``fn`` raises
-        because a listed file vanished (maintenance swapped it), the store lists again and
-        calls ``fn`` again, so ``fn`` must not have side effects outside the cursor. ``fn``
-        must not keep the cursor after it returns (the thread reuses it) unless
+        listed (pruned by the selection's models and UTC date partitions — compile the
+        selection with :meth:`conditions` for the exact filters), the views are (re)made on
+        the calling thread's cursor of the locked connection, and ``fn`` runs. When ``fn``
+        raises because a listed file vanished (maintenance swapped it), the store lists again
+        and calls ``fn`` again, so ``fn`` must not have side effects outside the cursor.
+        ``fn`` must not keep the cursor after it returns (the thread reuses it) unless
         ``keep_open``, which gives ``fn`` a cursor of its own (for lazy relations).
         ``snapshot.shape("predictions")`` summarises the view's columns (see ``_shapes``).
-        The views hold every row, replays included, unless ``include_replays=False``.
+
+        Give a ``selection`` (from :meth:`selection`), or the filters to build one; without
+        a selection the views hold every row, replays included unless ``include_replays``
+        is False. With a selection, the labels view holds the label types of its predictions.
         """
-        sel = self.selection(model=model, start=start, end=end, last=last, include_live=include_live,
-                             include_replays=include_replays)
-        return self._run(fn, sel, predictions=predictions, labels=labels, keep_open=keep_open)
+        if selection is None:
+            selection = self.selection(model=model, start=start, end=end, last=last, include_live=include_live,
+                                       include_replays=include_replays)
+            narrow = False
+        else:
+            narrow = labels
+        return self._run(fn, selection, predictions=predictions, labels=labels, keep_open=keep_open,
+                         narrow_labels=narrow)
+
+    def conditions(self, snap: Snapshot, sel: Selection, *, shape: Shape | None = None,
+                   what: str = "the predictions") -> Conditions:
+        """The selection's SQL conditions over ``snap``'s predictions (or a relation of ``shape``),
+        with hashed columns looked up by hash and your own ``where=`` SQL checked to be a
+        condition, not another statement."""
+        if isinstance(sel.where, str):
+            self._db.check_select(f"SELECT * FROM predictions WHERE ({sel.where})")
+        return compile_selection(sel, shape or snap.shape("predictions"), hashed=snap.hashed,
+                                 hash_key=self._hash_key, what=what)
 
     def _run(
         self,
@@ -339,6 +358,7 @@ class Store:
         keep_open: bool = False,
         label_lo: dt.datetime | None = None,
         dates: tuple[dt.date | None, dt.date | None] | None = None,
+        narrow_labels: bool = False,
     ) -> T:
         import duckdb
 
@@ -355,6 +375,8 @@ class Store:
                 cur = slot.cursor if slot is not None else self._db.cursor()
                 snap.installed = slot.views if slot is not None else None
                 snap.install(cur, snap.installed)
+                if narrow_labels:
+                    self._narrow_labels(cur, snap, sel)
                 result = fn(cur, snap)
                 keep = keep_open
                 ok = True
@@ -614,7 +636,7 @@ class Store:
         else:
             shape = snap.shape("predictions")
             source, what = "predictions", "the predictions"
-        q = compile_selection(sel, shape, hashed=snap.hashed, hash_key=self._hash_key, what=what)
+        q = self.conditions(snap, sel, shape=shape, what=what)
         if labeled and not include_unlabeled:
             q.conditions.append('"label_ts" IS NOT NULL')
         select = "*"
@@ -633,8 +655,6 @@ class Store:
         if order:
             sql += ' ORDER BY "ts", "prediction_id"'
         sql += _limit(limit, params)
-        if isinstance(sel.where, str):
-            self._check_select(sql)
         return sql, params
 
     def _narrow_labels(self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, sel: Selection) -> None:
