@@ -284,7 +284,8 @@ class Recorder:
 
         Importing Arrow (and the pandas shim it loads on first use) and building the OTLP
         pipeline take a few hundred milliseconds, much of it in extension-module set-up that
-        holds the GIL: left to the writer, it stalls the first calls it overlaps.
+        holds the GIL: left to the writer, it stalls the first calls it overlaps. Starting
+        the writer waits for the new thread to run, which takes long on a busy machine.
         """
         if not self.config.enabled or threading.current_thread() is self._writer:
             return
@@ -292,6 +293,7 @@ class Recorder:
             with self._busy:  # imports: a fork must not land in the middle (see _before_fork)
                 _preimport_writer_modules()
                 self._telemetry.prepare()
+            self._ensure_writer()
         except Exception:
             self._internal_error("prepare")
 
