@@ -276,16 +276,18 @@ class Recorder:
         self._telemetry.configure(new)
         self._apply_limits()
         self._refresh_specs()
-        self._prepare()
+        self._prepare(start=True)
         return new
 
-    def _prepare(self) -> None:
+    def _prepare(self, *, start: bool = False) -> None:
         """Do the writer's start-up work here, on the thread that configures or decorates.
 
         Importing Arrow (and the pandas shim it loads on first use) and building the OTLP
         pipeline take a few hundred milliseconds, much of it in extension-module set-up that
-        holds the GIL: left to the writer, it stalls the first calls it overlaps. Starting
-        the writer waits for the new thread to run, which takes long on a busy machine.
+        holds the GIL: left to the writer, it stalls the first calls it overlaps. With
+        ``start`` (configure()), the writer is started too: starting a thread waits for it
+        to run, which takes long on a busy machine. A decorated function alone starts no
+        thread until it is called.
         """
         if not self.config.enabled or threading.current_thread() is self._writer:
             return
@@ -293,7 +295,8 @@ class Recorder:
             with self._busy:  # imports: a fork must not land in the middle (see _before_fork)
                 _preimport_writer_modules()
                 self._telemetry.prepare()
-            self._ensure_writer()
+            if start:
+                self._ensure_writer()
         except Exception:
             self._internal_error("prepare")
 
