@@ -94,7 +94,9 @@ class Config:
         otlp: Export predlog's spans and metrics over OTLP through a provider of predlog's
             own (not installed globally), configured by the standard ``OTEL_EXPORTER_OTLP_*``,
             ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` variables, gRPC or
-            HTTP/protobuf. Ignored for spans when ``tracer_provider`` is given.
+            HTTP/protobuf. ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` set to
+            ``none`` (or to anything that does not name ``otlp``) leave that signal out.
+            Ignored for spans when ``tracer_provider`` is given.
         nest_spans: Start the span on the request thread around the call, so spans made
             inside predict nest under it (costs the request thread an SDK span, ~15-35 µs).
             By default the span is built by the writer from the captured parent context and

@@ -77,7 +77,9 @@ def uuid7_array(ts_ns: np.ndarray, seq: np.ndarray, row: np.ndarray | None) -> t
 
     global _HEX_TABLE
     if _HEX_TABLE is None:  # 4 hex digits for every 16-bit value: one gather per 2 bytes
-        _HEX_TABLE = np.frombuffer(b"".join(f"{i:04x}".encode() for i in range(65536)), dtype=np.uint8).reshape(65536, 4)
+        # Built by numpy, not a Python loop: the writer's first batch must not hold the GIL for long.
+        digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+        _HEX_TABLE = digits[(np.arange(65536)[:, None] >> np.array([12, 8, 4, 0])) & 0xF]
     n = len(ts_ns)
     ts_ms = (ts_ns.astype(np.int64) // 1_000_000).astype(np.uint64) & np.uint64(0xFFFFFFFFFFFF)
     seq = seq.astype(np.uint64)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ._config import Config
+    from ._otlp import OwnPipeline
     from ._recorder import Recorder
 
 logger = logging.getLogger("predlog")
@@ -79,171 +80,30 @@ class _TokenBucket:
         return got
 
 
-class _CountingExporter:
-    """Wraps predlog's own OTLP span exporter to count what was sent and what was lost."""
+def exporter_wanted(signal: str) -> bool:
+    """Whether ``OTEL_<signal>_EXPORTER`` lets predlog's own pipeline export ``signal``.
 
-    def __init__(self, inner: Any, telemetry: Telemetry) -> None:
-        self._inner = inner
-        self._telemetry = telemetry
-
-    def export(self, spans: Sequence[Any]) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        t = self._telemetry
-        n = len(spans)
-        t._count("in_export", n)
-        try:
-            result = self._inner.export(spans)
-        except Exception:
-            result = SpanExportResult.FAILURE
-        finally:
-            t._count("in_export", -n)
-        t._count("spans_exported" if result == SpanExportResult.SUCCESS else "export_failed", n)
-        if result != SpanExportResult.SUCCESS:
-            t._warn_once("export", "predlog: could not export %d spans over OTLP (collector down?); counting losses", n)
-        return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return bool(getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis))
-
-
-def _otlp_protocol(signal: str) -> str:
-    proto = (
-        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip().lower() or "http/protobuf"
-    if proto not in ("grpc", "http/protobuf"):
-        logger.warning("predlog: OTLP protocol %r is not supported; using http/protobuf", proto)
-        proto = "http/protobuf"
-    return proto
-
-
-def _fast_span_exporter(protocol: str) -> Any:
-    """opentelemetry's OTLP span exporter for ``protocol``, encoding with predlog's encoder.
-
-    Everything else (endpoint, headers, TLS, compression, timeouts, retries) is the
-    library's, from the standard environment variables. Where the library's internals are
-    not as expected, the library's own encoder is used.
+    Unset or empty means ``otlp``; a list that names ``otlp`` (``otlp,console``) means on;
+    ``none`` means off. predlog's own pipeline speaks only OTLP: any other value turns
+    it off for that signal, with a warning (send predlog's spans or metrics through a
+    provider of yours with ``tracer_provider=`` / ``meter_provider=`` instead).
     """
-    from ._otlp_encode import encode_request
-
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        class FastGrpc(Grpc):
-            def _translate_data(self, data: Sequence[Any]) -> Any:
-                return ExportTraceServiceRequest.FromString(encode_request(data))
-
-        return FastGrpc()
-
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
-    class FastHttp(Http):
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            client: Any = getattr(self, "_client", None)
-            if getattr(self, "_shutdown", True) or not callable(getattr(client, "export", None)):
-                return super().export(spans)
-            try:
-                data = encode_request(spans)
-            except Exception:
-                return super().export(spans)
-            result = client.export(data)
-            return SpanExportResult.SUCCESS if getattr(result, "success", False) else SpanExportResult.FAILURE
-
-    return FastHttp()
+    name = f"OTEL_{signal}_EXPORTER"
+    raw = os.environ.get(name, "")
+    values = {v.strip().lower() for v in raw.split(",") if v.strip()}
+    if not values or "otlp" in values:
+        return True
+    if values != {"none"} and (name, raw) not in _WARNED_EXPORTERS:
+        _WARNED_EXPORTERS.add((name, raw))
+        logger.warning(
+            "predlog: %s=%s: predlog's own pipeline (otlp=True) exports only over OTLP, so it sends no %s; "
+            "pass tracer_provider= / meter_provider= to send them through a provider of yours",
+            name, raw, signal.lower(),
+        )
+    return False
 
 
-class _OwnPipeline:
-    """predlog's own OTLP providers (``otlp=True``): private, never installed globally."""
-
-    def __init__(self, telemetry: Telemetry, *, traces: bool, metrics: bool) -> None:
-        from opentelemetry.sdk.resources import Resource
-
-        # Resource.create() reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-        resource = Resource.create({})
-        self.meter_provider: Any = None
-        self.tracer_provider: Any = None
-        self.span_processor: Any = None
-        self._outstanding: threading.Thread | None = None
-        if metrics:
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-            if _otlp_protocol("METRICS") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # type: ignore[assignment]
-            reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
-        if traces:
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            # OTEL_BSP_* variables tune the queue and batches; the defaults hold about a
-            # quarter of a second at predlog's default span rate, so raise the queue.
-            queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0) or 16_384
-            exporter = _CountingExporter(_fast_span_exporter(_otlp_protocol("TRACES")), telemetry)
-            try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
-                self.span_processor = BatchSpanProcessor(
-                    exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]
-                )
-            except TypeError:
-                self.span_processor = BatchSpanProcessor(exporter, max_queue_size=queue)  # type: ignore[arg-type]
-            self.tracer_provider.add_span_processor(self.span_processor)
-
-    def queued(self) -> int:
-        inner = getattr(self.span_processor, "_batch_processor", None)
-        q = getattr(inner, "_queue", None)
-        return len(q) if q is not None else 0
-
-    def _bounded(self, name: str, timeout_s: float) -> bool:
-        """Run ``provider.<name>()`` for both providers, waiting at most ``timeout_s``.
-
-        With the collector down, the SDK's flush and shutdown block through every retry of
-        every queued batch (seconds each, whatever timeout they are given); predlog's
-        flush() and shutdown() must not. The call goes on in a daemon thread.
-        """
-        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
-        if not providers:
-            return True
-        busy = self._outstanding
-        if busy is not None and busy.is_alive():
-            # The last flush is still stuck on a collector that is down: do not pile up
-            # threads, and do not make every flush wait out the outage.
-            if name != "shutdown":
-                return False
-            busy.join(timeout_s)
-            if busy.is_alive():
-                return False
-        result: list[bool] = []
-
-        def run() -> None:
-            ok = True
-            for p in providers:
-                try:
-                    out = getattr(p, name)(int(timeout_s * 1000)) if name == "force_flush" else p.shutdown()
-                    ok = (out is not False) and ok
-                except Exception:  # a collector that is down must not break flush or shutdown
-                    logger.debug("predlog: OTLP %s failed", name, exc_info=True)
-                    ok = False
-            result.append(ok)
-
-        t = threading.Thread(target=run, name=f"predlog-otlp-{name}", daemon=True)
-        self._outstanding = t
-        t.start()
-        t.join(timeout_s)
-        return bool(result and result[0])
-
-    def force_flush(self, timeout_s: float) -> bool:
-        return self._bounded("force_flush", timeout_s)
-
-    def shutdown(self, timeout_s: float = 5.0) -> None:
-        self._bounded("shutdown", timeout_s)
+_WARNED_EXPORTERS: set[tuple[str, str]] = set()
 
 
 class _Direct:
@@ -350,8 +210,7 @@ class Telemetry:
         self._recorder = recorder
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
-        self._warned: set[str] = set()
-        self._own: _OwnPipeline | None = None
+        self._own: OwnPipeline | None = None
         self._bucket: _TokenBucket | None = None
         self._direct: tuple[Any, _Direct] | None = None
         self._tracer: tuple[Any, Any] | None = None
@@ -370,11 +229,6 @@ class Telemetry:
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + n
-
-    def _warn_once(self, key: str, msg: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(msg, *args)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -411,8 +265,9 @@ class Telemetry:
         self._metrics_for = None
         self._histogram = None
         self._hist_attrs = {}
-        self._own_traces = cfg.otlp and cfg.tracing and cfg.tracer_provider is None
-        self._own_metrics = cfg.otlp and cfg.metrics and cfg.meter_provider is None
+        # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=none: as without otlp=True for that signal.
+        self._own_traces = cfg.otlp and cfg.tracing and cfg.tracer_provider is None and exporter_wanted("TRACES")
+        self._own_metrics = cfg.otlp and cfg.metrics and cfg.meter_provider is None and exporter_wanted("METRICS")
         self._built = not (self._own_traces or self._own_metrics)
         if build:
             self.ensure()
@@ -433,7 +288,9 @@ class Telemetry:
             if self._built:
                 return
             try:
-                self._own = _OwnPipeline(self, traces=self._own_traces, metrics=self._own_metrics)
+                from ._otlp import OwnPipeline
+
+                self._own = OwnPipeline(self, traces=self._own_traces, metrics=self._own_metrics)
             except ImportError as exc:
                 logger.warning(
                     "predlog: otlp=True needs the OTLP exporter (pip install 'predlog[otlp]'): %s; "
@@ -442,6 +299,13 @@ class Telemetry:
             except Exception:
                 logger.warning("predlog: could not set up OTLP export; spans and metrics are off", exc_info=True)
             self._built = True
+
+    def prepare(self) -> None:
+        """Build predlog's own pipeline, and join its meter, now rather than in the writer."""
+        self.ensure()
+        own = self._own
+        if own is not None and own.meter_provider is not None:
+            self.setup_metrics()
 
     def after_fork_in_child(self, cfg: Config) -> None:
         # The parent's exporter threads and channels do not exist here; build new ones.

@@ -256,6 +256,7 @@ class Recorder:
             )
             self._specs.add(spec)
             _preimport_fork_handlers()
+            self._prepare()
             return wrap(spec)
 
         if fn is not None:
@@ -276,7 +277,29 @@ class Recorder:
         self._telemetry.configure(new)
         self._apply_limits()
         self._refresh_specs()
+        self._prepare(start=True)
         return new
+
+    def _prepare(self, *, start: bool = False) -> None:
+        """Do the writer's start-up work here, on the thread that configures or decorates.
+
+        Importing Arrow (and the pandas shim it loads on first use) and building the OTLP
+        pipeline take a few hundred milliseconds, much of it in extension-module set-up that
+        holds the GIL: left to the writer, it stalls the first calls it overlaps. With
+        ``start`` (configure()), the writer is started too: starting a thread waits for it
+        to run, which takes long on a busy machine. A decorated function alone starts no
+        thread until it is called.
+        """
+        if not self.config.enabled or threading.current_thread() is self._writer:
+            return
+        try:
+            with self._busy:  # imports: a fork must not land in the middle (see _before_fork)
+                _preimport_writer_modules()
+                self._telemetry.prepare()
+            if start:
+                self._ensure_writer()
+        except Exception:
+            self._internal_error("prepare")
 
     def log_label(
         self,
@@ -785,6 +808,21 @@ def _preimport_fork_handlers() -> None:
     for it, its "before" half would be missed and its "after" half release an unheld lock."""
     if "concurrent.futures.thread" not in sys.modules:
         import concurrent.futures.thread  # noqa: F401
+
+
+def _preimport_writer_modules() -> None:
+    """Import what the writer and the sealer import, once per process."""
+    if "pyarrow.parquet" in sys.modules and "predlog._convert" in sys.modules:
+        return
+    import pyarrow as pa
+    import pyarrow.compute
+    import pyarrow.dataset  # the Parquet writer imports it on first use
+    import pyarrow.ipc
+    import pyarrow.parquet  # noqa: F401
+
+    from . import _convert, _store  # noqa: F401
+
+    pa.array([0])  # Arrow imports its pandas shim on first use
 
 
 def _before_fork(ref: weakref.ReferenceType[Recorder]) -> None:

@@ -33,16 +33,20 @@ class OtlpReceiver:
     everything received since the fixture was created, in arrival order.
     """
 
-    def __init__(self, out_path: Path, log_path: Path, *, ready_timeout_s: float = 20.0) -> None:
+    def __init__(
+        self, out_path: Path, log_path: Path, *, ready_timeout_s: float = 20.0, refuse_metrics: bool = False
+    ) -> None:
         self.out_path = out_path
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
+        self.refuse_metrics = refuse_metrics
         self.grpc_port = 0
         self.http_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._offset = 0
         self._spans: list[Record] = []
         self._metrics: list[Record] = []
+        self._refused: list[Record] = []
 
     # -- process control -------------------------------------------------------
 
@@ -80,6 +84,7 @@ class OtlpReceiver:
                     str(self.grpc_port),
                     "--http-port",
                     str(self.http_port),
+                    *(["--refuse-metrics"] if self.refuse_metrics else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -181,7 +186,8 @@ class OtlpReceiver:
         self._offset += end
         for line in data[:end].splitlines():
             record = json.loads(line)
-            (self._metrics if record.get("type") == "metric" else self._spans).append(record)
+            kind = record.get("type")
+            (self._metrics if kind == "metric" else self._refused if kind == "refused" else self._spans).append(record)
 
     def _poll(
         self,
@@ -219,6 +225,10 @@ class OtlpReceiver:
     ) -> list[Record]:
         """Received metric data points; same polling contract as ``spans()``."""
         return self._poll(self._metrics, min_count, timeout_s, predicate)
+
+    def refused(self, min_count: int = 0, timeout_s: float = 10.0) -> list[Record]:
+        """Requests refused (with ``refuse_metrics=True``); same polling contract as ``spans()``."""
+        return self._poll(self._refused, min_count, timeout_s, None)
 
 
 @pytest.fixture

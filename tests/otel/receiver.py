@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tests/otel/receiver.py --out FILE [--grpc-port N] [--http-port N]
+    python tests/otel/receiver.py --out FILE [--grpc-port N] [--http-port N] [--refuse-metrics]
 
 Port 0 (the default) picks a free port. The receiver serves
 
@@ -10,6 +10,11 @@ Port 0 (the default) picks a free port. The receiver serves
 * OTLP/HTTP: ``POST /v1/traces`` and ``POST /v1/metrics`` with
   ``Content-Type: application/x-protobuf`` and an optional ``Content-Encoding``
   of ``gzip`` or ``deflate``.
+
+With ``--refuse-metrics`` it plays a backend that takes traces but not metrics
+(Arize Phoenix, for one): metrics requests are answered with gRPC UNIMPLEMENTED
+or HTTP 405 Method Not Allowed, and each refused request becomes one line
+``{"type": "refused", "signal": "metrics", "transport": "grpc" | "http"}``.
 
 Every received span and every metric data point becomes one JSON line appended
 to FILE. The lines of one request are written and flushed under a lock *before*
@@ -305,16 +310,24 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, output: _Output) -> None:
+    def __init__(self, output: _Output, refuse: bool = False) -> None:
         self._output = output
+        self._refuse = refuse
 
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        if self._refuse:
+            self._output.write([_refused_line("grpc")])
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this backend does not accept metrics")
         if not self._output.write(metric_lines(request, "grpc")):
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver is stopping")
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
-def _start_grpc(output: _Output, port: int) -> tuple[grpc.Server, int]:
+def _refused_line(transport: str) -> str:
+    return json.dumps({"type": "refused", "signal": "metrics", "transport": transport})
+
+
+def _start_grpc(output: _Output, port: int, refuse_metrics: bool = False) -> tuple[grpc.Server, int]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"),
         options=[
@@ -324,7 +337,7 @@ def _start_grpc(output: _Output, port: int) -> tuple[grpc.Server, int]:
         ],
     )
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(output), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(output), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(output, refuse_metrics), server)
     try:
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
     except RuntimeError as exc:
@@ -358,6 +371,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the exporters' connection pools expect
     server_version = "otlp-test-receiver"
     output: _Output  # set on the subclass made in _start_http
+    refuse_metrics = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
         pass
@@ -389,6 +403,10 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             self._reply(404, b"unknown OTLP path")
             return
         parse, convert, response = route
+        if self.refuse_metrics and convert is metric_lines:
+            self.output.write([_refused_line("http")])
+            self._reply(405, b"this backend does not accept metrics")
+            return
         content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if content_type != "application/x-protobuf":
             self._reply(415, b"only application/x-protobuf is supported")
@@ -418,8 +436,8 @@ class _OtlpHttpServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not hold up the exit
 
 
-def _start_http(output: _Output, port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    handler = type("OtlpHttpHandler", (_OtlpHttpHandler,), {"output": output})
+def _start_http(output: _Output, port: int, refuse_metrics: bool = False) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    handler = type("OtlpHttpHandler", (_OtlpHttpHandler,), {"output": output, "refuse_metrics": refuse_metrics})
     server = _OtlpHttpServer(("127.0.0.1", port), handler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp-http", daemon=True
@@ -438,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--http-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--count-only", action="store_true", help="only count spans, into FILE.count")
+    parser.add_argument(
+        "--refuse-metrics", action="store_true", help="answer metrics with gRPC UNIMPLEMENTED / HTTP 405"
+    )
     args = parser.parse_args(argv)
 
     # Block the stop signals before any thread exists: every thread inherits the mask,
@@ -447,12 +468,12 @@ def main(argv: list[str] | None = None) -> int:
 
     output = _Output(args.out, count_only=args.count_only)
     try:
-        grpc_server, grpc_port = _start_grpc(output, args.grpc_port)
+        grpc_server, grpc_port = _start_grpc(output, args.grpc_port, args.refuse_metrics)
     except OSError as exc:
         print(f"receiver: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        http_server, http_thread = _start_http(output, args.http_port)
+        http_server, http_thread = _start_http(output, args.http_port, args.refuse_metrics)
     except OSError as exc:
         print(f"receiver: cannot bind the HTTP port 127.0.0.1:{args.http_port}: {exc}", file=sys.stderr, flush=True)
         grpc_server.stop(None)
