@@ -820,7 +820,7 @@ def _preimport_writer_modules() -> None:
     import pyarrow.ipc
     import pyarrow.parquet  # noqa: F401
 
-    from . import _convert, _store  # noqa: F401
+    from . import _convert, _sealing  # noqa: F401
 
     pa.array([0])  # Arrow imports its pandas shim on first use
 
