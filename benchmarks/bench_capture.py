@@ -135,18 +135,20 @@ def wait_sealed(rec: predlog.Recorder, timeout_s: float = 300.0) -> tuple[bool, 
 
 
 def writer_profiler(rec: predlog.Recorder) -> cProfile.Profile:
-    """Profile the recorder's writer thread: every drained batch runs under one cProfile."""
-    prof = cProfile.Profile()
-    inner = rec._process
+    """Profile the writer threads: every drained batch runs under one cProfile."""
+    from predlog._writer import Writer
 
-    def profiled(batch: list[Any]) -> None:
+    prof = cProfile.Profile()
+    inner = Writer.process
+
+    def profiled(self: Writer, batch: list[Any]) -> None:
         prof.enable()
         try:
-            inner(batch)
+            inner(self, batch)
         finally:
             prof.disable()
 
-    rec._process = profiled  # type: ignore[method-assign]
+    Writer.process = profiled  # type: ignore[method-assign]
     return prof
 
 

@@ -2,8 +2,8 @@
 
 Everything that can be decided once is decided at decoration time. Per call the wrapper
 reads two clocks (four when it measures CPU time), takes a counter value, builds one tuple
-of references and hands it to the recorder without blocking. Conversion, I/O and spans
-happen in the recorder's background worker.
+of references and puts it on the recorder's queue without blocking. Conversion, I/O and
+spans happen in the writer thread.
 """
 
 from __future__ import annotations
@@ -16,21 +16,19 @@ from time import thread_time_ns, time_ns
 from typing import TYPE_CHECKING, Any
 
 from ._config import ConfigError, check_sample_rate, validate_model_name
-from ._context import _CURRENT
+from ._context import CURRENT
 from ._ids import next_seq
 from ._otel import parent_getter
 from ._recorder_state import LAST, LAST_BY_THREAD, remember
 
 if TYPE_CHECKING:
-    from ._recorder import Recorder
+    from ._config import Config
+    from ._otel import Telemetry
+    from ._queue import RecordQueue
 
 __all__ = ["FunctionSpec", "wrap"]
 
-# A record is a plain tuple (cheapest to build on the request thread):
-#   (spec, args, kwargs, output, exc, t0_ns, t1_ns, cpu_ns, ctx, seq, otel)
-# cpu_ns is -1 when the CPU clock was not read for this call. otel is None (no tracing), the
-# caller's OpenTelemetry context (the writer makes the span) or, under nest_spans, the span
-# started around the call (the writer finishes it).
+# A record is a plain tuple, the cheapest thing to build on the request thread: see _record.
 
 # Functions whose calls are usually faster than this get their CPU time measured on one
 # call in _CPU_SAMPLE_EVERY under cpu_time="auto": the thread CPU clock is a system call
@@ -40,10 +38,11 @@ _CPU_SAMPLE_EVERY = 16
 
 
 class FunctionSpec:
-    """What one decorated function records. Effective values follow the recorder's config."""
+    """What one decorated function records. Effective values follow the recorder's config
+    (:meth:`refresh`); calls go to the recorder's queue."""
 
     __slots__ = (
-        "recorder", "fn", "name", "model_arg", "version_arg", "features", "feature_names",
+        "queue", "telemetry", "fn", "name", "model_arg", "version_arg", "features", "feature_names",
         "prediction", "confidence", "sample_rate_arg", "skip_self", "signature", "kind",
         "model", "version", "sample_rate", "keep_all", "active", "cpu_every", "cpu_auto", "otel_mode", "otel_get",
         "__weakref__",
@@ -51,7 +50,9 @@ class FunctionSpec:
 
     def __init__(
         self,
-        recorder: Recorder,
+        queue: RecordQueue,
+        telemetry: Telemetry,
+        config: Config,
         fn: Callable[..., Any],
         *,
         model: str | None,
@@ -62,7 +63,8 @@ class FunctionSpec:
         confidence: Callable[[Any], Any] | str | None,
         sample_rate: float | None,
     ) -> None:
-        self.recorder = recorder
+        self.queue = queue
+        self.telemetry = telemetry
         self.fn = fn
         self.name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
         self.model_arg = None if model is None else validate_model_name(model)
@@ -99,11 +101,10 @@ class FunctionSpec:
             self.kind = "gen"
         else:
             self.kind = "sync"
-        self.refresh()
+        self.refresh(config)
 
-    def refresh(self) -> None:
+    def refresh(self, cfg: Config) -> None:
         """Recompute effective settings from the recorder's current config."""
-        cfg = self.recorder.config
         if self.model_arg is not None:
             self.model = self.model_arg
         elif cfg.model is not None:
@@ -143,7 +144,7 @@ class FunctionSpec:
             return False
         if ctx is not None and ctx.user_id is not None:
             return bool(ctx.user_bucket() < rate)
-        return bool(self.recorder._random() < rate)
+        return bool(self.queue.random() < rate)
 
     def __repr__(self) -> str:
         return f"<FunctionSpec {self.name} model={self.model} version={self.version}>"
@@ -159,12 +160,13 @@ def wrap(spec: FunctionSpec) -> Callable[..., Any]:
 
 def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
     fn = spec.fn
-    recorder = spec.recorder
-    q = recorder._queue  # one deque for the recorder's life (cleared, never replaced)
-    full = recorder._full
-    wake = recorder._wake
+    queue = spec.queue
+    q = queue.items  # one deque for the recorder's life (cleared, never replaced)
+    full = queue.full
+    wake = queue.wake
+    submit = queue.submit
     tls = LAST_BY_THREAD
-    get_ctx = _CURRENT.get
+    get_ctx = CURRENT.get
     nested = _nested_sync(spec)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -187,7 +189,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
                 cpu = thread_time_ns() - c0
-                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), cpu, ctx, seq, otel))
+                submit((spec, args, kwargs, None, exc, t0, time_ns(), cpu, ctx, seq, otel))
                 raise
             cpu = thread_time_ns() - c0
             t1 = time_ns()
@@ -196,7 +198,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
             try:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
-                recorder._submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq, otel))
+                submit((spec, args, kwargs, None, exc, t0, time_ns(), -1, ctx, seq, otel))
                 raise
             t1 = time_ns()
             cpu = -1
@@ -208,16 +210,16 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
         else:
             tls.last = rec
         if spec.keep_all or spec.keep(ctx):
-            # recorder._submit, inlined: this is the per-call cost of predlog.
+            # queue.put, inlined: this is the per-call cost of predlog.
             n = len(q)
-            if n < recorder._max:
+            if n < queue.max:
                 q.append(rec)
-                if n == recorder._wake_at:  # crossing the batch threshold wakes the writer
+                if n == queue.wake_at:  # crossing the batch threshold wakes the writer
                     wake()
             else:
                 full(rec)
         elif otel is not None:
-            recorder._submit_span_only(rec)
+            queue.submit_span_only(rec)
         return out
 
     return wrapper
@@ -226,7 +228,7 @@ def _wrap_sync(spec: FunctionSpec) -> Callable[..., Any]:
 def _start_span(spec: FunctionSpec, t0: int) -> tuple[Any, Any]:
     """Start the call's span on the request thread and make it current (nest_spans)."""
     try:
-        tracer = spec.recorder._telemetry.tracer()
+        tracer = spec.telemetry.tracer()
         if tracer is None:
             return None, None
         from opentelemetry import context as otel_context
@@ -235,7 +237,7 @@ def _start_span(spec: FunctionSpec, t0: int) -> tuple[Any, Any]:
         span = tracer.start_span(f"predict {spec.model}", kind=trace.SpanKind.INTERNAL, start_time=t0)
         return span, otel_context.attach(trace.set_span_in_context(span))
     except Exception:
-        spec.recorder._internal_error("span_start")
+        spec.queue.health.internal_error("span_start")
         return None, None
 
 
@@ -246,13 +248,13 @@ def _end_span_scope(spec: FunctionSpec, token: Any) -> None:
 
             otel_context.detach(token)
         except Exception:
-            spec.recorder._internal_error("span_detach")
+            spec.queue.health.internal_error("span_detach")
 
 
 def _nested_sync(spec: FunctionSpec) -> Callable[[tuple[Any, ...], dict[str, Any], Any], Any]:
     """The sync wrapper's body under nest_spans: the span is current while predict runs."""
     fn = spec.fn
-    recorder = spec.recorder
+    queue = spec.queue
 
     def call(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
         seq = next_seq()
@@ -267,18 +269,18 @@ def _nested_sync(spec: FunctionSpec) -> Callable[[tuple[Any, ...], dict[str, Any
             cpu = thread_time_ns() - c0 if measure else -1
             t1 = time_ns()
             _end_span_scope(spec, token)
-            recorder._submit((spec, args, kwargs, None, exc, t0, t1, cpu, ctx, seq, span))
+            queue.submit((spec, args, kwargs, None, exc, t0, t1, cpu, ctx, seq, span))
             raise
         cpu = thread_time_ns() - c0 if measure else -1
         t1 = time_ns()
         _end_span_scope(spec, token)
         rec = (spec, args, kwargs, out, None, t0, t1, cpu, ctx, seq, span)
         if spec.keep_all or spec.keep(ctx):
-            recorder._submit(rec)
+            queue.submit(rec)
         else:
             remember(rec)
             if span is not None:
-                recorder._submit_span_only(rec)
+                queue.submit_span_only(rec)
         return out
 
     return call
@@ -337,8 +339,8 @@ class _Timed:
 
 def _wrap_async(spec: FunctionSpec) -> Callable[..., Any]:
     fn = spec.fn
-    submit = spec.recorder._submit
-    get_ctx = _CURRENT.get
+    submit = spec.queue.submit
+    get_ctx = CURRENT.get
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not spec.active:
@@ -373,7 +375,7 @@ def _wrap_async(spec: FunctionSpec) -> Callable[..., Any]:
         else:
             LAST.set(rec)  # sampled out: the id still names this call, not an older one
             if otel is not None:
-                spec.recorder._submit_span_only(rec)
+                spec.queue.submit_span_only(rec)
         return out
 
     return wrapper
@@ -423,8 +425,8 @@ class _Tap:
 
 def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
     fn = spec.fn
-    submit = spec.recorder._submit
-    get_ctx = _CURRENT.get
+    submit = spec.queue.submit
+    get_ctx = CURRENT.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not spec.active:
@@ -453,7 +455,7 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
         else:
             remember(rec)
             if otel is not None:
-                spec.recorder._submit_span_only(rec)
+                spec.queue.submit_span_only(rec)
         return result
 
     return wrapper
@@ -461,8 +463,8 @@ def _wrap_gen(spec: FunctionSpec) -> Callable[..., Any]:
 
 def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
     fn = spec.fn
-    submit = spec.recorder._submit
-    get_ctx = _CURRENT.get
+    submit = spec.queue.submit
+    get_ctx = CURRENT.get
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = fn(*args, **kwargs)
@@ -511,6 +513,6 @@ def _wrap_asyncgen(spec: FunctionSpec) -> Callable[..., Any]:
             else:
                 LAST.set(rec)
                 if otel is not None:
-                    spec.recorder._submit_span_only(rec)
+                    spec.queue.submit_span_only(rec)
 
     return wrapper

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._recorder_state import LAST_BY_THREAD
 
-__all__ = ["Ctx", "context", "current_context", "suppressed"]
+__all__ = ["CURRENT", "Ctx", "context", "current_context", "mute_thread", "suppressed"]
 
 
 class Ctx:
@@ -48,11 +48,18 @@ class Ctx:
         return bucket
 
 
-_CURRENT: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("predlog_context", default=None)
+CURRENT: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("predlog_context", default=None)
+"""The current request context (wrappers read it with one ``CURRENT.get()``)."""
 
 
 def current_context() -> Ctx | None:
-    return _CURRENT.get()
+    return CURRENT.get()
+
+
+def mute_thread() -> None:
+    """Record nothing this thread calls from now on (predlog's own writer and sealer threads:
+    a processor or a ``features=`` callable calling a decorated function is not traffic)."""
+    CURRENT.set(Ctx(suppress=True))
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -71,7 +78,7 @@ def context(*, user_id: Any = None, request_id: Any = None, **extra: Any) -> Ite
         with predlog.context(user_id="u1", request_id="r1", region="eu"):
             predict(x)
     """
-    outer = _CURRENT.get()
+    outer = CURRENT.get()
     if outer is not None:
         merged = {**outer.extra, **extra} if extra else outer.extra
         ctx = Ctx(
@@ -82,11 +89,11 @@ def context(*, user_id: Any = None, request_id: Any = None, **extra: Any) -> Ite
         )
     else:
         ctx = Ctx(_str_or_none(user_id), _str_or_none(request_id), dict(extra))
-    token = _CURRENT.set(ctx)
+    token = CURRENT.set(ctx)
     try:
         yield
     finally:
-        _CURRENT.reset(token)
+        CURRENT.reset(token)
         if ctx.last is not None:
             # Hand the last prediction outwards, so that last_prediction_id() after the
             # block still names the block's last prediction.
@@ -99,10 +106,10 @@ def context(*, user_id: Any = None, request_id: Any = None, **extra: Any) -> Ite
 @contextlib.contextmanager
 def suppressed() -> Iterator[None]:
     """Calls made inside are not recorded (used by replay so that it is not live traffic)."""
-    outer = _CURRENT.get()
+    outer = CURRENT.get()
     ctx = Ctx(outer.user_id, outer.request_id, outer.extra, True) if outer else Ctx(suppress=True)
-    token = _CURRENT.set(ctx)
+    token = CURRENT.set(ctx)
     try:
         yield
     finally:
-        _CURRENT.reset(token)
+        CURRENT.reset(token)

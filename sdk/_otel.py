@@ -24,12 +24,15 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._health import Health
+from ._record import EXC, OTEL, SPEC, T0, T1
+from ._version import version
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from ._config import Config
     from ._otlp import OwnPipeline
-    from ._recorder import Recorder
 
 logger = logging.getLogger("predlog")
 
@@ -114,13 +117,11 @@ class _Direct:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-        from . import __version__
-
         self.processor = provider._active_span_processor
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.resource = provider.resource
-        self.scope = InstrumentationScope(_INSTRUMENTATION, __version__)
+        self.scope = InstrumentationScope(_INSTRUMENTATION, version())
         self.ReadableSpan = ReadableSpan
         self.SpanContext = SpanContext
         self.kind = SpanKind.INTERNAL
@@ -164,11 +165,9 @@ class _Instruments:
     def __init__(self, provider: Any) -> None:
         from opentelemetry.metrics import Observation
 
-        from . import __version__
-
         self.provider = provider
         self.members: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-        meter = provider.get_meter(_INSTRUMENTATION, __version__)
+        meter = provider.get_meter(_INSTRUMENTATION, version())
 
         def callback(name: str) -> Callable[[Any], list[Observation]]:
             def observe(_options: Any) -> list[Observation]:
@@ -206,8 +205,10 @@ class _Instruments:
 class Telemetry:
     """Spans and metrics of one recorder. Spans are made in the writer thread only."""
 
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
+    def __init__(self, health: Health, stats: Callable[[], dict[str, Any]], config: Config) -> None:
+        self._health = health
+        self._stats = stats  # the recorder's stats(), for the metrics it reports
+        self._config = config
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._own: OwnPipeline | None = None
@@ -259,6 +260,7 @@ class Telemetry:
         old, self._own = self._own, None
         if old is not None:
             old.shutdown()
+        self._config = cfg
         self._bucket = _TokenBucket(cfg.max_spans_per_s)
         self._direct = None
         self._tracer = None
@@ -290,7 +292,7 @@ class Telemetry:
             try:
                 from ._otlp import OwnPipeline
 
-                self._own = OwnPipeline(self, traces=self._own_traces, metrics=self._own_metrics)
+                self._own = OwnPipeline(self._count, traces=self._own_traces, metrics=self._own_metrics)
             except ImportError as exc:
                 logger.warning(
                     "predlog: otlp=True needs the OTLP exporter (pip install 'predlog[otlp]'): %s; "
@@ -335,7 +337,7 @@ class Telemetry:
 
     def tracer_provider(self) -> Any:
         """The provider spans go to, or None when nobody installed one (no spans then)."""
-        cfg = self._recorder.config
+        cfg = self._config
         if not cfg.tracing:
             return None
         if cfg.tracer_provider is not None:
@@ -355,9 +357,7 @@ class Telemetry:
             return None
         cached = self._tracer
         if cached is None or cached[0] is not provider:
-            from . import __version__
-
-            cached = self._tracer = (provider, provider.get_tracer(_INSTRUMENTATION, __version__))
+                cached = self._tracer = (provider, provider.get_tracer(_INSTRUMENTATION, version()))
         return cached[1]
 
     def _direct_for(self, provider: Any) -> _Direct | None:
@@ -384,7 +384,7 @@ class Telemetry:
             return self._annotate(provider, table, recs)
         except Exception:
             self._count("span_error", len(recs))
-            self._recorder._internal_error("spans")
+            self._health.internal_error("spans")
             return table
 
     def abandon(self, recs: Sequence[tuple[Any, ...]]) -> None:
@@ -394,20 +394,20 @@ class Telemetry:
         one looks for its row. Never raises.
         """
         for rec in recs:
-            span = rec[10] if len(rec) > 10 else None
+            span = rec[OTEL] if len(rec) > OTEL else None
             if span is None or isinstance(span, dict):
                 continue
             try:
                 if span.is_recording():
                     span.set_attribute("predlog.recorded", False)
-                    span.end(end_time=rec[6])
+                    span.end(end_time=rec[T1])
             except Exception:
                 self._count("span_error")
 
     def _annotate(self, provider: Any, table: pa.Table, recs: Sequence[tuple[Any, ...]]) -> pa.Table:
         import pyarrow as pa
 
-        cfg = self._recorder.config
+        cfg = self._config
         n_calls = len(recs)
         allowed = self._bucket.take(n_calls) if self._bucket is not None else n_calls
         if allowed < n_calls:
@@ -426,7 +426,7 @@ class Telemetry:
         span_ids: list[str | None] = [None] * n_calls
         made = 0
         for i, rec in enumerate(recs):
-            otel = rec[10]
+            otel = rec[OTEL]
             live = otel if otel is not None and not isinstance(otel, dict) else None
             if i >= allowed and live is None:
                 continue
@@ -434,19 +434,19 @@ class Telemetry:
             attrs = _attributes(cols, row, batch, store)
             if payload is not None:
                 attrs["predlog.features"], attrs["predlog.prediction"] = payload[row]
-            exc = rec[4]
+            exc = rec[EXC]
             try:
                 if live is not None:
-                    ids = _finish_live(live, attrs, exc, rec[6])
+                    ids = _finish_live(live, attrs, exc, rec[T1])
                     if ids is not None and ids[1] is not None and self._own is not None:
                         self._count("spans_handed")
                 elif direct is not None:
-                    ids = self._direct_span(direct, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+                    ids = self._direct_span(direct, otel, attrs, exc, rec[T0], rec[T1], cols["model"][row])
                 else:
-                    ids = _api_span(tracer, otel, attrs, exc, rec[5], rec[6], cols["model"][row])
+                    ids = _api_span(tracer, otel, attrs, exc, rec[T0], rec[T1], cols["model"][row])
             except Exception:  # one span (a processor's on_end, say) must not cost the others
                 self._count("span_error")
-                self._recorder._internal_error("span")
+                self._health.internal_error("span")
                 continue
             if ids is not None:
                 trace_ids[i], span_ids[i] = ids
@@ -512,9 +512,10 @@ class Telemetry:
             if table is not None:
                 self._annotate(provider, _sampled_out(table, pa), recs)
                 return
-            from ._convert import Flags, records_to_table
+            from ._columns import Flags
+            from ._convert import records_to_table
 
-            cfg = self._recorder.config
+            cfg = self._config
             for part_table, part in records_to_table(list(recs), Flags(), cfg.max_value_bytes):
                 if pipeline is not None:
                     part_table = pipeline.apply_builtin(part_table)
@@ -522,7 +523,7 @@ class Telemetry:
         except Exception:
             self._count("span_error", len(recs))
             self.abandon(recs)
-            self._recorder._internal_error("spans")
+            self._health.internal_error("spans")
 
     def _payloads(self, table: pa.Table) -> list[tuple[str, str]]:
         feats = table.column("features").to_pylist()
@@ -533,7 +534,7 @@ class Telemetry:
 
     def setup_metrics(self) -> None:
         """Join the instruments of the meter provider in use (shared by every recorder on it)."""
-        cfg = self._recorder.config
+        cfg = self._config
         if not cfg.metrics:
             return
         if cfg.meter_provider is not None:
@@ -554,8 +555,8 @@ class Telemetry:
 
     def observations(self) -> dict[str, list[tuple[int, dict[str, Any]]]]:
         """This recorder's counters, by instrument name, labelled with its store."""
-        s = self._recorder.stats()
-        store = {"predlog.store": os.path.abspath(self._recorder.config.store)}
+        s = self._stats()
+        store = {"predlog.store": os.path.abspath(self._config.store)}
 
         def one(v: int, **attrs: Any) -> tuple[int, dict[str, Any]]:
             return v, {**store, **attrs}
@@ -581,12 +582,12 @@ class Telemetry:
         record = hist.record
         attrs = self._hist_attrs
         for rec in recs:
-            spec = rec[0]
+            spec = rec[SPEC]
             key = (spec.model, spec.version)
             a = attrs.get(key)
             if a is None:
                 a = attrs[key] = {"predlog.model": spec.model, "predlog.model_version": spec.version}
-            record((rec[6] - rec[5]) / 1e6, a)
+            record((rec[T1] - rec[T0]) / 1e6, a)
 
 
 def is_batch_table(table: pa.Table) -> bool:

@@ -25,13 +25,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExportResult
-
-if TYPE_CHECKING:
-    from ._otel import Telemetry
 
 logger = logging.getLogger("predlog")
 
@@ -338,18 +335,18 @@ class CountingSpanExporter:
     """Wraps predlog's OTLP span exporter: counts what was sent and lost, and says once
     when exports start failing."""
 
-    def __init__(self, inner: Any, probe: _Probe, link: _Link, telemetry: Telemetry) -> None:
+    def __init__(self, inner: Any, probe: _Probe, link: _Link, count: Callable[[str, int], None]) -> None:
         self._inner = inner
         self.probe = probe
         self._link = link
-        self._telemetry = telemetry
+        self._count = count  # telemetry's counters: in_export, spans_exported, export_failed
         self._closed = False
         _quiet_loggers_of(inner)
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        t = self._telemetry
+        count = self._count
         n = len(spans)
-        t._count("in_export", n)
+        count("in_export", n)
         self.probe.begin(self._link.down)
         try:
             with _quiet():
@@ -359,9 +356,9 @@ class CountingSpanExporter:
             result = SpanExportResult.FAILURE
         finally:
             self.probe.end()
-            t._count("in_export", -n)
+            count("in_export", -n)
         ok = result == SpanExportResult.SUCCESS
-        t._count("spans_exported" if ok else "export_failed", n)
+        count("spans_exported" if ok else "export_failed", n)
         if ok:
             self._link.attempt(True)
         else:
@@ -436,7 +433,7 @@ class GuardedMetricExporter(MetricExporter):
 class OwnPipeline:
     """predlog's own OTLP providers (``otlp=True``): private, never installed globally."""
 
-    def __init__(self, telemetry: Telemetry, *, traces: bool, metrics: bool) -> None:
+    def __init__(self, count: Callable[[str, int], None], *, traces: bool, metrics: bool) -> None:
         from opentelemetry.sdk.resources import Resource
 
         # Resource.create() reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
@@ -466,7 +463,7 @@ class OwnPipeline:
             queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0) or 16_384
             link = self._links["traces"] = _Link("span")
             inner, probe = _span_exporter(otlp_protocol("TRACES"), link)
-            span_exporter = self._exporters["traces"] = CountingSpanExporter(inner, probe, link, telemetry)
+            span_exporter = self._exporters["traces"] = CountingSpanExporter(inner, probe, link, count)
             try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
                 self.span_processor = BatchSpanProcessor(
                     span_exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]

@@ -197,7 +197,7 @@ class Pipeline:
     def _run_user(self, table: pa.Table) -> tuple[pa.Table | None, int]:
         import pyarrow as pa
 
-        from ._convert import FLAGS, Flags, column
+        from ._columns import FLAGS, Flags, column
 
         rows = table.to_pylist()
         out: list[dict[str, Any]] = []

@@ -12,6 +12,8 @@ import contextvars
 import threading
 from typing import Any
 
+from ._record import CTX, SEQ
+
 LAST: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar("predlog_last", default=None)
 LAST_BY_THREAD = threading.local()
 
@@ -21,7 +23,7 @@ def remember(rec: tuple[Any, ...], *, task: bool = False) -> None:
     if task:
         LAST.set(rec)
         return
-    ctx = rec[8]
+    ctx = rec[CTX]
     if ctx is not None:
         ctx.last = rec
     else:
@@ -35,6 +37,6 @@ def last(ctx: Any) -> tuple[Any, ...] | None:
         candidates.append(getattr(LAST_BY_THREAD, "last", None))
     best = None
     for rec in candidates:
-        if rec is not None and (best is None or rec[9] > best[9]):
+        if rec is not None and (best is None or rec[SEQ] > best[SEQ]):
             best = rec
     return best

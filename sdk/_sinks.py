@@ -15,7 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._processors import Pipeline
+from ._context import mute_thread
+from ._health import Health
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
 from ._layout import segment_name, wal_dir
 from ._sealing import ensure_store, recover_orphans, seal_segment
@@ -23,7 +24,7 @@ from ._sealing import ensure_store, recover_orphans, seal_segment
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ._recorder import Recorder
+    from ._config import Config
 
 logger = logging.getLogger("predlog")
 
@@ -84,15 +85,10 @@ class ParquetSink:
 
     _RECOVER_EVERY_S = 60.0
 
-    def __init__(self, recorder: Recorder) -> None:
-        cfg = recorder.config
-        self.recorder = recorder
-        self.store = os.fspath(cfg.store)
-        self.cfg = cfg
-        self.pipeline = Pipeline(
-            drop_fields=cfg.drop_fields, redact=cfg.redact, hash_fields=cfg.hash_fields,
-            hash_key=cfg.hash_key, processors=cfg.processors,
-        )
+    def __init__(self, config: Config, health: Health) -> None:
+        self.cfg = config
+        self.health = health
+        self.store = os.fspath(config.store)
         self.segment: SegmentWriter | None = None
         self.opened_at = 0.0
         self.synced_at = 0.0
@@ -225,7 +221,7 @@ class ParquetSink:
             self._sealer.start()
 
     def _seal(self, path: str) -> bool:
-        rec = self.recorder
+        health = self.health
         try:
             with self.busy:
                 result = seal_segment(self.store, path, row_group_size=self.cfg.row_group_size)
@@ -233,16 +229,17 @@ class ParquetSink:
             self._release(path)
             return True
         except OSError as exc:
-            rec._errors.error(f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment", path, exc)
+            health.error_once(f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment",
+                              path, exc)
             return False
         except Exception:
-            rec._internal_error("seal_segment")
+            health.internal_error("seal_segment")
             return False
         self._release(path)
-        rec._count("sealed_rows", result.prediction_rows)
-        rec._count("files", len(result.files))
+        health.count("sealed_rows", result.prediction_rows)
+        health.count("files", len(result.files))
         if result.corrupt_frames:
-            rec._count("corrupt_frames", result.corrupt_frames)
+            health.count("corrupt_frames", result.corrupt_frames)
         return True
 
     def _recover(self) -> None:
@@ -253,16 +250,14 @@ class ParquetSink:
         except OSError:
             return
         except Exception:
-            self.recorder._internal_error("recover")
+            self.health.internal_error("recover")
             return
         if results:
-            self.recorder._count("recovered_segments", len(results))
-            self.recorder._count("corrupt_frames", sum(r.corrupt_frames for r in results))
+            self.health.count("recovered_segments", len(results))
+            self.health.count("corrupt_frames", sum(r.corrupt_frames for r in results))
 
     def _run_sealer(self) -> None:
-        from ._context import _CURRENT, Ctx
-
-        _CURRENT.set(Ctx(suppress=True))  # nothing this thread calls is recorded
+        mute_thread()  # nothing this thread calls is recorded
         self._recover()
         last_recover = time.monotonic()
         backoff = 1.0

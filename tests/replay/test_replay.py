@@ -46,6 +46,7 @@ class Served:
     labels: dict[str, dict[int, int]]  # model -> row -> label (latest, as joined)
     country: list[str]  # context.country of each row of X
     rec_stats: dict[str, Any]
+    rec: predlog.Recorder  # the serving recorder
 
 
 def _models() -> tuple[pd.DataFrame, np.ndarray, Any, Any]:
@@ -111,7 +112,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     assert rec_stats["captured"] == rec_stats["written"] == 2 * N_SINGLE + 2 * math.ceil((len(X) - N_SINGLE) / BATCH)
     rec.shutdown(timeout_s=10)
     assert all(len(v) == len(X) for v in ids.values())
-    return Served(root, names, X, y, old, new, predict, predict_proba, ids, labels, country, rec.stats())
+    return Served(root, names, X, y, old, new, predict, predict_proba, ids, labels, country, rec.stats(), rec)
 
 
 @pytest.fixture
@@ -153,8 +154,7 @@ def test_replaying_the_decorated_original_reproduces_every_prediction_and_record
     # Nothing new in the store; neither the serving recorder nor the default one saw a call.
     assert store.stats()["rows"] == rows_before
     assert predlog.stats()["captured"] == default_before["captured"]
-    spec = served.predict.__predlog_spec__
-    after = spec.recorder.stats()
+    after = served.rec.stats()
     assert (after["captured"], after["written"]) == (served.rec_stats["captured"], served.rec_stats["written"])
     # Replaying the same model's logged rows gives the same accuracy both ways.
     assert r.accuracy is not None

@@ -157,7 +157,7 @@ def test_forked_children_each_write_their_own_rows(tmp_path: Path) -> None:
 
     for i in range(3):
         predict({"worker": -1, "i": i})
-    assert rec._writer is not None and rec._writer.is_alive()  # forked with a live writer thread
+    assert rec._writer is not None and rec._writer.alive()  # forked with a live writer thread
 
     pids = []
     for w in range(N_CHILDREN):

@@ -43,8 +43,8 @@ def test_configure_while_the_writer_is_behind_loses_nothing(tmp_path):
         assert _rows(tmp_path) == 41
         # Other recorders of the process may have writers too: this one has one, the new.
         assert old_writer is not None and old_writer is not rec._writer
-        old_writer.join(timeout=10)
-        assert not old_writer.is_alive()
+        old_writer.thread.join(timeout=10)
+        assert not old_writer.alive()
         _balanced(rec)
     finally:
         rec.shutdown()
@@ -157,7 +157,7 @@ def test_forked_workers_sample_independently(tmp_path):
         pid = os.fork()
         if pid == 0:  # child: report 32 random draws of the recorder's sampler
             os.close(r)
-            os.write(w, "".join("1" if rec._random() < 0.5 else "0" for _ in range(32)).encode())
+            os.write(w, "".join("1" if rec._queue.random() < 0.5 else "0" for _ in range(32)).encode())
             os._exit(0)
         os.close(w)
         outs.append(os.read(r, 64))
@@ -172,7 +172,7 @@ def test_queued_labels_are_not_counted_as_captured_calls(tmp_path):
     try:
         predict({"a": 1})
         assert rec.flush(timeout_s=10)
-        rec._wake_at = 10**9  # keep the writer asleep: everything below stays queued
+        rec._queue.wake_at = 10**9  # keep the writer asleep: everything below stays queued
         predict({"a": 2})
         for i in range(5):
             rec.log_label(i, request_id=f"r{i}")
