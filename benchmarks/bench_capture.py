@@ -56,8 +56,15 @@ class Row(dict[str, Any]):
         note: str = "",
     ) -> None:
         super().__init__(
-            bench=bench, metric=metric, value=value, unit=unit, baseline=baseline,
-            ratio=ratio, target=target, met=met, note=note,
+            bench=bench,
+            metric=metric,
+            value=value,
+            unit=unit,
+            baseline=baseline,
+            ratio=ratio,
+            target=target,
+            met=met,
+            note=note,
         )
 
 
@@ -81,12 +88,21 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
-        ratio = "-" if r["ratio"] is None else (f"{r['ratio']:.2f}x" if abs(r["ratio"]) >= 0.1 else f"{r['ratio']:.2g}x")
-        lines.append((r["bench"], r["metric"], fmt_num(r["value"]), r["unit"], fmt_num(r["baseline"]), ratio, r["target"], met))
+        ratio = (
+            "-" if r["ratio"] is None else (f"{r['ratio']:.2f}x" if abs(r["ratio"]) >= 0.1 else f"{r['ratio']:.2g}x")
+        )
+        lines.append(
+            (r["bench"], r["metric"], fmt_num(r["value"]), r["unit"], fmt_num(r["baseline"]), ratio, r["target"], met)
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = []
     for j, line in enumerate(lines):
-        out.append("  ".join(str(c).ljust(w) if i < 2 or i in (3, 6) else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        out.append(
+            "  ".join(
+                str(c).ljust(w) if i < 2 or i in (3, 6) else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths))
+            ).rstrip()
+        )
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     notes = [f"  [{r['bench']}/{r['metric']}] {r['note']}" for r in rows if r.get("note")]
@@ -291,24 +307,38 @@ def bench_overhead(args: argparse.Namespace) -> list[Row]:
             tag = f"cpu_time={mode} {phase}"
             default = mode == "auto"
             note_mode = "" if default else " (targets are for the default cpu_time='auto'; shown for comparison)"
-            rows.append(Row(
-                "overhead", f"{tag} p50 overhead", p50_over, "µs", baseline=b50_over,
-                ratio=p50_over / b50_over if b50_over > 0 else None,
-                target="<=2 µs and <=1.5x", met=(p50_over <= 2.0 and p50_over <= 1.5 * b50_over) if default else None,
-                note=(
-                    f"{len(pl):,} calls; absolute p50/p99/p99.9/max: predlog {pct(pl, 50) / US:.2f}/{pct(pl, 99) / US:.2f}/"
-                    f"{pct(pl, 99.9) / US:.1f}/{pl.max() / US:,.0f} µs, baseline {pct(bl, 50) / US:.2f}/{pct(bl, 99) / US:.2f}/"
-                    f"{pct(bl, 99.9) / US:.1f}/{bl.max() / US:,.0f}, plain {pct(plain, 50) / US:.2f}/{pct(plain, 99) / US:.2f}/"
-                    f"{pct(plain, 99.9) / US:.1f}/{plain.max() / US:,.0f}; "
-                    f"calls >50 µs: predlog {stall:.3f}%, plain {stall_plain:.3f}%; cpu_every={cpu_every}; "
-                    f"dropped={dropped}" + note_mode
-                ),
-            ))
-            rows.append(Row(
-                "overhead", f"{tag} p99 overhead", p99_over, "µs", baseline=b99_over,
-                ratio=p99_over / b99_over if b99_over > 0 else None,
-                target="<=20 µs", met=(p99_over <= 20.0) if default else None,
-            ))
+            rows.append(
+                Row(
+                    "overhead",
+                    f"{tag} p50 overhead",
+                    p50_over,
+                    "µs",
+                    baseline=b50_over,
+                    ratio=p50_over / b50_over if b50_over > 0 else None,
+                    target="<=2 µs and <=1.5x",
+                    met=(p50_over <= 2.0 and p50_over <= 1.5 * b50_over) if default else None,
+                    note=(
+                        f"{len(pl):,} calls; absolute p50/p99/p99.9/max: predlog {pct(pl, 50) / US:.2f}/{pct(pl, 99) / US:.2f}/"
+                        f"{pct(pl, 99.9) / US:.1f}/{pl.max() / US:,.0f} µs, baseline {pct(bl, 50) / US:.2f}/{pct(bl, 99) / US:.2f}/"
+                        f"{pct(bl, 99.9) / US:.1f}/{bl.max() / US:,.0f}, plain {pct(plain, 50) / US:.2f}/{pct(plain, 99) / US:.2f}/"
+                        f"{pct(plain, 99.9) / US:.1f}/{plain.max() / US:,.0f}; "
+                        f"calls >50 µs: predlog {stall:.3f}%, plain {stall_plain:.3f}%; cpu_every={cpu_every}; "
+                        f"dropped={dropped}" + note_mode
+                    ),
+                )
+            )
+            rows.append(
+                Row(
+                    "overhead",
+                    f"{tag} p99 overhead",
+                    p99_over,
+                    "µs",
+                    baseline=b99_over,
+                    ratio=p99_over / b99_over if b99_over > 0 else None,
+                    target="<=20 µs",
+                    met=(p99_over <= 20.0) if default else None,
+                )
+            )
     return rows
 
 
@@ -362,20 +392,34 @@ def bench_throughput(args: argparse.Namespace) -> list[Row]:
         e2e = calls / (t_end - t0)
         loop_rate = calls / (t_loop - t0)
         writer_rate = written / (t_end - t0)
-        rows.append(Row(
-            "throughput", f"{n_feat} features: calls/s end to end", e2e, "calls/s", baseline=base_rate,
-            ratio=e2e / base_rate, target=">=150k/s, 0 drops", met=e2e >= 150_000 and dropped == 0,
-            note=(
-                f"{calls:,} calls in {t_loop - t0:.1f} s (loop {loop_rate:,.0f}/s), flush+seal {t_end - t_loop:.1f} s "
-                f"(queue depth at loop end {depth_at_end:,}); written {written:,} ({writer_rate:,.0f}/s), "
-                f"sealed {sealed:,}, dropped {dropped:,} {s1['dropped']}, failed {s1['failed'] - s0['failed']}, "
-                f"flush ok={ok}, waited {extra:.2f} s for sealing after flush() returned"
-            ),
-        ))
-        rows.append(Row(
-            "throughput", f"{n_feat} features: dropped calls", dropped, "calls",
-            target="0", met=dropped == 0,
-        ))
+        rows.append(
+            Row(
+                "throughput",
+                f"{n_feat} features: calls/s end to end",
+                e2e,
+                "calls/s",
+                baseline=base_rate,
+                ratio=e2e / base_rate,
+                target=">=150k/s, 0 drops",
+                met=e2e >= 150_000 and dropped == 0,
+                note=(
+                    f"{calls:,} calls in {t_loop - t0:.1f} s (loop {loop_rate:,.0f}/s), flush+seal {t_end - t_loop:.1f} s "
+                    f"(queue depth at loop end {depth_at_end:,}); written {written:,} ({writer_rate:,.0f}/s), "
+                    f"sealed {sealed:,}, dropped {dropped:,} {s1['dropped']}, failed {s1['failed'] - s0['failed']}, "
+                    f"flush ok={ok}, waited {extra:.2f} s for sealing after flush() returned"
+                ),
+            )
+        )
+        rows.append(
+            Row(
+                "throughput",
+                f"{n_feat} features: dropped calls",
+                dropped,
+                "calls",
+                target="0",
+                met=dropped == 0,
+            )
+        )
     return rows
 
 
@@ -448,23 +492,40 @@ def bench_batch(args: argparse.Namespace) -> list[Row]:
             t_end = perf_counter()
             s1 = rec.stats()
             pl_times.append(t_end - t0)
-            details.append((t_loop - t0, t_end - t_loop, s1["rows_written"] - s0["rows_written"],
-                            s1["sealed_rows"] - s0["sealed_rows"], s1["dropped_total"] - s0["dropped_total"], ok, extra))
+            details.append(
+                (
+                    t_loop - t0,
+                    t_end - t_loop,
+                    s1["rows_written"] - s0["rows_written"],
+                    s1["sealed_rows"] - s0["sealed_rows"],
+                    s1["dropped_total"] - s0["dropped_total"],
+                    ok,
+                    extra,
+                )
+            )
         dump_profile(prof, "batch")
         rec.shutdown(timeout_s=60)
     pl = total / float(np.median(pl_times))
     bl = total / float(np.median(bl_times))
     plain = total / float(np.median(plain_times))
     d = details[int(np.argsort(pl_times)[len(pl_times) // 2])]
-    return [Row(
-        "batch", "10k-row DataFrame x20: rows/s end to end", pl, "rows/s", baseline=bl, ratio=pl / bl,
-        target=">=2M rows/s", met=pl >= 2_000_000,
-        note=(
-            f"{n_calls} calls x {n_rows:,} rows, median of {repeats}: loop {d[0]:.2f} s + flush/seal {d[1]:.2f} s; "
-            f"rows written {d[2]:,}, sealed {d[3]:,}, dropped {d[4]}, flush ok={d[5]}; "
-            f"undecorated model alone {plain:,.0f} rows/s; baseline = from_pandas + one pq.write_table (zstd, no fsync)"
-        ),
-    )]
+    return [
+        Row(
+            "batch",
+            "10k-row DataFrame x20: rows/s end to end",
+            pl,
+            "rows/s",
+            baseline=bl,
+            ratio=pl / bl,
+            target=">=2M rows/s",
+            met=pl >= 2_000_000,
+            note=(
+                f"{n_calls} calls x {n_rows:,} rows, median of {repeats}: loop {d[0]:.2f} s + flush/seal {d[1]:.2f} s; "
+                f"rows written {d[2]:,}, sealed {d[3]:,}, dropped {d[4]}, flush ok={d[5]}; "
+                f"undecorated model alone {plain:,.0f} rows/s; baseline = from_pandas + one pq.write_table (zstd, no fsync)"
+            ),
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------- 4. memory
@@ -562,37 +623,55 @@ def bench_memory(args: argparse.Namespace) -> list[Row]:
         growth = (d_end - d_warm) / mib
         b_growth = (b_end - b_warm) / mib
         label = f"{total_rows // 1_000_000}M rows, batches of {n_rows:,}"
-        rows.append(Row(
-            "memory", f"RSS growth 1M->{label}", growth, "MiB",
-            baseline=b_growth, ratio=None, target="<=50 MiB", met=growth <= 50,
-            note=(
-                f"RSS before the first call {cold / mib:.0f} MiB, after 1M rows {d_warm / mib:.0f} MiB, after "
-                f"{total_rows:,} rows {d_end / mib:.0f} MiB, after malloc_trim(0) "
-                f"{'-' if trimmed is None else f'{trimmed / mib:.0f}'} MiB; RSS after each further 1M rows (MiB): "
-                f"{[round(c / mib) for c in curve]}; rows written {s['rows_written']:,}, dropped {s['dropped_total']}; "
-                f"arrow pool allocated after flush {arrow_bytes / mib:.1f} MiB ({pa.default_memory_pool().backend_name}); "
-                f"{s['rows_written'] / elapsed:,.0f} rows/s end to end; baseline = the same loop undecorated"
-            ),
-        ))
-        if len(curve) >= 2:
-            rows.append(Row(
-                "memory", f"RSS growth 2M->{label}", (d_end - curve[0]) / mib, "MiB",
+        rows.append(
+            Row(
+                "memory",
+                f"RSS growth 1M->{label}",
+                growth,
+                "MiB",
+                baseline=b_growth,
+                ratio=None,
+                target="<=50 MiB",
+                met=growth <= 50,
                 note=(
-                    "informational, the leak check: growth after the allocator has adapted. The C allocator "
-                    "(glibc) raises its mmap threshold after the first large frees, so the second 1M rows can "
-                    "leave RSS higher than the first did without any object being kept alive; compare the "
-                    "RSS after malloc_trim(0) in the note above"
+                    f"RSS before the first call {cold / mib:.0f} MiB, after 1M rows {d_warm / mib:.0f} MiB, after "
+                    f"{total_rows:,} rows {d_end / mib:.0f} MiB, after malloc_trim(0) "
+                    f"{'-' if trimmed is None else f'{trimmed / mib:.0f}'} MiB; RSS after each further 1M rows (MiB): "
+                    f"{[round(c / mib) for c in curve]}; rows written {s['rows_written']:,}, dropped {s['dropped_total']}; "
+                    f"arrow pool allocated after flush {arrow_bytes / mib:.1f} MiB ({pa.default_memory_pool().backend_name}); "
+                    f"{s['rows_written'] / elapsed:,.0f} rows/s end to end; baseline = the same loop undecorated"
                 ),
-            ))
-        rows.append(Row(
-            "memory", f"peak RSS over warm 1M->{label}", None if d_peak is None else (d_peak - d_warm) / mib, "MiB",
-            baseline=None if b_peak is None else (b_peak - b_warm) / mib,
-            note=(
-                "informational: kernel high-water mark (VmHWM) in the measured phase minus RSS after warm-up; "
-                f"during warm-up the peak was {'-' if warm_peak is None else f'{(warm_peak - cold) / mib:.0f}'} MiB over "
-                f"the RSS before the first call, for {step} calls queued at once"
-            ),
-        ))
+            )
+        )
+        if len(curve) >= 2:
+            rows.append(
+                Row(
+                    "memory",
+                    f"RSS growth 2M->{label}",
+                    (d_end - curve[0]) / mib,
+                    "MiB",
+                    note=(
+                        "informational, the leak check: growth after the allocator has adapted. The C allocator "
+                        "(glibc) raises its mmap threshold after the first large frees, so the second 1M rows can "
+                        "leave RSS higher than the first did without any object being kept alive; compare the "
+                        "RSS after malloc_trim(0) in the note above"
+                    ),
+                )
+            )
+        rows.append(
+            Row(
+                "memory",
+                f"peak RSS over warm 1M->{label}",
+                None if d_peak is None else (d_peak - d_warm) / mib,
+                "MiB",
+                baseline=None if b_peak is None else (b_peak - b_warm) / mib,
+                note=(
+                    "informational: kernel high-water mark (VmHWM) in the measured phase minus RSS after warm-up; "
+                    f"during warm-up the peak was {'-' if warm_peak is None else f'{(warm_peak - cold) / mib:.0f}'} MiB over "
+                    f"the RSS before the first call, for {step} calls queued at once"
+                ),
+            )
+        )
     return rows
 
 
@@ -637,7 +716,9 @@ def run_cli(
 def _capture_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile-writer", action="store_true", help="cProfile the writer thread; stats go to stderr")
     parser.add_argument(
-        "--batch-rows", type=lambda v: [int(x) for x in v.split(",")], default=[10_000],
+        "--batch-rows",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[10_000],
         help="memory: rows per batch call, comma-separated (default 10000; e.g. 10000,1000)",
     )
 

@@ -24,8 +24,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import predlog  # noqa: E402
 from bench_capture import US, Row, features, pct, predict, run_cli, temp_store  # noqa: E402
+
+import predlog  # noqa: E402
 
 RECEIVER = os.path.join(os.path.dirname(HERE), "tests", "otel", "receiver.py")
 
@@ -74,10 +75,12 @@ def bench_spans(args: argparse.Namespace) -> list[Row]:
     with temp_store(args.tmpdir, "spans") as store:
         recs = {
             "untraced": predlog.Recorder(store=os.path.join(store, "a"), model="bench", tracing=False),
-            "deferred": predlog.Recorder(store=os.path.join(store, "b"), model="bench", tracer_provider=tp,
-                                         max_spans_per_s=1e9),
-            "nested": predlog.Recorder(store=os.path.join(store, "c"), model="bench", tracer_provider=tp,
-                                       nest_spans=True, max_spans_per_s=1e9),
+            "deferred": predlog.Recorder(
+                store=os.path.join(store, "b"), model="bench", tracer_provider=tp, max_spans_per_s=1e9
+            ),
+            "nested": predlog.Recorder(
+                store=os.path.join(store, "c"), model="bench", tracer_provider=tp, nest_spans=True, max_spans_per_s=1e9
+            ),
         }
         fns: dict[str, Callable[[Any], Any]] = {"plain": predict, "bare SDK span": bare_span}
         fns.update({k: r.capture(predict) for k, r in recs.items()})
@@ -106,12 +109,20 @@ def bench_spans(args: argparse.Namespace) -> list[Row]:
     for name in ("untraced", "deferred", "nested"):
         over = (pct(arr[name], 50) - plain50) / US
         p99 = (pct(arr[name], 99) - pct(arr["plain"], 99)) / US
-        rows.append(Row(
-            "spans", f"{name} p50 overhead", over, "µs", baseline=bare, ratio=over / bare if bare > 0 else None,
-            target="<=3 µs" if name == "deferred" else "", met=(over <= 3.0) if name == "deferred" else None,
-            note=f"p99 overhead {p99:.1f} µs; spans made {stats[name]['spans']:,}; "
-                 f"baseline: a bare SDK span with 25 attributes around predict ({bare:.1f} µs p50 overhead)",
-        ))
+        rows.append(
+            Row(
+                "spans",
+                f"{name} p50 overhead",
+                over,
+                "µs",
+                baseline=bare,
+                ratio=over / bare if bare > 0 else None,
+                target="<=3 µs" if name == "deferred" else "",
+                met=(over <= 3.0) if name == "deferred" else None,
+                note=f"p99 overhead {p99:.1f} µs; spans made {stats[name]['spans']:,}; "
+                f"baseline: a bare SDK span with 25 attributes around predict ({bare:.1f} µs p50 overhead)",
+            )
+        )
     return rows
 
 
@@ -125,7 +136,8 @@ class Receiver:
         self.out = out
         self.proc = subprocess.Popen(
             [sys.executable, RECEIVER, "--out", out, "--grpc-port", "0", "--http-port", "0", "--count-only"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         ready = json.loads(self.proc.stdout.readline())
@@ -190,20 +202,30 @@ def bench_otlp(args: argparse.Namespace) -> list[Row]:
                     rec.shutdown(timeout_s=60)
                     import duckdb
 
-                    rows_pq = duckdb.sql(
-                        f"select count(*) from read_parquet('{sub}/predictions/**/*.parquet')"
-                    ).fetchall()[0][0] - 1
+                    rows_pq = (
+                        duckdb.sql(f"select count(*) from read_parquet('{sub}/predictions/**/*.parquet')").fetchall()[
+                            0
+                        ][0]
+                        - 1
+                    )
                     dropped = st["spans_dropped"]
                     accounted = got + sum(dropped.values()) >= calls  # every span received or counted
                     under = offered < 10_000
-                    rows.append(Row(
-                        "otlp", f"{protocol}, {offered:,.0f} calls/s offered: spans received/s", during / load_s,
-                        "spans/s", target=">=9k/s, none lost" if under else "drops counted, every row in Parquet",
-                        met=(during / load_s >= 9_000 and got == calls if under else True) and rows_pq == calls and accounted,
-                        note=f"{calls:,} calls in {duration:.0f} s; received in the last {load_s:.1f} s of the load {during:,}, "
-                             f"in all after flush {got:,}; "
-                             f"Parquet rows {rows_pq:,}; counted as dropped {dropped}",
-                    ))
+                    rows.append(
+                        Row(
+                            "otlp",
+                            f"{protocol}, {offered:,.0f} calls/s offered: spans received/s",
+                            during / load_s,
+                            "spans/s",
+                            target=">=9k/s, none lost" if under else "drops counted, every row in Parquet",
+                            met=(during / load_s >= 9_000 and got == calls if under else True)
+                            and rows_pq == calls
+                            and accounted,
+                            note=f"{calls:,} calls in {duration:.0f} s; received in the last {load_s:.1f} s of the load {during:,}, "
+                            f"in all after flush {got:,}; "
+                            f"Parquet rows {rows_pq:,}; counted as dropped {dropped}",
+                        )
+                    )
             finally:
                 recv.stop()
                 os.environ.pop("OTEL_EXPORTER_OTLP_PROTOCOL", None)

@@ -96,8 +96,10 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     missed = [f"{r['bench']}/{r['metric']}" for r in rows if r["met"] is False]
-    print(f"\ntargets met: {sum(r['met'] is True for r in rows)}, missed: {len(missed)}"
-          + (f" ({'; '.join(missed)})" if missed else ""))
+    print(
+        f"\ntargets met: {sum(r['met'] is True for r in rows)}, missed: {len(missed)}"
+        + (f" ({'; '.join(missed)})" if missed else "")
+    )
     if failed:
         print(f"benchmarks that failed to run: {', '.join(failed)}", file=sys.stderr)
         return 2

@@ -80,35 +80,55 @@ def main(store: Path) -> None:
     predlog.flush(timeout_s=30)
     elapsed = time.perf_counter() - started
     stats = predlog.stats()
-    print(f"served {served} predictions ({failed} failed) + a batch of {len(X_serve)} rows in {elapsed:.2f}s; "
-          f"{labelled} labels logged")
-    print(f"stats: captured={stats['captured']} written={stats['written']} dropped={stats['dropped_total']} "
-          f"rows in Parquet={stats['sealed_rows']} files={stats['files']}")
+    print(
+        f"served {served} predictions ({failed} failed) + a batch of {len(X_serve)} rows in {elapsed:.2f}s; "
+        f"{labelled} labels logged"
+    )
+    print(
+        f"stats: captured={stats['captured']} written={stats['written']} dropped={stats['dropped_total']} "
+        f"rows in Parquet={stats['sealed_rows']} files={stats['files']}"
+    )
     predlog.shutdown()
 
     preds = f"read_parquet('{store}/predictions/**/*.parquet', hive_partitioning=true, union_by_name=true)"
     labels = f"read_parquet('{store}/labels/**/*.parquet', union_by_name=true)"
     con = duckdb.connect()
     print("\nPer model and status:")
-    print(con.sql(f"""
+    print(
+        con.sql(f"""
         select model, model_version, status, count(*) as n,
                round(avg(latency_ms), 3) as avg_latency_ms, round(avg(confidence), 3) as avg_confidence
-        from {preds} group by all order by all""").df().to_string(index=False))
+        from {preds} group by all order by all""")
+        .df()
+        .to_string(index=False)
+    )
     print("\nAll predictions for user-7 (newest first):")
-    print(con.sql(f"""
+    print(
+        con.sql(f"""
         select ts, request_id, context.region as region, round(features.mean_radius, 2) as mean_radius,
                round(confidence, 3) as confidence, status
-        from {preds} where user_id = 'user-7' order by ts desc limit 5""").df().to_string(index=False))
+        from {preds} where user_id = 'user-7' order by ts desc limit 5""")
+        .df()
+        .to_string(index=False)
+    )
     print("\nAccuracy by region, on the predictions whose labels arrived:")
-    print(con.sql(f"""
+    print(
+        con.sql(f"""
         select p.context.region as region, count(*) as labelled,
                round(avg(case when (p.prediction[2] > 0.5)::int = l.label then 1 else 0 end), 3) as accuracy
         from {preds} p join {labels} l using (prediction_id)
-        where p.model = 'cancer' group by 1 order by 1""").df().to_string(index=False))
+        where p.model = 'cancer' group by 1 order by 1""")
+        .df()
+        .to_string(index=False)
+    )
     print("\nErrors:")
-    print(con.sql(f"""
+    print(
+        con.sql(f"""
         select error_type, error_message, count(*) as n from {preds}
-        where status = 'error' group by all""").df().to_string(index=False))
+        where status = 'error' group by all""")
+        .df()
+        .to_string(index=False)
+    )
     print(f"\nstore: {store}")
 
 

@@ -45,7 +45,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     """WSGI."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     status, answer = handle(
-        environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["wsgi.input"].read(length), environ.get("HTTP_X_REQUEST_ID")
+        environ["REQUEST_METHOD"],
+        environ["PATH_INFO"],
+        environ["wsgi.input"].read(length),
+        environ.get("HTTP_X_REQUEST_ID"),
     )
     out = json.dumps(answer).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
@@ -76,6 +79,11 @@ async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any], send: Cal
     request_id = headers.get(b"x-request-id")
     status, answer = handle(scope["method"], scope["path"], body, request_id.decode("latin-1") if request_id else None)
     out = json.dumps(answer).encode()
-    await send({"type": "http.response.start", "status": int(status.split()[0]),
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": int(status.split()[0]),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": out})

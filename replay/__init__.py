@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from ._compact import CompactResult
 from ._errors import (
     FilterError,
     LiveRowsWarning,
@@ -26,10 +27,9 @@ from ._errors import (
     UnknownVersionError,
     UnsupportedStoreError,
 )
-from ._compact import CompactResult
 from ._forget import ForgetResult, UserNotFoundWarning
-from ._retain import RetainResult
 from ._replay_result import ReplayResult
+from ._retain import RetainResult
 from ._store import Store
 
 __all__ = [

@@ -25,8 +25,17 @@ from ._live import live_tables, read_live
 from ._selection import Selection
 from ._shapes import NULL, fields_of, schema_shape
 from ._views import (
-    LABEL_HIVE, PREDICTION_HIVE, Footer, Snapshot, Source, group_files, label_family, labels_view, predictions_view,
-    read_footer, view_shape,
+    LABEL_HIVE,
+    PREDICTION_HIVE,
+    Footer,
+    Snapshot,
+    Source,
+    group_files,
+    label_family,
+    labels_view,
+    predictions_view,
+    read_footer,
+    view_shape,
 )
 
 if TYPE_CHECKING:

@@ -218,15 +218,27 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for name in df.columns:
         col = df[name]
-        plain_column = (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
-                        or pd.api.types.is_string_dtype(col.dtype) and col.dtype != object)
-        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype) or (
-            not plain_column and any(isinstance(v, (dt.date, dt.time, bytes, dict, list, tuple)) or _is_nested(v)
-                                     for v in col.tolist())
+        plain_column = (
+            pd.api.types.is_numeric_dtype(col.dtype)
+            or pd.api.types.is_bool_dtype(col.dtype)
+            or pd.api.types.is_string_dtype(col.dtype)
+            and col.dtype != object
+        )
+        if (
+            isinstance(col.dtype, pd.DatetimeTZDtype)
+            or pd.api.types.is_datetime64_any_dtype(col.dtype)
+            or (
+                not plain_column
+                and any(
+                    isinstance(v, (dt.date, dt.time, bytes, dict, list, tuple)) or _is_nested(v) for v in col.tolist()
+                )
+            )
         ):
             # Vectors and structs as JSON in every command (not a numpy or pandas repr).
-            out[name] = [None if _is_null(v) and not _is_nested(v) else
-                         (_json_text(v) if _is_nested(v) else _plain(v)) for v in _values(col)]
+            out[name] = [
+                None if _is_null(v) and not _is_nested(v) else (_json_text(v) if _is_nested(v) else _plain(v))
+                for v in _values(col)
+            ]
         else:
             out[name] = col
     return pd.DataFrame(out, columns=list(df.columns))
@@ -248,8 +260,13 @@ def _arrow_table(df: pd.DataFrame) -> Any:
         try:
             arr = pa.Array.from_pandas(col)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
-            arr = pa.array([None if _is_null(v) and not _is_nested(v) else
-                            (v if isinstance(v, str) else _json_text(v)) for v in col.tolist()], type=pa.string())
+            arr = pa.array(
+                [
+                    None if _is_null(v) and not _is_nested(v) else (v if isinstance(v, str) else _json_text(v))
+                    for v in col.tolist()
+                ],
+                type=pa.string(),
+            )
         arrays.append(arr)
         names.append(str(name))
     return pa.Table.from_arrays(arrays, names=names)
@@ -414,16 +431,23 @@ def _read_sql(text: str) -> str:
 def cmd_query(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     sql = _read_sql(args.sql)
     with _open(args) as s, progress.task("running the query…", quiet=True):
-        df = s.sql(sql, model=args.model, start=args.start, end=args.end, last=args.last,
-                   include_live=args.include_live)
+        df = s.sql(
+            sql, model=args.model, start=args.start, end=args.end, last=args.last, include_live=args.include_live
+        )
     out.frame(df)
     return EXIT_OK
 
 
 def cmd_user(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     with _open(args) as s, progress.task("reading…", quiet=True):
-        df = s.user(args.user_id, model=args.model, start=args.start, end=args.end, last=args.last,
-                    include_live=args.include_live)
+        df = s.user(
+            args.user_id,
+            model=args.model,
+            start=args.start,
+            end=args.end,
+            last=args.last,
+            include_live=args.include_live,
+        )
     out.frame(df)
     return EXIT_OK
 
@@ -462,9 +486,18 @@ def _models_frame(st: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name, m in sorted((st.get("models") or {}).items()):
         for version, n in sorted((m.get("versions") or {"": 0}).items(), key=lambda kv: str(kv[0])):
-            rows.append({"model": name, "version": version, "rows": n, "model_rows": m.get("rows"),
-                         "files": m.get("files"), "bytes": m.get("bytes"),
-                         "first_ts": m.get("first_ts"), "last_ts": m.get("last_ts")})
+            rows.append(
+                {
+                    "model": name,
+                    "version": version,
+                    "rows": n,
+                    "model_rows": m.get("rows"),
+                    "files": m.get("files"),
+                    "bytes": m.get("bytes"),
+                    "first_ts": m.get("first_ts"),
+                    "last_ts": m.get("last_ts"),
+                }
+            )
     cols = ["model", "version", "rows", "model_rows", "files", "bytes", "first_ts", "last_ts"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -486,8 +519,10 @@ def _partition_count(root: str, model: str | None, before: str | None) -> int:
     end = dt.date.fromisoformat(before) - dt.timedelta(days=1) if before else None
     pred = os.path.join(root, PREDICTIONS)
     models = list_partition_values(pred, MODEL_KEY) if model is None else [model]
-    n = sum(len(in_range(list_partition_values(os.path.join(pred, f"{MODEL_KEY}={m}"), DATE_KEY), None, end))
-            for m in models)
+    n = sum(
+        len(in_range(list_partition_values(os.path.join(pred, f"{MODEL_KEY}={m}"), DATE_KEY), None, end))
+        for m in models
+    )
     if model is None:
         n += len(in_range(list_partition_values(os.path.join(root, LABELS), DATE_KEY), None, end))
     return n
@@ -526,9 +561,11 @@ def cmd_retain(args: argparse.Namespace, out: Output, progress: Progress) -> int
     if args.days < 0:
         raise UsageError(f"--days must be 0 or more, got {args.days}")
     with _open(args) as s:
-        cutoff = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=args.days)
+        cutoff = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days)
         verb = "looking for" if args.dry_run else "dropping"
-        with progress.task(f"{verb} partitions dated before {cutoff} (keeping {_n(args.days, 'day')} before today)…") as elapsed:
+        with progress.task(
+            f"{verb} partitions dated before {cutoff} (keeping {_n(args.days, 'day')} before today)…"
+        ) as elapsed:
             res = s.retain(args.days, dry_run=args.dry_run)
         what = "would drop" if args.dry_run else "dropped"
         progress.say(
@@ -566,8 +603,10 @@ def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int
 
                 stored = hash_user_id(args.user_id, hash_key)
             count = s.sql("SELECT count(*) AS n FROM predictions WHERE user_id = ?", [stored])["n"].iloc[0]
-            ok = _confirm(f"Erase every row of user {args.user_id!r} ({_n(int(count), 'prediction')}, and their "
-                          f"labels) from {s.root}? This cannot be undone.")
+            ok = _confirm(
+                f"Erase every row of user {args.user_id!r} ({_n(int(count), 'prediction')}, and their "
+                f"labels) from {s.root}? This cannot be undone."
+            )
             if ok is None:
                 raise UsageError("refusing to erase without confirmation: stdin is not a terminal; pass --yes")
             if not ok:
@@ -636,8 +675,18 @@ def load_function(spec: str) -> Callable[..., Any]:
 
 def cmd_replay(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     fn = load_function(args.module)
-    kw = {k: v for k, v in (("model", args.model), ("version", args.version), ("start", args.start),
-                            ("end", args.end), ("last", args.last), ("record_as", args.record_as)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (
+            ("model", args.model),
+            ("version", args.version),
+            ("start", args.start),
+            ("end", args.end),
+            ("last", args.last),
+            ("record_as", args.record_as),
+        )
+        if v is not None
+    }
     with _open(args) as s:
         with progress.task(f"replaying the recorded inputs through {args.module}…") as elapsed:
             result = s.replay(fn, **kw)
@@ -718,22 +767,38 @@ def build_parser() -> argparse.ArgumentParser:
     # Global options are accepted before and after the command name.
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("store and diagnostics")
-    g.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
-                   help=f"the store directory (default: ${STORE_ENV}, else ./{DEFAULT_STORE})")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the traceback of an error")
-    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress lines on stderr")
+    g.add_argument(
+        "--store",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"the store directory (default: ${STORE_ENV}, else ./{DEFAULT_STORE})",
+    )
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines on stderr")
 
     fmt = argparse.ArgumentParser(add_help=False)
     f = fmt.add_argument_group("output")
-    f.add_argument("--format", "-f", choices=FORMATS, default="table",
-                   help="table (default), csv, json (records, ISO 8601 times) or parquet (needs --output)")
+    f.add_argument(
+        "--format",
+        "-f",
+        choices=FORMATS,
+        default="table",
+        help="table (default), csv, json (records, ISO 8601 times) or parquet (needs --output)",
+    )
     f.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE instead of stdout")
-    f.add_argument("--limit", type=_nonneg_int, metavar="N",
-                   help=f"at most N rows (a table shows {TABLE_ROWS} unless given; 0 = all)")
-    f.add_argument("--max-width", type=_nonneg_int, metavar="CHARS", default=None,
-                   help=f"cut table cells wider than this (default {CELL_WIDTH}; 0 = never)")
+    f.add_argument(
+        "--limit",
+        type=_nonneg_int,
+        metavar="N",
+        help=f"at most N rows (a table shows {TABLE_ROWS} unless given; 0 = all)",
+    )
+    f.add_argument(
+        "--max-width",
+        type=_nonneg_int,
+        metavar="CHARS",
+        default=None,
+        help=f"cut table cells wider than this (default {CELL_WIDTH}; 0 = never)",
+    )
 
     window = argparse.ArgumentParser(add_help=False)
     w = window.add_argument_group("rows")
@@ -741,75 +806,130 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--start", metavar="TIME", help="from this time, inclusive (ISO 8601, UTC unless it says)")
     w.add_argument("--end", metavar="TIME", help="until this time, exclusive")
     w.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
-    w.add_argument("--include-live", action="store_true",
-                   help="also rows not sealed into Parquet yet (in the writers' live segments)")
+    w.add_argument(
+        "--include-live",
+        action="store_true",
+        help="also rows not sealed into Parquet yet (in the writers' live segments)",
+    )
 
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common], description="Query, inspect and maintain a predlog replay store.",
+        prog=PROG,
+        parents=[common],
+        description="Query, inspect and maintain a predlog replay store.",
         epilog="Run 'predlog COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands: dict[str, argparse.ArgumentParser] = {}
     parser.set_defaults(_commands=commands)
 
-    p = sub.add_parser("query", parents=[common, window, fmt], help="run one SQL SELECT over the store",
-                       description="Run one SELECT over the views 'predictions' and 'labels' "
-                                   "(struct fields read as features.age, context.country).")
+    p = sub.add_parser(
+        "query",
+        parents=[common, window, fmt],
+        help="run one SQL SELECT over the store",
+        description="Run one SELECT over the views 'predictions' and 'labels' "
+        "(struct fields read as features.age, context.country).",
+    )
     p.add_argument("sql", metavar="SQL", help="the query, or '-' to read it from stdin")
     p.set_defaults(run=cmd_query)
 
-    p = sub.add_parser("user", parents=[common, window, fmt], help="every prediction made for one user",
-                       description="Every prediction made for one user, oldest first.")
+    p = sub.add_parser(
+        "user",
+        parents=[common, window, fmt],
+        help="every prediction made for one user",
+        description="Every prediction made for one user, oldest first.",
+    )
     p.add_argument("user_id", metavar="ID")
     p.set_defaults(run=cmd_user)
 
-    p = sub.add_parser("get", parents=[common, fmt], help="one prediction by its id",
-                       description="One prediction by its id (one line per column in a table).")
+    p = sub.add_parser(
+        "get",
+        parents=[common, fmt],
+        help="one prediction by its id",
+        description="One prediction by its id (one line per column in a table).",
+    )
     p.add_argument("prediction_id", metavar="ID")
     p.add_argument("--include-live", action="store_true", help="also look in the writers' live segments")
     p.set_defaults(run=cmd_get)
 
-    p = sub.add_parser("stats", parents=[common, fmt], help="what the store holds",
-                       description="Rows, files, bytes, models, versions and time range of the store. "
-                                   "csv and parquet give one row per model and version.")
+    p = sub.add_parser(
+        "stats",
+        parents=[common, fmt],
+        help="what the store holds",
+        description="Rows, files, bytes, models, versions and time range of the store. "
+        "csv and parquet give one row per model and version.",
+    )
     p.set_defaults(run=cmd_stats)
 
-    p = sub.add_parser("compact", parents=[common, fmt], help="merge small files into large sorted ones",
-                       description="Merge the small files of each partition into large files sorted by "
-                                   "user and time. Safe while writers and readers run.")
+    p = sub.add_parser(
+        "compact",
+        parents=[common, fmt],
+        help="merge small files into large sorted ones",
+        description="Merge the small files of each partition into large files sorted by "
+        "user and time. Safe while writers and readers run.",
+    )
     p.add_argument("--model", metavar="NAME", help="only this model's partitions (default: every model and the labels)")
     p.add_argument("--before", metavar="DATE", help="only partitions dated before DATE (YYYY-MM-DD)")
-    p.add_argument("--min-files", type=_pos_int, default=2, metavar="N",
-                   help="leave partitions with fewer than N files alone (default 2)")
+    p.add_argument(
+        "--min-files",
+        type=_pos_int,
+        default=2,
+        metavar="N",
+        help="leave partitions with fewer than N files alone (default 2)",
+    )
     p.add_argument("--target-rows", type=_pos_int, metavar="N", help="rows per output file")
     p.set_defaults(run=cmd_compact)
 
-    p = sub.add_parser("retain", parents=[common, fmt], help="delete partitions older than N days",
-                       description="Delete the date partitions (predictions and labels) older than N days "
-                                   "before today (UTC). Today is never deleted.")
+    p = sub.add_parser(
+        "retain",
+        parents=[common, fmt],
+        help="delete partitions older than N days",
+        description="Delete the date partitions (predictions and labels) older than N days "
+        "before today (UTC). Today is never deleted.",
+    )
     p.add_argument("--days", type=_nonneg_int, required=True, metavar="N", help="days to keep before today")
     p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     p.set_defaults(run=cmd_retain)
 
-    p = sub.add_parser("forget", parents=[common, fmt], help="erase every row of one user",
-                       description="Erase every prediction of one user and the labels joined to them. "
-                                   "Asks for confirmation on a terminal; elsewhere needs --yes.")
+    p = sub.add_parser(
+        "forget",
+        parents=[common, fmt],
+        help="erase every row of one user",
+        description="Erase every prediction of one user and the labels joined to them. "
+        "Asks for confirmation on a terminal; elsewhere needs --yes.",
+    )
     p.add_argument("user_id", metavar="USER")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--hashed", action="store_true",
-                   help="the store hashes user ids: hash USER with the key in PREDLOG_HASH_KEY first")
-    p.add_argument("--wait-live-s", type=_seconds, default=90.0, metavar="S",
-                   help="how long to wait for running writers to seal rows of the user (default 90)")
+    p.add_argument(
+        "--hashed",
+        action="store_true",
+        help="the store hashes user ids: hash USER with the key in PREDLOG_HASH_KEY first",
+    )
+    p.add_argument(
+        "--wait-live-s",
+        type=_seconds,
+        default=90.0,
+        metavar="S",
+        help="how long to wait for running writers to seal rows of the user (default 90)",
+    )
     p.set_defaults(run=cmd_forget)
 
-    p = sub.add_parser("replay", parents=[common, fmt], help="run recorded inputs through a function",
-                       description="Run the recorded inputs (features) of a model through another "
-                                   "function and compare with the recorded predictions. A table shows the "
-                                   "summary and the breakdown by model version; json adds the accuracy and "
-                                   "the breakdown by context; csv and parquet write one row per replayed "
-                                   "prediction (logged, replayed, changed...).")
-    p.add_argument("--module", "-m", required=True, metavar="PKG.MOD:FN",
-                   help="the function to replay through, e.g. mypkg.model:predict (the current directory is importable)")
+    p = sub.add_parser(
+        "replay",
+        parents=[common, fmt],
+        help="run recorded inputs through a function",
+        description="Run the recorded inputs (features) of a model through another "
+        "function and compare with the recorded predictions. A table shows the "
+        "summary and the breakdown by model version; json adds the accuracy and "
+        "the breakdown by context; csv and parquet write one row per replayed "
+        "prediction (logged, replayed, changed...).",
+    )
+    p.add_argument(
+        "--module",
+        "-m",
+        required=True,
+        metavar="PKG.MOD:FN",
+        help="the function to replay through, e.g. mypkg.model:predict (the current directory is importable)",
+    )
     p.add_argument("--model", metavar="NAME", help="the recorded model whose inputs are replayed")
     p.add_argument("--version", metavar="VERSION", help="only rows of this model version")
     p.add_argument("--start", metavar="TIME", help="from this time, inclusive")
@@ -856,8 +976,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.store = getattr(args, "store", None) or os.environ.get(STORE_ENV) or DEFAULT_STORE
     progress = Progress(enabled=not getattr(args, "quiet", False))
     args.max_width_given = args.max_width is not None
-    out = Output(format=args.format, path=args.output, limit=args.limit,
-                 width=CELL_WIDTH if args.max_width is None else (args.max_width or None))
+    out = Output(
+        format=args.format,
+        path=args.output,
+        limit=args.limit,
+        width=CELL_WIDTH if args.max_width is None else (args.max_width or None),
+    )
     command_parser = args._commands.get(args.command, parser)
 
     def usage_error(message: str) -> int:
@@ -868,7 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.format == "parquet" and (out.path is None or out.path == "-"):
         return usage_error("--format parquet needs --output FILE (Parquet is not written to a terminal or a pipe)")
 
-    def show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show_warning(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         text = " ".join(str(message).split())
         print(f"{PROG}: warning: {text.removeprefix('predlog: ')}", file=sys.stderr)
 
@@ -878,8 +1004,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, out, progress, debug, usage_error)
 
 
-def _run(args: argparse.Namespace, out: Output, progress: Progress, debug: bool,
-         usage_error: Callable[[str], int]) -> int:
+def _run(
+    args: argparse.Namespace, out: Output, progress: Progress, debug: bool, usage_error: Callable[[str], int]
+) -> int:
     try:
         return int(args.run(args, out, progress))
     except UsageError as exc:

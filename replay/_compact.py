@@ -14,14 +14,33 @@ from typing import TYPE_CHECKING, Any
 
 from predlog._fsio import FILE_MODE, mkdir_private
 from predlog._layout import (
-    LABELS, MAINTENANCE, MODEL_KEY, PREDICTIONS, is_model_name, list_partition_values,
+    LABELS,
+    MAINTENANCE,
+    MODEL_KEY,
+    PREDICTIONS,
+    is_model_name,
+    list_partition_values,
 )
 from predlog._sealing import same_kind
 
 from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS, OWN_PREFIXES, HasRoot, Partition, StepHook,
-    being_sealed, live_stems, locked, new_op_id, no_hook, partition_files, partitions, publish,
-    root_of, staging_dir, write_staged,
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_ROW_GROUP_ROWS,
+    OWN_PREFIXES,
+    HasRoot,
+    Partition,
+    StepHook,
+    being_sealed,
+    live_stems,
+    locked,
+    new_op_id,
+    no_hook,
+    partition_files,
+    partitions,
+    publish,
+    root_of,
+    staging_dir,
+    write_staged,
 )
 from ._retain import date_before
 
@@ -288,7 +307,13 @@ def _range_masks(table: pa.Table, key: str, bounds: list[str]) -> Iterator[tuple
 
 
 def _merge_group(
-    root: str, part: Partition, group: list[_FileInfo], *, target_rows: int, row_group_rows: int, staging: str,
+    root: str,
+    part: Partition,
+    group: list[_FileInfo],
+    *,
+    target_rows: int,
+    row_group_rows: int,
+    staging: str,
     next_name: Callable[[], str],
 ) -> list[tuple[str, str, int, int]]:
     """Merge one group of schema-compatible files into sorted files; (staged path, name, size, rows) each.
@@ -359,7 +384,13 @@ def _merge_group(
 
 
 def _compact_partition(
-    root: str, part: Partition, *, min_files: int, target_rows: int, row_group_rows: int, hook: StepHook,
+    root: str,
+    part: Partition,
+    *,
+    min_files: int,
+    target_rows: int,
+    row_group_rows: int,
+    hook: StepHook,
 ) -> tuple[list[_FileInfo], list[tuple[str, int]], int]:
     """Merge the small files of one partition; return (files replaced, (new rel, size), skipped)."""
     files, skipped = _candidates(root, part, target_rows)
@@ -386,7 +417,12 @@ def _compact_partition(
     try:
         for group in plan:
             merged = _merge_group(
-                root, part, group, target_rows=target_rows, row_group_rows=row_group_rows, staging=staging,
+                root,
+                part,
+                group,
+                target_rows=target_rows,
+                row_group_rows=row_group_rows,
+                staging=staging,
                 next_name=next_name,
             )
             expected = sum(f.rows for f in group)
@@ -412,7 +448,7 @@ def _as_date(value: dt.date | str | None) -> dt.date | None:
     if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
     return dt.date.fromisoformat(value)
 
 
@@ -487,7 +523,12 @@ def compact(
             if limit is not None and not date_before(part.date, limit):
                 continue
             replaced, written, skip = _compact_partition(
-                root, part, min_files=min_files, target_rows=target_rows, row_group_rows=row_group_rows, hook=hook,
+                root,
+                part,
+                min_files=min_files,
+                target_rows=target_rows,
+                row_group_rows=row_group_rows,
+                hook=hook,
             )
             skipped += skip
             if not replaced:
@@ -499,5 +540,12 @@ def compact(
             bytes_before += sum(f.size for f in replaced)
             bytes_after += sum(size for _, size in written)
     return CompactResult(
-        tuple(parts), before_n, after_n, rows, bytes_before, bytes_after, skipped, round(time.monotonic() - started, 3),
+        tuple(parts),
+        before_n,
+        after_n,
+        rows,
+        bytes_before,
+        bytes_after,
+        skipped,
+        round(time.monotonic() - started, 3),
     )

@@ -95,8 +95,9 @@ class UnknownModelError(StoreError, ValueError):
 class UnknownVersionError(StoreError, ValueError):
     """A ``version=`` that no prediction of the selected models has."""
 
-    def __init__(self, version: str, present: Iterable[str], *, models: Iterable[str] | None = None,
-                 live_only: bool = False) -> None:
+    def __init__(
+        self, version: str, present: Iterable[str], *, models: Iterable[str] | None = None, live_only: bool = False
+    ) -> None:
         self.version = version
         self.present = sorted(present)
         self.live_only = live_only
@@ -131,9 +132,7 @@ class UnknownColumnError(StoreError, ValueError):
         self.column = column
         self.available = sorted(set(available))
         self.close = _close(column, self.available)
-        hint = (
-            f"close matches: {', '.join(repr(c) for c in self.close)}" if self.close else "no close match"
-        )
+        hint = f"close matches: {', '.join(repr(c) for c in self.close)}" if self.close else "no close match"
         super().__init__(
             f"unknown column {column!r} in {where} ({hint}). Nested fields are written "
             "'features.<name>' or 'context.<name>'; Store.schema(model=...) lists the columns and "

@@ -38,7 +38,14 @@ import os
 from collections.abc import Iterable, Iterator
 
 from predlog._layout import (
-    DATE_KEY, LABELS, MAINTENANCE, MODEL_KEY, PREDICTIONS, in_range, list_partition_values, parquet_names,
+    DATE_KEY,
+    LABELS,
+    MAINTENANCE,
+    MODEL_KEY,
+    PREDICTIONS,
+    in_range,
+    list_partition_values,
+    parquet_names,
 )
 
 logger = logging.getLogger("predlog")
@@ -72,10 +79,15 @@ def manifests(root: str) -> list[Manifest]:
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
-            out.append(Manifest(
-                path=path, op=str(doc["op"]), replaces=tuple(doc["replaces"]), by=tuple(doc["by"]),
-                created=float(doc.get("created", 0.0)),
-            ))
+            out.append(
+                Manifest(
+                    path=path,
+                    op=str(doc["op"]),
+                    replaces=tuple(doc["replaces"]),
+                    by=tuple(doc["by"]),
+                    created=float(doc.get("created", 0.0)),
+                )
+            )
         except FileNotFoundError:  # finished while we listed
             continue
         except (ValueError, KeyError, TypeError) as exc:
@@ -119,7 +131,10 @@ def models(root: str) -> list[str]:
 
 
 def prediction_files(
-    root: str, models_: Iterable[str] | None = None, start: dt.date | None = None, end: dt.date | None = None,
+    root: str,
+    models_: Iterable[str] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> list[str]:
     """Visible prediction files, pruned by model and by UTC date partition (inclusive)."""
     names = models(root) if models_ is None else list(models_)

@@ -15,15 +15,34 @@ from typing import TYPE_CHECKING, Any
 
 from predlog._fsio import mkdir_private
 from predlog._layout import (
-    LABELS, MAINTENANCE, SEGMENT_SUFFIX, segment_paths, stem_of, wal_dir,
+    LABELS,
+    MAINTENANCE,
+    SEGMENT_SUFFIX,
+    segment_paths,
+    stem_of,
+    wal_dir,
 )
 from predlog._processors import hash_id
 from predlog._sealing import recover_orphans
 
 from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS, STALE_TMP_S, HasRoot, StepHook,
-    being_sealed, live_stems, locked, new_op_id, no_hook, partition_files, partitions, publish,
-    remove_stale_temp, root_of, staging_dir, write_staged,
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_ROW_GROUP_ROWS,
+    STALE_TMP_S,
+    HasRoot,
+    StepHook,
+    being_sealed,
+    live_stems,
+    locked,
+    new_op_id,
+    no_hook,
+    partition_files,
+    partitions,
+    publish,
+    remove_stale_temp,
+    root_of,
+    staging_dir,
+    write_staged,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +50,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("predlog")
 
-__all__ = ["DEFAULT_WAIT_LIVE_S", "ForgetResult", "UserNotFoundWarning", "forget_user", "hash_user_id", "not_found_message"]
+__all__ = [
+    "DEFAULT_WAIT_LIVE_S",
+    "ForgetResult",
+    "UserNotFoundWarning",
+    "forget_user",
+    "hash_user_id",
+    "not_found_message",
+]
 
 
 #: How long :func:`forget_user` waits for live writers to seal segments holding the user.
@@ -209,7 +235,11 @@ def _segment_holds(path: str, user_ids: tuple[str, ...], hits: _Hits) -> bool:
 
 
 def _rewrite_partition(
-    root: str, rel: str, files: dict[str, int], keep: Callable[[pa.Table], pa.Table], hook: StepHook,
+    root: str,
+    rel: str,
+    files: dict[str, int],
+    keep: Callable[[pa.Table], pa.Table],
+    hook: StepHook,
     row_group_rows: int,
 ) -> tuple[int, int, int]:
     """Rewrite ``files`` of one partition through ``keep``; return (rows removed, rewritten, deleted)."""
@@ -385,9 +415,16 @@ def forget_user(
         for part in partitions(root):
             stale += remove_stale_temp(root, part.rel, STALE_TMP_S)
     result = ForgetResult(
-        user_id=target, prediction_rows=pred_rows, label_rows=label_rows, files_rewritten=rewritten,
-        files_deleted=deleted, partitions=tuple(parts), segments_sealed=sealed, stale_temp_files=stale,
-        pending_live=tuple(sorted(pending)), waited_s=round(waited, 3),
+        user_id=target,
+        prediction_rows=pred_rows,
+        label_rows=label_rows,
+        files_rewritten=rewritten,
+        files_deleted=deleted,
+        partitions=tuple(parts),
+        segments_sealed=sealed,
+        stale_temp_files=stale,
+        pending_live=tuple(sorted(pending)),
+        waited_s=round(waited, 3),
     )
     if not result.found:
         warnings.warn(not_found_message(root, user_id, hashed=hash_key is not None), UserNotFoundWarning, stacklevel=2)
@@ -402,8 +439,10 @@ def not_found_message(root: str, user_id: str, *, hashed: bool) -> str:
     """Why erasing ``user_id`` erased nothing, and what to check."""
     text = f"no row of user {user_id!r} in the store {root}: nothing was erased"
     if not hashed and _hashes_user_ids(root):
-        text += (". The store's user ids are hashed (the writers' hash_fields): pass hash_key=... (or "
-                 "'predlog forget --hashed' with PREDLOG_HASH_KEY) to erase by the id given to predlog.context")
+        text += (
+            ". The store's user ids are hashed (the writers' hash_fields): pass hash_key=... (or "
+            "'predlog forget --hashed' with PREDLOG_HASH_KEY) to erase by the id given to predlog.context"
+        )
     else:
         text += ". Check the id (ids are compared as stored, case and all)"
     return text

@@ -42,9 +42,15 @@ def _nullable(t: pa.DataType) -> Any:
     import pyarrow as pa
 
     table = {
-        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
-        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.uint8(): pd.UInt8Dtype(),
+        pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(),
+        pa.uint64(): pd.UInt64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
     }
     return table.get(t)
 
@@ -66,8 +72,14 @@ def _series(col: pa.ChunkedArray) -> pd.Series:
         return col.to_pandas()
     if pa.types.is_date(t):
         return col.to_pandas(date_as_object=True)
-    if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) \
-            or pa.types.is_map(t) or pa.types.is_null(t):
+    if (
+        pa.types.is_struct(t)
+        or pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_map(t)
+        or pa.types.is_null(t)
+    ):
         out = np.empty(len(col), dtype=object)
         out[:] = col.to_pylist()
         return pd.Series(out, dtype=object, copy=False)
@@ -100,7 +112,7 @@ def _decode(text: Any, family: Any) -> Any:
         return None
     if family == "datetime":
         parsed = dt.datetime.fromisoformat(str(value).replace(" ", "T"))
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
     if family == "date":
         return dt.date.fromisoformat(str(value))
     if family == "float" and isinstance(value, int):

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["LiveSegment", "live_tables", "read_live"]
 
 
-
 @dataclasses.dataclass
 class LiveSegment:
     """What one live segment holds right now."""
@@ -92,10 +91,12 @@ def _dedupe_predictions(tables: list[pa.Table], sealed: list[str]) -> list[pa.Ta
 
     if not sealed:
         return tables
-    ids = pa.concat_arrays([
-        pq.read_table(f, columns=["prediction_id"]).column("prediction_id").combine_chunks().cast(pa.string())
-        for f in sealed
-    ])
+    ids = pa.concat_arrays(
+        [
+            pq.read_table(f, columns=["prediction_id"]).column("prediction_id").combine_chunks().cast(pa.string())
+            for f in sealed
+        ]
+    )
     out = []
     for t in tables:
         t = t.filter(pc.invert(pc.is_in(t.column("prediction_id"), value_set=ids)))
@@ -144,7 +145,9 @@ def _by_schema(tables: Iterable[pa.Table]) -> list[pa.Table]:
 
 
 def live_tables(
-    segments: list[LiveSegment], prediction_files: list[str], label_files: list[str],
+    segments: list[LiveSegment],
+    prediction_files: list[str],
+    label_files: list[str],
 ) -> tuple[list[pa.Table], list[pa.Table]]:
     """Live prediction and label tables without the rows already sealed into the listed files.
 

@@ -49,8 +49,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from predlog._fsio import FILE_MODE, fsync_dir, mkdir_private, open_private
 from predlog._layout import (
-    DATE_KEY, LABELS, MAINTENANCE, MODEL_KEY, PREDICTIONS, SEGMENT_SUFFIX, list_partition_values,
-    parquet_names, segment_paths, segment_stem, stem_of, wal_dir,
+    DATE_KEY,
+    LABELS,
+    MAINTENANCE,
+    MODEL_KEY,
+    PREDICTIONS,
+    SEGMENT_SUFFIX,
+    list_partition_values,
+    parquet_names,
+    segment_paths,
+    segment_stem,
+    stem_of,
+    wal_dir,
 )
 
 from ._errors import MaintenanceBusyError
@@ -61,7 +71,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("predlog")
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT_S", "DEFAULT_ROW_GROUP_ROWS", "HasRoot", "OWN_PREFIXES", "Partition", "STALE_TMP_S", "StepHook", "being_sealed", "finish_interrupted", "live_stems", "locked", "new_op_id", "no_hook", "partition_files", "partitions", "publish", "remove_empty_dirs", "remove_stale_temp", "root_of", "staging_dir", "unlink", "write_staged"]
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "DEFAULT_ROW_GROUP_ROWS",
+    "HasRoot",
+    "OWN_PREFIXES",
+    "Partition",
+    "STALE_TMP_S",
+    "StepHook",
+    "being_sealed",
+    "finish_interrupted",
+    "live_stems",
+    "locked",
+    "new_op_id",
+    "no_hook",
+    "partition_files",
+    "partitions",
+    "publish",
+    "remove_empty_dirs",
+    "remove_stale_temp",
+    "root_of",
+    "staging_dir",
+    "unlink",
+    "write_staged",
+]
 
 
 #: Rows per row group of compacted files. Measured with DuckDB on a 2M-row file sorted by
@@ -105,7 +138,7 @@ def root_of(store: HasRoot | str | os.PathLike[str]) -> str:
 
 
 def new_op_id() -> str:
-    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.urandom(5).hex()}"
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{os.urandom(5).hex()}"
 
 
 def no_hook(step: str) -> None:
@@ -174,7 +207,12 @@ def staging_dir(root: str, op_id: str) -> str:
 
 
 def publish(
-    root: str, op: str, op_id: str, staged: list[tuple[str, str]], replaces: list[str], hook: StepHook,
+    root: str,
+    op: str,
+    op_id: str,
+    staged: list[tuple[str, str]],
+    replaces: list[str],
+    hook: StepHook,
 ) -> None:
     """Swap ``replaces`` (relative paths) for the ``staged`` files (staging path, relative target).
 
@@ -215,7 +253,9 @@ def _finish_locked(root: str) -> list[str]:
         op_id = os.path.basename(m.path)[: -len(".json")]
         if not all(_inside(rel) for rel in m.replaces + m.by):
             # Not one of ours: never delete outside predictions/ and labels/ on its word.
-            logger.warning("predlog: maintenance manifest %s names files outside the store's tables; left alone", m.path)
+            logger.warning(
+                "predlog: maintenance manifest %s names files outside the store's tables; left alone", m.path
+            )
             continue
         if m.published(root):
             for rel in m.replaces:
@@ -346,7 +386,7 @@ def remove_stale_temp(root: str, rel: str, max_age_s: float) -> int:
 
 def _seal_abandoned(root: str, name: str) -> bool:
     """Whether the sealer temp file ``.<segment-stem>-<n>.parquet.<pid>.tmp`` is an orphan."""
-    base = name[1:-len(".tmp")].rsplit(".", 1)[0]
+    base = name[1 : -len(".tmp")].rsplit(".", 1)[0]
     if not base.endswith(".parquet") or "-" not in base:
         return False
     stem = stem_of(base)
@@ -374,7 +414,11 @@ def remove_empty_dirs(root: str, rels: Iterable[str]) -> None:
 
 
 def write_staged(
-    path: str, table: pa.Table, row_group_rows: int, sorting: list[str] | None = None, sorting_columns: Any = None,
+    path: str,
+    table: pa.Table,
+    row_group_rows: int,
+    sorting: list[str] | None = None,
+    sorting_columns: Any = None,
 ) -> int:
     """Write ``table`` to ``path`` (new, 0600), fsync; return its size."""
     import pyarrow.parquet as pq
@@ -385,7 +429,11 @@ def write_staged(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         with pq.ParquetWriter(
-            f, table.schema, compression="zstd", write_statistics=True, write_page_index=True,
+            f,
+            table.schema,
+            compression="zstd",
+            write_statistics=True,
+            write_page_index=True,
             sorting_columns=sorting_columns or None,
         ) as writer:
             writer.write_table(table, row_group_size=row_group_rows)

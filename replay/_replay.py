@@ -66,12 +66,28 @@ class Store(Protocol):
 
     def models(self) -> list[str]: ...
 
-    def selection(self, *, model: Any = ..., version: Any = ..., start: Any = ..., end: Any = ..., last: Any = ...,
-                  user_id: Any = ..., status: Any = ..., where: Any = ...,
-                  include_replays: bool | None = ...) -> Selection: ...
+    def selection(
+        self,
+        *,
+        model: Any = ...,
+        version: Any = ...,
+        start: Any = ...,
+        end: Any = ...,
+        last: Any = ...,
+        user_id: Any = ...,
+        status: Any = ...,
+        where: Any = ...,
+        include_replays: bool | None = ...,
+    ) -> Selection: ...
 
-    def run(self, fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T], *, selection: Selection | None = None,
-            model: Any = None, labels: bool = True) -> T: ...
+    def run(
+        self,
+        fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T],
+        *,
+        selection: Selection | None = None,
+        model: Any = None,
+        labels: bool = True,
+    ) -> T: ...
 
     def conditions(self, snap: Snapshot, sel: Selection) -> Conditions: ...
 
@@ -83,8 +99,6 @@ METRICS = ("accuracy", "mae")
 
 # In row mode, this many failures in a row before any success means the function cannot
 # work on these inputs at all: stop and raise instead of failing on every remaining row.
-
-
 
 
 def _resolve_model(store: Store, fn: Callable[..., Any], model: Any) -> str:
@@ -111,8 +125,16 @@ def _resolve_model(store: Store, fn: Callable[..., Any], model: Any) -> str:
     return str(model)
 
 
-def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | None, has_labels: bool,
-          need_request: bool, need_context: bool) -> Plan:
+def _plan(
+    store: Store,
+    snap: Snapshot,
+    sel: Selection,
+    *,
+    by: Sequence[str] | None,
+    has_labels: bool,
+    need_request: bool,
+    need_context: bool,
+) -> Plan:
     """The query reading the rows to replay: only the columns the replay needs, no ORDER BY."""
     assert sel.model is not None
     model = sel.model[0]
@@ -128,10 +150,16 @@ def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | N
     context = fields_of(fields.get("context", NULL))
     pred = fields.get("prediction", NULL)
     json_text = pred[0] == "json"
-    cols = ['"prediction_id"', '"ts"', '"user_id"', '"model_version"',
-            '"request_id"' if need_request and "request_id" in fields else 'NULL::VARCHAR AS "request_id"',
-            '"prediction"', '"features"',
-            '"context"' if need_context and "context" in fields else 'NULL AS "context"']
+    cols = [
+        '"prediction_id"',
+        '"ts"',
+        '"user_id"',
+        '"model_version"',
+        '"request_id"' if need_request and "request_id" in fields else 'NULL::VARCHAR AS "request_id"',
+        '"prediction"',
+        '"features"',
+        '"context"' if need_context and "context" in fields else 'NULL AS "context"',
+    ]
     if by is None:
         by_names = [f"context.{k}" for k, s in context.items() if k != REPLAY_OF and s[0] == "scalar"]
         by_default = True
@@ -146,8 +174,9 @@ def _plan(store: Store, snap: Snapshot, sel: Selection, *, by: Sequence[str] | N
     return Plan(model, sql, list(q.params), list(fields_of(feats)), by_names, by_default, "", json_text, has_labels)
 
 
-def _latest_labels(store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot,
-                   sel: Selection) -> tuple[pa.Table | None, pa.Table | None]:
+def _latest_labels(
+    store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot, sel: Selection
+) -> tuple[pa.Table | None, pa.Table | None]:
     """Latest label per prediction_id and per request_id (as Store.labeled joins them)."""
     lfields = fields_of(snap.shape("labels"))
     if "label" not in lfields:
@@ -156,7 +185,9 @@ def _latest_labels(store: Store, cur: duckdb.DuckDBPyConnection, snap: Snapshot,
     def latest(key: str) -> pa.Table | None:
         if key not in lfields:
             return None
-        t = cur.sql(f"SELECT _k AS k, label FROM ({latest_labels_sql(snap, key, [('label', 'label')])})").to_arrow_table()
+        t = cur.sql(
+            f"SELECT _k AS k, label FROM ({latest_labels_sql(snap, key, [('label', 'label')])})"
+        ).to_arrow_table()
         return t if t.num_rows else None
 
     return latest("prediction_id"), latest("request_id")
@@ -259,8 +290,9 @@ def replay(
         raise ValueError(f"metric={metric!r}: pass one of {', '.join(repr(m) for m in METRICS)} or None")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive integer")
-    if inspect.iscoroutinefunction(getattr(getattr(fn, "__predlog_spec__", None), "fn", fn)) or \
-            inspect.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(
+        getattr(getattr(fn, "__predlog_spec__", None), "fn", fn)
+    ) or inspect.iscoroutinefunction(fn):
         raise async_error(fn)
     if record_as is not None:
         if not isinstance(record_as, str) or not record_as:
@@ -268,8 +300,17 @@ def replay(
         if store.read_only:
             raise StoreError(f"record_as needs write access to the store {store.root}, which is read-only here")
     model_name = _resolve_model(store, fn, model)
-    sel = store.selection(model=model_name, version=version, start=start, end=end, last=last, user_id=user_id,
-                          status=status, where=where, include_replays=include_replays)
+    sel = store.selection(
+        model=model_name,
+        version=version,
+        start=start,
+        end=end,
+        last=last,
+        user_id=user_id,
+        status=status,
+        where=where,
+        include_replays=include_replays,
+    )
     if record_as is not None:
         _check_record_as(store, model_name, record_as)
     from . import _files
@@ -280,8 +321,15 @@ def replay(
     def work(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> Collected:
         by_pid, by_rid = _latest_labels(store, cur, snap, sel) if has_labels else (None, None)
         recording = record_as is not None
-        plan = _plan(store, snap, sel, by=by, has_labels=has_labels,
-                     need_request=recording or by_rid is not None, need_context=recording)
+        plan = _plan(
+            store,
+            snap,
+            sel,
+            by=by,
+            has_labels=has_labels,
+            need_request=recording or by_rid is not None,
+            need_context=recording,
+        )
         columns = feature_columns(fn, plan.feature_names, features)
         reader = cur.sql(plan.sql, params=plan.params).to_arrow_reader(batch_size)
         collected = Collected(plan, record_as is not None, by_pid, by_rid)
@@ -305,7 +353,9 @@ def replay(
     collected = store.run(work, selection=sel, labels=has_labels)
     caller = collected.caller
     if caller is None:
-        raise NothingToReplayError(_nothing_message(store, model_name, version, start, end, last, user_id, status, where))
+        raise NothingToReplayError(
+            _nothing_message(store, model_name, version, start, end, last, user_id, status, where)
+        )
     if caller.successes == 0 and caller.first_failure is not None:
         caller.raise_all_failed()
     result = collected.result(caller, metric=metric, top_k=top_k)
@@ -319,10 +369,18 @@ def replay(
     return result
 
 
-def _nothing_message(store: Store, model: str, version: Any, start: Any, end: Any, last: Any, user_id: Any,
-                     status: Any, where: Any) -> str:
-    given = {"version": version, "start": start, "end": end, "last": last, "user_id": user_id, "status": status,
-             "where": where}
+def _nothing_message(
+    store: Store, model: str, version: Any, start: Any, end: Any, last: Any, user_id: Any, status: Any, where: Any
+) -> str:
+    given = {
+        "version": version,
+        "start": start,
+        "end": end,
+        "last": last,
+        "user_id": user_id,
+        "status": status,
+        "where": where,
+    }
     filters = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
     return (
         f"no logged prediction of model {model!r} matches {filters or 'no filter'} in store {store.root}; "
@@ -351,9 +409,20 @@ def _record(store: Store, model: str, version: str, collected: Collected) -> int
     import predlog
 
     rec = predlog.Recorder(
-        store=store.root, model=model, version=version, enabled=True, sample_rate=1.0,
-        on_full="block", block_timeout_s=60.0, tracing=False, otlp=False, metrics=False,
-        drop_fields=(), hash_fields=(), redact=(), processors=(),
+        store=store.root,
+        model=model,
+        version=version,
+        enabled=True,
+        sample_rate=1.0,
+        on_full="block",
+        block_timeout_s=60.0,
+        tracing=False,
+        otlp=False,
+        metrics=False,
+        drop_fields=(),
+        hash_fields=(),
+        redact=(),
+        processors=(),
     )
 
     # The features and prediction of the original row are stored as they are (already

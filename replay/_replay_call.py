@@ -22,8 +22,20 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "MODES", "Caller", "Outputs", "async_error", "describe", "feature_columns", "feature_frame", "first_param_kind",
-    "normalise", "note", "plain_value", "prefetch", "reject_async", "row_values",
+    "MODES",
+    "Caller",
+    "Outputs",
+    "async_error",
+    "describe",
+    "feature_columns",
+    "feature_frame",
+    "first_param_kind",
+    "normalise",
+    "note",
+    "plain_value",
+    "prefetch",
+    "reject_async",
+    "row_values",
 ]
 
 
@@ -45,7 +57,9 @@ def first_param_kind(fn: Callable[..., Any]) -> str | None:
     if not params or params[0].annotation is inspect.Parameter.empty:
         return None
     ann = params[0].annotation
-    text = ann if isinstance(ann, str) else f"{getattr(ann, '__module__', '')}.{getattr(ann, '__qualname__', '')} {ann!r}"
+    text = (
+        ann if isinstance(ann, str) else f"{getattr(ann, '__module__', '')}.{getattr(ann, '__qualname__', '')} {ann!r}"
+    )
     if "DataFrame" in text:
         return "batch"
     if "ndarray" in text or "NDArray" in text or "ArrayLike" in text:
@@ -215,9 +229,12 @@ class Caller:
                 if self.mode != "auto" or (self.annotated and decided in ("batch", "array")):
                     # It says it takes a batch: its own error is the answer, not a row-by-row retry
                     # with dicts it was never written for.
-                    note(exc, f"predlog replay: {describe(self.fn)} raised on a batch of {n} rows "
-                               f"(first prediction_id {ids[0].as_py()!r}); pass mode='row' to call it row by row "
-                               "and collect the failing rows")
+                    note(
+                        exc,
+                        f"predlog replay: {describe(self.fn)} raised on a batch of {n} rows "
+                        f"(first prediction_id {ids[0].as_py()!r}); pass mode='row' to call it row by row "
+                        "and collect the failing rows",
+                    )
                     raise
                 self.batch_error = f"{error_text(exc)} (batch call; fell back to one call per row)"
                 if decided is None:
@@ -232,9 +249,11 @@ class Caller:
                     self.failures_in_a_row = 0
                     return Outputs(values, np.ones(n, dtype=bool)), None
                 shape = getattr(out, "shape", None)
-                problem = (f"{describe(self.fn)} returned {type(out).__name__}"
-                           f"{'' if shape is None else f' of shape {shape}'} for a batch of {n} rows; expected "
-                           "one value per row")
+                problem = (
+                    f"{describe(self.fn)} returned {type(out).__name__}"
+                    f"{'' if shape is None else f' of shape {shape}'} for a batch of {n} rows; expected "
+                    "one value per row"
+                )
                 if self.mode != "auto":
                     raise ValueError(f"{problem}. Pass mode='row' to call it with one dict of features per row")
                 self.batch_error = problem + " (fell back to one call per row)"
@@ -276,9 +295,12 @@ class Caller:
         if len(text) > 500:
             text = text[:500] + "...}"
         extra = f"; the batch call failed too: {self.batch_error}" if self.batch_error else ""
-        note(exc, f"predlog replay: {describe(self.fn)} raised on every row it was given "
-                   f"({self.failures_in_a_row} tried, none succeeded){extra}. First failing row: "
-                   f"prediction_id {pid!r}, features {text}")
+        note(
+            exc,
+            f"predlog replay: {describe(self.fn)} raised on every row it was given "
+            f"({self.failures_in_a_row} tried, none succeeded){extra}. First failing row: "
+            f"prediction_id {pid!r}, features {text}",
+        )
         raise exc
 
 

@@ -117,8 +117,9 @@ class Compared:
     replayed_class: np.ndarray | None = None
 
 
-def compare(kind: str, logged: np.ndarray, lvalid: np.ndarray, out: Outputs, atol: float,
-             with_difference: bool) -> Compared:
+def compare(
+    kind: str, logged: np.ndarray, lvalid: np.ndarray, out: Outputs, atol: float, with_difference: bool
+) -> Compared:
     import numpy as np
 
     rep, rvalid = out.values, out.valid
@@ -129,8 +130,11 @@ def compare(kind: str, logged: np.ndarray, lvalid: np.ndarray, out: Outputs, ato
             same = logged == rep
             diff = (rep.astype(np.float64) - logged.astype(np.float64)) if with_difference else None
         elif logged.dtype.kind == "b" or rep.dtype.kind == "b":
-            same = logged.astype(bool) == rep.astype(bool) if logged.dtype.kind == rep.dtype.kind else (
-                logged.astype(np.float64) == rep.astype(np.float64))
+            same = (
+                logged.astype(bool) == rep.astype(bool)
+                if logged.dtype.kind == rep.dtype.kind
+                else (logged.astype(np.float64) == rep.astype(np.float64))
+            )
             diff = None
         else:
             lf = logged.astype(np.float64, copy=False)
@@ -146,7 +150,13 @@ def compare(kind: str, logged: np.ndarray, lvalid: np.ndarray, out: Outputs, ato
             res.difference = diff
             res.abs_change = np.abs(diff)
         return res
-    if kind == "vector" and logged.ndim == 2 and rep.ndim == 2 and rep.dtype != object and rep.shape[1] == logged.shape[1]:
+    if (
+        kind == "vector"
+        and logged.ndim == 2
+        and rep.ndim == 2
+        and rep.dtype != object
+        and rep.shape[1] == logged.shape[1]
+    ):
         lf = logged
         rf = rep.astype(np.float64, copy=False)
         with np.errstate(invalid="ignore"):
@@ -187,8 +197,13 @@ def compare(kind: str, logged: np.ndarray, lvalid: np.ndarray, out: Outputs, ato
                 abs_change[i] = math.inf  # type: ignore[index]
             else:
                 abs_change[i] = 0.0  # type: ignore[index]
-        elif kind == "number" and isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-                and not isinstance(a, bool) and not isinstance(b, bool):
+        elif (
+            kind == "number"
+            and isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+        ):
             abs_change[i] = abs(b - a)  # type: ignore[index]
             if diff is not None:
                 diff[i] = b - a
@@ -227,9 +242,18 @@ def check_kind(kind: str, model: str, out: Outputs, fn: Callable[..., Any], logg
         )
 
 
-def label_scores(metric: str, kind: str, labels: pa.ChunkedArray, compared: np.ndarray, lvals: np.ndarray,
-                  lvalid: np.ndarray, rep: np.ndarray, rvalid: np.ndarray, lclass: np.ndarray | None,
-                  rclass: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+def label_scores(
+    metric: str,
+    kind: str,
+    labels: pa.ChunkedArray,
+    compared: np.ndarray,
+    lvals: np.ndarray,
+    lvalid: np.ndarray,
+    rep: np.ndarray,
+    rvalid: np.ndarray,
+    lclass: np.ndarray | None,
+    rclass: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Which rows are scored, and the score of the logged and replayed prediction on each.
 
     Scores are 1.0/0.0 (correct or not) for ``"accuracy"``, the absolute error for ``"mae"``.

@@ -100,10 +100,12 @@ class ReplayResult:
         acc = self.accuracy
         if acc is not None:
             fmt = _pct if acc["metric"] == "accuracy" else _num
-            items.append((
-                f"{acc['metric']} on {acc['labeled_rows']:,} labeled",
-                f"{fmt(acc['logged'])} logged → {fmt(acc['replayed'])} replayed",
-            ))
+            items.append(
+                (
+                    f"{acc['metric']} on {acc['labeled_rows']:,} labeled",
+                    f"{fmt(acc['logged'])} logged → {fmt(acc['replayed'])} replayed",
+                )
+            )
         if s.get("recorded") is not None:
             items.append(("recorded as", f"{s['record_as']} ({s['recorded']:,} rows)"))
         items.append(("mode", str(s["mode"])))
@@ -132,14 +134,32 @@ class ReplayResult:
             parts += ["<h5>By context</h5>", self.by_context.to_html(index=False, float_format=_num, na_rep="")]
         changed = self.changes
         if len(changed):
-            cols = [c for c in ("prediction_id", "ts", "user_id", "model_version", "logged", "replayed",
-                                "difference", "logged_class", "replayed_class", "error") if c in changed.columns]
-            parts += [f"<h5>Changed rows (first 5 of {len(changed):,})</h5>",
-                      changed[cols].head(5).to_html(index=False, float_format=_num, na_rep="")]
+            cols = [
+                c
+                for c in (
+                    "prediction_id",
+                    "ts",
+                    "user_id",
+                    "model_version",
+                    "logged",
+                    "replayed",
+                    "difference",
+                    "logged_class",
+                    "replayed_class",
+                    "error",
+                )
+                if c in changed.columns
+            ]
+            parts += [
+                f"<h5>Changed rows (first 5 of {len(changed):,})</h5>",
+                changed[cols].head(5).to_html(index=False, float_format=_num, na_rep=""),
+            ]
         errors = self.df[self.df["error"].notna()] if "error" in self.df.columns else self.df.iloc[:0]
         if len(errors):
-            parts += [f"<h5>Errors (first 5 of {len(errors):,})</h5>",
-                      errors[["prediction_id", "error"]].head(5).to_html(index=False)]
+            parts += [
+                f"<h5>Errors (first 5 of {len(errors):,})</h5>",
+                errors[["prediction_id", "error"]].head(5).to_html(index=False),
+            ]
         parts.append("</div>")
         return "".join(parts)
 
@@ -265,10 +285,16 @@ class Collected:
         compared = cat([c.compared for c in cmp])
         changed = cat([c.changed for c in cmp])
         n = len(compared)
-        difference = cat([c.difference for c in cmp]) if kind == "number" and all(
-            c.difference is not None for c in cmp) else None
-        abs_change = cat([c.abs_change for c in cmp]) if kind in ("number", "vector") and all(
-            c.abs_change is not None for c in cmp) else None
+        difference = (
+            cat([c.difference for c in cmp])
+            if kind == "number" and all(c.difference is not None for c in cmp)
+            else None
+        )
+        abs_change = (
+            cat([c.abs_change for c in cmp])
+            if kind in ("number", "vector") and all(c.abs_change is not None for c in cmp)
+            else None
+        )
         lclass = cat([c.logged_class for c in cmp]) if kind == "vector" else None
         rclass = cat([c.replayed_class for c in cmp]) if kind == "vector" else None
         rep = _concat_values(self.replayed)
@@ -283,8 +309,11 @@ class Collected:
         else:
             err_arr = pa.nulls(n, pa.string())
         pids = pa.chunked_array(self.arrow["prediction_id"])
-        labels = _labels_all(pids, pa.chunked_array(self.arrow["request_id"]), self.by_pid, self.by_rid) \
-            if plan.has_labels else None
+        labels = (
+            _labels_all(pids, pa.chunked_array(self.arrow["request_id"]), self.by_pid, self.by_rid)
+            if plan.has_labels
+            else None
+        )
         if labels is not None and labels.null_count == len(labels):
             labels = None
 
@@ -297,8 +326,9 @@ class Collected:
         if kind == "vector":
             stats["class_changed"] = (lclass != rclass) & compared
         if labels is not None:
-            labeled, score_l, score_r = label_scores(chosen, kind, labels, compared, lvals, lvalid, rep, rvalid,
-                                                      lclass, rclass)
+            labeled, score_l, score_r = label_scores(
+                chosen, kind, labels, compared, lvals, lvalid, rep, rvalid, lclass, rclass
+            )
             if labeled is not None and labeled.any():
                 logged_score = float(score_l[labeled].mean())  # type: ignore[index]
                 replayed_score = float(score_r[labeled].mean())  # type: ignore[index]
@@ -335,8 +365,11 @@ class Collected:
             g.insert(0, "value", g.index.to_numpy(dtype=object))
             g.insert(0, "column", name)
             tables.append(g.reset_index(drop=True))
-        by_context = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-            columns=["column", "value", "rows", "compared", "changed", "agreement_rate"])
+        by_context = (
+            pd.concat(tables, ignore_index=True)
+            if tables
+            else pd.DataFrame(columns=["column", "value", "rows", "compared", "changed", "agreement_rate"])
+        )
 
         # The rows, sorted by time (a stable sort: rows of one ts keep the store's order). Rows
         # usually come in time order already (one writer, or compacted files): then no sort.
@@ -353,8 +386,9 @@ class Collected:
                 return values.take(pa.array(order))
             return values[order]
 
-        ident = take(pa.table({k: pa.chunked_array(self.arrow[k])
-                               for k in ("prediction_id", "ts", "user_id", "model_version")}))
+        ident = take(
+            pa.table({k: pa.chunked_array(self.arrow[k]) for k in ("prediction_id", "ts", "user_id", "model_version")})
+        )
         cols: dict[str, Any] = dict(ident.to_pandas().items())
         if kind == "vector" or (kind == "other" and _any_nested(self.logged)):
             cols["logged"] = _arrow_series(take(pa.chunked_array(self.logged)))
@@ -383,8 +417,9 @@ class Collected:
         return ReplayResult(df, summary, by_version, by_context, accuracy)
 
 
-def _labels_all(pids: pa.ChunkedArray, rids: pa.ChunkedArray, by_pid: pa.Table | None,
-                by_rid: pa.Table | None) -> pa.ChunkedArray | None:
+def _labels_all(
+    pids: pa.ChunkedArray, rids: pa.ChunkedArray, by_pid: pa.Table | None, by_rid: pa.Table | None
+) -> pa.ChunkedArray | None:
     """The label of each row: the latest logged for its prediction_id, else for its request_id."""
     import pyarrow.compute as pc
 
@@ -450,8 +485,13 @@ def _id_like(col: pa.ChunkedArray) -> bool:
 def _nested(t: pa.DataType) -> bool:
     import pyarrow as pa
 
-    return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-                or pa.types.is_struct(t) or pa.types.is_map(t))
+    return bool(
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_struct(t)
+        or pa.types.is_map(t)
+    )
 
 
 def _any_nested(parts: list[Any]) -> bool:
@@ -484,7 +524,7 @@ def _concat_values(parts: list[np.ndarray]) -> np.ndarray:
     out = np.empty(sum(len(p) for p in parts), dtype=object)
     i = 0
     for p in parts:
-        out[i:i + len(p)] = list(p) if p.ndim == 1 else [r.tolist() for r in p]
+        out[i : i + len(p)] = list(p) if p.ndim == 1 else [r.tolist() for r in p]
         i += len(p)
     return out
 

@@ -9,13 +9,25 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from predlog._layout import (
-    LABELS, PREDICTIONS,
+    LABELS,
+    PREDICTIONS,
 )
 
 from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S, STALE_TMP_S, HasRoot, Partition, StepHook,
-    locked, new_op_id, no_hook, partition_files, partitions, publish,
-    remove_empty_dirs, remove_stale_temp, root_of,
+    DEFAULT_LOCK_TIMEOUT_S,
+    STALE_TMP_S,
+    HasRoot,
+    Partition,
+    StepHook,
+    locked,
+    new_op_id,
+    no_hook,
+    partition_files,
+    partitions,
+    publish,
+    remove_empty_dirs,
+    remove_stale_temp,
+    root_of,
 )
 
 if TYPE_CHECKING:
@@ -96,8 +108,8 @@ def retain(
 
     if isinstance(days, bool) or not isinstance(days, int) or days < 0:
         raise ValueError(f"days must be an integer >= 0, got {days!r}")
-    now = dt.datetime.now(dt.timezone.utc) if now is None else now
-    today = (now.astimezone(dt.timezone.utc) if now.tzinfo else now).date()
+    now = dt.datetime.now(dt.UTC) if now is None else now
+    today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
     cutoff = today - dt.timedelta(days=days)
     hook = _step_hook or no_hook
 
@@ -129,8 +141,14 @@ def retain(
                 remove_stale_temp(root, p.rel, STALE_TMP_S)
             remove_empty_dirs(root, [p.rel for p in parts])
     return RetainResult(
-        cutoff=cutoff, dates=tuple(sorted({p.date for p in parts})), partitions=tuple(p.rel for p in parts),
-        files=len(files), bytes=size, prediction_rows=rows[PREDICTIONS], label_rows=rows[LABELS], dry_run=dry_run,
+        cutoff=cutoff,
+        dates=tuple(sorted({p.date for p in parts})),
+        partitions=tuple(p.rel for p in parts),
+        files=len(files),
+        bytes=size,
+        prediction_rows=rows[PREDICTIONS],
+        label_rows=rows[LABELS],
+        dry_run=dry_run,
     )
 
 

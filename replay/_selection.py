@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import decimal
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from ._errors import FilterError, TimeBoundError, UnknownColumnError
 from ._shapes import Shape, column_paths, fields_of, ident, lit
@@ -23,8 +23,8 @@ from ._timebounds import date_range, parse_time, window
 
 __all__ = ["STATUSES", "Conditions", "Names", "Selection", "Where", "compile_selection", "names"]
 
-Names = Union[str, Sequence[str], None]
-Where = Union[Mapping[str, Any], str, None]
+Names = str | Sequence[str] | None
+Where = Mapping[str, Any] | str | None
 
 STATUSES = ("ok", "error")
 """The values of the ``status`` column."""
@@ -115,18 +115,23 @@ class Selection:
         if statuses is not None:
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
-                raise FilterError(
-                    f"status={bad[0]!r} is not a status: predictions have status 'ok' or 'error'"
-                )
+                raise FilterError(f"status={bad[0]!r} is not a status: predictions have status 'ok' or 'error'")
         if where is not None and not isinstance(where, (str, Mapping)):
             raise FilterError(f"where={where!r} is not accepted: {WHERE_FORMS}")
         for flag, value in (("include_live", include_live), ("include_replays", include_replays)):
             if value is not None and not isinstance(value, bool):
                 raise FilterError(f"{flag}= takes True or False, got {value!r}")
         return cls(
-            model=names(model, "model"), version=names(version, "version"), start=lo, end=hi,
-            user_id=names(user_id, "user_id"), status=statuses, request_id=names(request_id, "request_id"),
-            where=where, include_live=bool(include_live), include_replays=include_replays,
+            model=names(model, "model"),
+            version=names(version, "version"),
+            start=lo,
+            end=hi,
+            user_id=names(user_id, "user_id"),
+            status=statuses,
+            request_id=names(request_id, "request_id"),
+            where=where,
+            include_live=bool(include_live),
+            include_replays=include_replays,
         )
 
     @property
@@ -160,8 +165,14 @@ class Selection:
 class Conditions:
     """SQL conditions over one relation's columns and their bound parameters, in order."""
 
-    def __init__(self, shape: Shape, what: str = "the predictions", *, hashed: Collection[str] = (),
-                 hash_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        shape: Shape,
+        what: str = "the predictions",
+        *,
+        hashed: Collection[str] = (),
+        hash_key: bytes | None = None,
+    ) -> None:
         self.shape = shape
         self.what = what
         self.hashed = frozenset(hashed)
@@ -189,7 +200,7 @@ class Conditions:
         if rest in fields:
             return child(rest), fields[rest]
         for name in sorted((n for n in fields if rest.startswith(n + ".")), key=len, reverse=True):
-            found = self._walk(child(name), fields[name], rest[len(name) + 1:])
+            found = self._walk(child(name), fields[name], rest[len(name) + 1 :])
             if found is not None:
                 return found
         return None
@@ -363,8 +374,14 @@ class Conditions:
         return (" WHERE " + " AND ".join(self.conditions)) if self.conditions else ""
 
 
-def compile_selection(sel: Selection, shape: Shape, *, hashed: Collection[str] = (), hash_key: bytes | None = None,
-                      what: str = "the predictions") -> Conditions:
+def compile_selection(
+    sel: Selection,
+    shape: Shape,
+    *,
+    hashed: Collection[str] = (),
+    hash_key: bytes | None = None,
+    what: str = "the predictions",
+) -> Conditions:
     """The conditions of ``sel`` over a relation of shape ``shape`` (time bounds exact).
 
     The model filter is not among them: the files read are already those of the models.

@@ -16,8 +16,19 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "JSON", "NULL", "TEXT", "Shape", "column_paths", "convert_sql", "fields_of", "has_json", "lit", "ident", "merge",
-    "schema_shape", "shape_of",
+    "JSON",
+    "NULL",
+    "TEXT",
+    "Shape",
+    "column_paths",
+    "convert_sql",
+    "fields_of",
+    "has_json",
+    "lit",
+    "ident",
+    "merge",
+    "schema_shape",
+    "shape_of",
 ]
 
 

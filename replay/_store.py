@@ -24,17 +24,13 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, marker_format, model_of, segment_paths, wal_dir
 
 from . import _compact, _files, _forget, _replay, _retain
-from ._compact import CompactResult
-from ._forget import ForgetResult
-from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
-from ._replay_result import ReplayResult
-from ._retain import RetainResult
 from ._catalog import Catalog
+from ._compact import CompactResult
 from ._connection import LockedConnection, Slot
 from ._errors import (
     FilterError,
@@ -48,7 +44,11 @@ from ._errors import (
     UnknownVersionError,
     UnsupportedStoreError,
 )
+from ._forget import ForgetResult
 from ._frames import decode_labels, to_frame
+from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
+from ._replay_result import ReplayResult
+from ._retain import RetainResult
 from ._selection import Conditions, Names, Selection, Where, compile_selection, names
 from ._shapes import NULL, Shape, fields_of, has_json, ident, lit
 from ._timebounds import UTC
@@ -71,7 +71,7 @@ __all__ = ["Store"]
 
 T = TypeVar("T")
 
-TimeBound = Union[dt.datetime, dt.date, str, None]
+TimeBound = dt.datetime | dt.date | str | None
 
 _RETRIES = 10
 _HIVE_PREDICTIONS = "{'model': 'VARCHAR', 'date': 'DATE'}"
@@ -193,7 +193,7 @@ class Store:
         if not isinstance(location, str):
             raise TypeError(f"store path must be a str or os.PathLike of str, got {path!r}")
         if location.startswith("file://"):
-            location = location[len("file://"):]
+            location = location[len("file://") :]
         elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
             raise UnsupportedStoreError(location)
         root = os.path.realpath(os.path.expanduser(location))
@@ -227,7 +227,8 @@ class Store:
                     f"predlog: store {self.root} is not writable, so the {orphans} segment(s) left by stopped "
                     "writers were not sealed into Parquet; their rows are readable with include_live=True. "
                     "Open the store once with write access to seal them",
-                    RuntimeWarning, stacklevel=3,
+                    RuntimeWarning,
+                    stacklevel=3,
                 )
             return
         from predlog._sealing import recover_orphans
@@ -238,7 +239,8 @@ class Store:
             warnings.warn(
                 f"predlog: could not seal the segments left by stopped writers in {self.root} ({exc}); "
                 "their rows are readable with include_live=True and are sealed by the next writer",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
         from ._maintenance import finish_interrupted
 
@@ -248,7 +250,8 @@ class Store:
             warnings.warn(
                 f"predlog: could not finish interrupted maintenance in {self.root} ({exc}); readers still "
                 "see every row once, and the next maintenance operation finishes it",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
 
     def close(self) -> None:
@@ -330,23 +333,27 @@ class Store:
         is False. With a selection, the labels view holds the label types of its predictions.
         """
         if selection is None:
-            selection = self.selection(model=model, start=start, end=end, last=last, include_live=include_live,
-                                       include_replays=include_replays)
+            selection = self.selection(
+                model=model, start=start, end=end, last=last, include_live=include_live, include_replays=include_replays
+            )
             narrow = False
         else:
             narrow = labels
-        return self._run(fn, selection, predictions=predictions, labels=labels, keep_open=keep_open,
-                         narrow_labels=narrow)
+        return self._run(
+            fn, selection, predictions=predictions, labels=labels, keep_open=keep_open, narrow_labels=narrow
+        )
 
-    def conditions(self, snap: Snapshot, sel: Selection, *, shape: Shape | None = None,
-                   what: str = "the predictions") -> Conditions:
+    def conditions(
+        self, snap: Snapshot, sel: Selection, *, shape: Shape | None = None, what: str = "the predictions"
+    ) -> Conditions:
         """The selection's SQL conditions over ``snap``'s predictions (or a relation of ``shape``),
         with hashed columns looked up by hash and your own ``where=`` SQL checked to be a
         condition, not another statement."""
         if isinstance(sel.where, str):
             self._db.check_select(f"SELECT * FROM predictions WHERE ({sel.where})")
-        return compile_selection(sel, shape or snap.shape("predictions"), hashed=snap.hashed,
-                                 hash_key=self._hash_key, what=what)
+        return compile_selection(
+            sel, shape or snap.shape("predictions"), hashed=snap.hashed, hash_key=self._hash_key, what=what
+        )
 
     def _run(
         self,
@@ -385,13 +392,11 @@ class Store:
                 if attempt + 1 < _RETRIES and (snap is None or snap.stale()):
                     logger.debug("predlog: a store file vanished during a query; listing again")
                     if attempt:
-                        time.sleep(min(0.002 * 2 ** attempt, 0.1))  # let a burst of swaps settle
+                        time.sleep(min(0.002 * 2**attempt, 0.1))  # let a burst of swaps settle
                     continue
                 raise
             except duckdb.PermissionException as exc:
-                raise QueryNotAllowedError(
-                    f"{exc}. A store's SQL can read only files inside {self.root}"
-                ) from exc
+                raise QueryNotAllowedError(f"{exc}. A store's SQL can read only files inside {self.root}") from exc
             finally:
                 if slot is not None:
                     if snap is not None:
@@ -422,8 +427,9 @@ class Store:
         erase data: hand it only to code you trust as much as your own. Untrusted SQL goes
         through :meth:`sql`, which runs a single ``SELECT``.
         """
-        sel = self.selection(model=model, start=start, end=end, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model, start=start, end=end, include_live=include_live, include_replays=include_replays
+        )
         snap = self._snapshot(sel, labels=True)
         cur = self._db.cursor()
         try:
@@ -480,9 +486,20 @@ class Store:
             UnknownVersionError: a version none of the selected models has (likewise).
             FilterError, TimeBoundError: filters of the wrong form.
         """
-        sel = Selection.of(model=model, version=version, start=start, end=end, last=last, days=days,
-                           user_id=user_id, status=status, request_id=request_id, where=where,
-                           include_live=include_live, include_replays=include_replays)
+        sel = Selection.of(
+            model=model,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            days=days,
+            user_id=user_id,
+            status=status,
+            request_id=request_id,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
         if sel.model is not None:
             self._check_models(sel.model, sel.include_live)
             sel = sel.replace(model=tuple(sorted(set(sel.model))))
@@ -524,24 +541,37 @@ class Store:
         missing = [v for v in sel.version if v not in present]
         if missing:
             live = _live_versions(self.root, models)
-            raise UnknownVersionError(missing[0], sorted(present - live) if not sel.include_live else sorted(present),
-                                      models=models, live_only=missing[0] in live and not sel.include_live)
+            raise UnknownVersionError(
+                missing[0],
+                sorted(present - live) if not sel.include_live else sorted(present),
+                models=models,
+                live_only=missing[0] in live and not sel.include_live,
+            )
 
     def _distinct_versions(self, files: list[str]) -> set[str]:
         def distinct(cur: duckdb.DuckDBPyConnection, _: Snapshot) -> set[str]:
-            sql = (f"SELECT DISTINCT model_version FROM read_parquet([{', '.join(lit(f) for f in files)}], "
-                   "union_by_name=true)")
+            sql = (
+                f"SELECT DISTINCT model_version FROM read_parquet([{', '.join(lit(f) for f in files)}], "
+                "union_by_name=true)"
+            )
             return {str(r[0]) for r in cur.execute(sql).fetchall() if r[0] is not None}
 
         with contextlib.suppress(Exception):
             return self._run(distinct, Selection(), predictions=False)
         return set()
 
-    def _filtered(self, snap: Snapshot, sel: Selection, source: str = "predictions", shape: Shape | None = None,
-                  what: str = "the predictions") -> tuple[str, list[Any]]:
+    def _filtered(
+        self,
+        snap: Snapshot,
+        sel: Selection,
+        source: str = "predictions",
+        shape: Shape | None = None,
+        what: str = "the predictions",
+    ) -> tuple[str, list[Any]]:
         """``SELECT * FROM source WHERE <sel>`` and its parameters."""
-        q = compile_selection(sel, shape or snap.shape("predictions"), hashed=snap.hashed, hash_key=self._hash_key,
-                              what=what)
+        q = compile_selection(
+            sel, shape or snap.shape("predictions"), hashed=snap.hashed, hash_key=self._hash_key, what=what
+        )
         sql = f"SELECT * FROM {source}{q.clause()}"
         if isinstance(sel.where, str):
             self._check_select(sql)
@@ -575,16 +605,34 @@ class Store:
         when it was made; if maintenance removes one of them before the relation runs, DuckDB
         raises an IO error: make the relation again.
         """
-        sel = self.selection(model=model, version=version, start=start, end=end, last=last, user_id=user_id,
-                             status=status, request_id=request_id, where=where, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            user_id=user_id,
+            status=status,
+            request_id=request_id,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
         return self._relation(sel, columns=columns, limit=limit)
 
-    def _relation(self, sel: Selection, *, columns: Sequence[str] | None = None, limit: int | None = None,
-                  labeled: bool = False, include_unlabeled: bool = False) -> duckdb.DuckDBPyRelation:
+    def _relation(
+        self,
+        sel: Selection,
+        *,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        labeled: bool = False,
+        include_unlabeled: bool = False,
+    ) -> duckdb.DuckDBPyRelation:
         def query(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> duckdb.DuckDBPyRelation:
-            sql, params = self._select(cur, snap, sel, columns=columns, limit=limit, labeled=labeled,
-                                       include_unlabeled=include_unlabeled)
+            sql, params = self._select(
+                cur, snap, sel, columns=columns, limit=limit, labeled=labeled, include_unlabeled=include_unlabeled
+            )
             return cur.sql(sql, params=params)
 
         return self._run(query, sel, keep_open=True, labels=labeled, label_lo=sel.start if labeled else None)
@@ -620,14 +668,33 @@ class Store:
         there) the relation has ``label`` as JSON text and ``label_type`` naming each type,
         with a :class:`MixedLabelTypesWarning`; :meth:`labeled` turns them back into values.
         """
-        sel = self.selection(model=model, version=version, start=start, end=end, last=last, user_id=user_id,
-                             status=status, request_id=request_id, where=where, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            user_id=user_id,
+            status=status,
+            request_id=request_id,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
         return self._relation(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
 
-    def _select(self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, sel: Selection, *,
-                columns: Sequence[str] | None = None, limit: int | None = None, labeled: bool = False,
-                include_unlabeled: bool = False, order: bool = True) -> tuple[str, list[Any]]:
+    def _select(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        snap: Snapshot,
+        sel: Selection,
+        *,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        labeled: bool = False,
+        include_unlabeled: bool = False,
+        order: bool = True,
+    ) -> tuple[str, list[Any]]:
         """The SQL of a relation over ``snap``'s views: selection, labels, columns, order, limit."""
         if labeled:
             self._narrow_labels(cur, snap, sel)
@@ -670,8 +737,10 @@ class Store:
             on.append("l.request_id = k.request_id")
         if not on:
             return
-        sql = (f"SELECT DISTINCT l.{ident(LABEL_TYPE)} FROM labels AS l SEMI JOIN ({keys}) AS k "
-               f"ON {' OR '.join(on)} WHERE l.label IS NOT NULL")
+        sql = (
+            f"SELECT DISTINCT l.{ident(LABEL_TYPE)} FROM labels AS l SEMI JOIN ({keys}) AS k "
+            f"ON {' OR '.join(on)} WHERE l.label IS NOT NULL"
+        )
         found = frozenset(str(r[0]) for r in cur.execute(sql, q.params).fetchall())
         snap.narrow_labels(cur, found or families)
         if snap.mixed_labels:
@@ -680,20 +749,29 @@ class Store:
                 f"JSON text and '{LABEL_TYPE}' names each one's type (Store.labeled() turns them back into "
                 "values). Select one model (model=...) if the types belong to different models, or log one "
                 "label type per model",
-                MixedLabelTypesWarning, stacklevel=4,
+                MixedLabelTypesWarning,
+                stacklevel=4,
             )
 
     # ------------------------------------------------------------ eager reads
 
-    def _frame(self, sel: Selection, *, columns: Sequence[str] | None = None, limit: int | None = None,
-               labeled: bool = False, include_unlabeled: bool = False, index: str | None = None,
-               transform: Callable[[duckdb.DuckDBPyConnection, Snapshot, str, list[Any]], tuple[str, list[Any]]]
-               | None = None) -> pd.DataFrame:
+    def _frame(
+        self,
+        sel: Selection,
+        *,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        labeled: bool = False,
+        include_unlabeled: bool = False,
+        index: str | None = None,
+        transform: Callable[[duckdb.DuckDBPyConnection, Snapshot, str, list[Any]], tuple[str, list[Any]]] | None = None,
+    ) -> pd.DataFrame:
         """Run the selection and return a DataFrame with the values as they were logged."""
 
         def query(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> pd.DataFrame:
-            sql, params = self._select(cur, snap, sel, columns=columns, limit=limit, labeled=labeled,
-                                       include_unlabeled=include_unlabeled)
+            sql, params = self._select(
+                cur, snap, sel, columns=columns, limit=limit, labeled=labeled, include_unlabeled=include_unlabeled
+            )
             if transform is not None:
                 sql, params = transform(cur, snap, sql, params)
             table = cur.sql(sql, params=params).to_arrow_table()
@@ -732,7 +810,8 @@ class Store:
                 f"no sealed prediction matches, but {n:,} row(s) in live write-ahead segments do: they reach "
                 "Parquet when the writer seals its segment (every segment_max_age_s, on predlog.flush() and at "
                 "exit). Pass include_live=True (predlog ... --include-live) to read them now",
-                LiveRowsWarning, stacklevel=4,
+                LiveRowsWarning,
+                stacklevel=4,
             )
 
     def predictions(
@@ -783,9 +862,19 @@ class Store:
         type differs between them (``prediction``: a number here, a vector there) holds each
         row's own value, and ``features`` each row's own model's features.
         """
-        sel = self.selection(model=model, version=version, start=start, end=end, last=last, user_id=user_id,
-                             status=status, request_id=request_id, where=where, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            user_id=user_id,
+            status=status,
+            request_id=request_id,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
         return self._frame(sel, columns=columns, limit=limit)
 
     def user(
@@ -812,8 +901,17 @@ class Store:
                 f"user() takes one user id, a string, got {user_id!r} ({type(user_id).__name__}); "
                 f"ids are stored as text{f': pass {str(user_id)!r}' if isinstance(user_id, int) else ''}"
             )
-        return self.predictions(model=model, start=start, end=end, last=last, user_id=user_id, where=where,
-                                limit=limit, include_live=include_live, include_replays=include_replays)
+        return self.predictions(
+            model=model,
+            start=start,
+            end=end,
+            last=last,
+            user_id=user_id,
+            where=where,
+            limit=limit,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
 
     def get(self, prediction_id: str, *, include_live: bool = False) -> pd.Series:
         """One prediction as a pandas Series indexed by column name (``.name`` is its id).
@@ -826,12 +924,14 @@ class Store:
         """
         if not isinstance(prediction_id, str):
             raise PredictionNotFoundError(
-                str(prediction_id), f"prediction ids are strings, got {prediction_id!r} ({type(prediction_id).__name__})"
+                str(prediction_id),
+                f"prediction ids are strings, got {prediction_id!r} ({type(prediction_id).__name__})",
             )
 
         def row(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> pd.Series | None:
-            table = cur.sql("SELECT * FROM predictions WHERE prediction_id = ? LIMIT 1",
-                            params=[prediction_id]).to_arrow_table()
+            table = cur.sql(
+                "SELECT * FROM predictions WHERE prediction_id = ? LIMIT 1", params=[prediction_id]
+            ).to_arrow_table()
             if not table.num_rows:
                 return None
             found = _natural(to_frame(table), snap, self).iloc[0]
@@ -842,8 +942,9 @@ class Store:
             if has_json(snap.shape("predictions")):
                 # Files here disagree on some column: find the row's model, then read it from
                 # that model's files alone so every column keeps its natural type.
-                hits = cur.execute("SELECT model FROM predictions WHERE prediction_id = ? LIMIT 1",
-                                   [prediction_id]).fetchall()
+                hits = cur.execute(
+                    "SELECT model FROM predictions WHERE prediction_id = ? LIMIT 1", [prediction_id]
+                ).fetchall()
                 return str(hits[0][0]) if hits else None
             return row(cur, snap)
 
@@ -856,9 +957,13 @@ class Store:
                 found = self._run(row, everything.replace(model=(found,)), dates=dates)
             if found is not None:
                 return found
-        live = "" if include_live else (
-            " If it was recorded moments ago it may still be in a live segment: pass include_live=True, "
-            "or flush the writer."
+        live = (
+            ""
+            if include_live
+            else (
+                " If it was recorded moments ago it may still be in a live segment: pass include_live=True, "
+                "or flush the writer."
+            )
         )
         raise PredictionNotFoundError(
             prediction_id,
@@ -889,9 +994,19 @@ class Store:
         ``label`` holds each label with the type it was logged with: ints as ints, strings as
         strings, floats as floats (ints and floats of one model's labels read as floats).
         """
-        sel = self.selection(model=model, version=version, start=start, end=end, last=last, user_id=user_id,
-                             status=status, request_id=request_id, where=where, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            user_id=user_id,
+            status=status,
+            request_id=request_id,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)  # values come back exact here
             return self._frame(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
@@ -930,17 +1045,27 @@ class Store:
             wanted = (present[0],)
         if len(wanted) != 1:
             raise FilterError("training_data() takes one model: features differ between models")
-        sel = self.selection(model=wanted, version=version, start=start, end=end, last=last, days=days,
-                             where=where, include_live=include_live, include_replays=include_replays)
+        sel = self.selection(
+            model=wanted,
+            version=version,
+            start=start,
+            end=end,
+            last=last,
+            days=days,
+            where=where,
+            include_live=include_live,
+            include_replays=include_replays,
+        )
 
-        def features_and_label(cur: duckdb.DuckDBPyConnection, snap: Snapshot, inner: str,
-                               params: list[Any]) -> tuple[str, list[Any]]:
+        def features_and_label(
+            cur: duckdb.DuckDBPyConnection, snap: Snapshot, inner: str, params: list[Any]
+        ) -> tuple[str, list[Any]]:
             feats = fields_of(snap.shape("predictions")).get("features", NULL)
             cols = ['"prediction_id"']
             if feats[0] == "struct":
                 for name, _ in feats[1]:
                     alias = name if name not in ("label", "prediction_id", LABEL_TYPE) else f"features.{name}"
-                    cols.append(f"struct_extract(\"features\", {lit(name)}) AS {ident(alias)}")
+                    cols.append(f'struct_extract("features", {lit(name)}) AS {ident(alias)}')
             elif feats != NULL:
                 cols.append('"features"')
             cols.append('"label"')
@@ -983,8 +1108,9 @@ class Store:
         if not isinstance(query, str):
             raise TypeError(f"sql() takes the query as a string, got {type(query).__name__}")
         self._check_select(query)
-        sel = self.selection(model=model, start=start, end=end, last=last, include_live=include_live,
-                             include_replays=include_replays)
+        sel = self.selection(
+            model=model, start=start, end=end, last=last, include_live=include_live, include_replays=include_replays
+        )
         uses_p = re.search(r"predictions", query, re.I) is not None
         uses_l = re.search(r"labels", query, re.I) is not None
 
@@ -1105,8 +1231,15 @@ class Store:
         before: dt.date | str | None = None,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> CompactResult:
-        return _compact.compact(self, model=model, min_files=min_files, target_rows=target_rows,
-                                row_group_rows=row_group_rows, before=before, lock_timeout_s=lock_timeout_s)
+        return _compact.compact(
+            self,
+            model=model,
+            min_files=min_files,
+            target_rows=target_rows,
+            row_group_rows=row_group_rows,
+            before=before,
+            lock_timeout_s=lock_timeout_s,
+        )
 
     @_doc_of(_retain.retain)
     def retain(
@@ -1130,9 +1263,14 @@ class Store:
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> ForgetResult:
         # The store's own hash_key (or PREDLOG_HASH_KEY) when none is given.
-        return _forget.forget_user(self, user_id, hash_key=hash_key if hash_key is not None else self._hash_key,
-                                   wait_live_s=wait_live_s, row_group_rows=row_group_rows,
-                                   lock_timeout_s=lock_timeout_s)
+        return _forget.forget_user(
+            self,
+            user_id,
+            hash_key=hash_key if hash_key is not None else self._hash_key,
+            wait_live_s=wait_live_s,
+            row_group_rows=row_group_rows,
+            lock_timeout_s=lock_timeout_s,
+        )
 
     @_doc_of(_replay.replay)
     def replay(
@@ -1158,15 +1296,29 @@ class Store:
         include_replays: bool | None = None,
     ) -> ReplayResult:
         return _replay.replay(
-            self, fn, model, version, start, end, where, batch_size, last=last, user_id=user_id, status=status,
-            mode=mode, features=features, atol=atol, by=by, top_k=top_k, metric=metric, record_as=record_as,
+            self,
+            fn,
+            model,
+            version,
+            start,
+            end,
+            where,
+            batch_size,
+            last=last,
+            user_id=user_id,
+            status=status,
+            mode=mode,
+            features=features,
+            atol=atol,
+            by=by,
+            top_k=top_k,
+            metric=metric,
+            record_as=record_as,
             include_replays=include_replays,
         )
 
 
 # ---------------------------------------------------------------- helpers
-
-
 
 
 def _natural(df: pd.DataFrame, snap: Snapshot, store: Store) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from ._errors import DURATION_FORMS, TIME_FORMS, TimeBoundError
 
 __all__ = ["UTC", "date_range", "parse_duration", "parse_time", "window"]
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _UTC = UTC
 
 
@@ -48,7 +48,9 @@ def parse_time(value: Any, name: str) -> dt.datetime | None:
     raise TimeBoundError(f"{name}={value!r} ({type(value).__name__}) is not a time: pass {TIME_FORMS}")
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?|w|weeks?)\s*", re.I)
+_DURATION = re.compile(
+    r"\s*(\d+(?:\.\d*)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?|w|weeks?)\s*", re.I
+)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

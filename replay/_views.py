@@ -39,14 +39,43 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "LABEL_TYPE", "PREDICTION_COLUMNS", "Footer", "Snapshot", "Source", "View", "group_files", "label_family",
-    "labeled_sql", "latest_labels_sql", "read_footer",
+    "LABEL_TYPE",
+    "PREDICTION_COLUMNS",
+    "Footer",
+    "Snapshot",
+    "Source",
+    "View",
+    "group_files",
+    "label_family",
+    "labeled_sql",
+    "latest_labels_sql",
+    "read_footer",
 ]
 
 PREDICTION_COLUMNS = (
-    "prediction_id", "ts", "model", "model_version", "latency_ms", "cpu_ms", "status", "error_type",
-    "error_message", "request_id", "user_id", "batch_id", "batch_index", "batch_size", "trace_id", "span_id",
-    "features", "prediction", "confidence", "context", "sample_rate", "capture_flags", "date",
+    "prediction_id",
+    "ts",
+    "model",
+    "model_version",
+    "latency_ms",
+    "cpu_ms",
+    "status",
+    "error_type",
+    "error_message",
+    "request_id",
+    "user_id",
+    "batch_id",
+    "batch_index",
+    "batch_size",
+    "trace_id",
+    "span_id",
+    "features",
+    "prediction",
+    "confidence",
+    "context",
+    "sample_rate",
+    "capture_flags",
+    "date",
 )
 """The columns of the ``predictions`` view, in order (other columns, if any, follow)."""
 
@@ -117,8 +146,9 @@ def read_footer(path: str, st: os.stat_result) -> Footer:
         with contextlib.suppress(ValueError, TypeError):
             hashed = frozenset(str(p) for p in json.loads(raw))
     label = schema.field("label").type if "label" in schema.names else None
-    return Footer(st.st_mtime_ns, st.st_size, schema_shape(schema), meta.num_rows, _versions(meta),
-                  hashed, label_family(label))
+    return Footer(
+        st.st_mtime_ns, st.st_size, schema_shape(schema), meta.num_rows, _versions(meta), hashed, label_family(label)
+    )
 
 
 def _versions(meta: Any) -> frozenset[str] | None:
@@ -276,28 +306,50 @@ def _merged(sources: list[Source]) -> Shape:
 
 
 _EMPTY_PREDICTION_TYPES = (
-    ("prediction_id", "VARCHAR", "str"), ("ts", "TIMESTAMPTZ", "time"), ("model", "VARCHAR", "str"),
-    ("model_version", "VARCHAR", "str"), ("latency_ms", "DOUBLE", "num"), ("cpu_ms", "DOUBLE", "num"),
-    ("status", "VARCHAR", "str"), ("error_type", "VARCHAR", "str"), ("error_message", "VARCHAR", "str"),
-    ("request_id", "VARCHAR", "str"), ("user_id", "VARCHAR", "str"), ("batch_id", "VARCHAR", "str"),
-    ("batch_index", "INTEGER", "num"), ("batch_size", "INTEGER", "num"), ("trace_id", "VARCHAR", "str"),
-    ("span_id", "VARCHAR", "str"), ("prediction", "VARCHAR", "str"), ("confidence", "DOUBLE", "num"),
+    ("prediction_id", "VARCHAR", "str"),
+    ("ts", "TIMESTAMPTZ", "time"),
+    ("model", "VARCHAR", "str"),
+    ("model_version", "VARCHAR", "str"),
+    ("latency_ms", "DOUBLE", "num"),
+    ("cpu_ms", "DOUBLE", "num"),
+    ("status", "VARCHAR", "str"),
+    ("error_type", "VARCHAR", "str"),
+    ("error_message", "VARCHAR", "str"),
+    ("request_id", "VARCHAR", "str"),
+    ("user_id", "VARCHAR", "str"),
+    ("batch_id", "VARCHAR", "str"),
+    ("batch_index", "INTEGER", "num"),
+    ("batch_size", "INTEGER", "num"),
+    ("trace_id", "VARCHAR", "str"),
+    ("span_id", "VARCHAR", "str"),
+    ("prediction", "VARCHAR", "str"),
+    ("confidence", "DOUBLE", "num"),
     ("sample_rate", "DOUBLE", "num"),
 )
 EMPTY_PREDICTIONS = (
-    "SELECT " + ", ".join(f"NULL::{t} AS {n}" for n, t, _ in _EMPTY_PREDICTION_TYPES)
+    "SELECT "
+    + ", ".join(f"NULL::{t} AS {n}" for n, t, _ in _EMPTY_PREDICTION_TYPES)
     + ", NULL::VARCHAR[] AS capture_flags, NULL::DATE AS date WHERE false"
 )
-EMPTY_PREDICTIONS_SHAPE: Shape = ("struct", tuple((n, ("scalar", f)) for n, _, f in _EMPTY_PREDICTION_TYPES) + (
-    ("capture_flags", ("list", ("scalar", "str"))), ("date", ("scalar", "time"))))
+EMPTY_PREDICTIONS_SHAPE: Shape = (
+    "struct",
+    tuple((n, ("scalar", f)) for n, _, f in _EMPTY_PREDICTION_TYPES)
+    + (("capture_flags", ("list", ("scalar", "str"))), ("date", ("scalar", "time"))),
+)
 EMPTY_LABELS = (
     "SELECT NULL::VARCHAR AS prediction_id, NULL::VARCHAR AS request_id, NULL::TIMESTAMPTZ AS ts, "
     "NULL::VARCHAR AS label, NULL::VARCHAR[] AS capture_flags WHERE false"
 )
-EMPTY_LABELS_SHAPE: Shape = ("struct", (
-    ("prediction_id", ("scalar", "str")), ("request_id", ("scalar", "str")), ("ts", ("scalar", "time")),
-    ("label", ("scalar", "str")), ("capture_flags", ("list", ("scalar", "str"))),
-))
+EMPTY_LABELS_SHAPE: Shape = (
+    "struct",
+    (
+        ("prediction_id", ("scalar", "str")),
+        ("request_id", ("scalar", "str")),
+        ("ts", ("scalar", "time")),
+        ("label", ("scalar", "str")),
+        ("capture_flags", ("list", ("scalar", "str"))),
+    ),
+)
 
 
 def predictions_view(sources: list[Source], *, replays: bool) -> View:
@@ -332,8 +384,14 @@ def labels_view(sources: list[Source], families: frozenset[str] | None = None) -
     if len(present) > 1 and present <= _NUMERIC:
         # ints and floats (and booleans) of one selection read as one numeric type.
         cast = "DOUBLE" if "float" in present else "BIGINT"
-    return View("labels", sources, ("struct", tuple(fields.items())), order=LABEL_COLUMNS,
-                json_labels=json_labels, cast_label=cast)
+    return View(
+        "labels",
+        sources,
+        ("struct", tuple(fields.items())),
+        order=LABEL_COLUMNS,
+        json_labels=json_labels,
+        cast_label=cast,
+    )
 
 
 @dataclasses.dataclass
@@ -408,8 +466,10 @@ def latest_labels_sql(snap: Snapshot, key: str, carried: list[tuple[str, str]]) 
     pick = "".join(f", {ident(src)} AS {ident(dst)}" for src, dst in carried)
     if key not in lfields:
         return f"SELECT NULL::VARCHAR AS _k{pick} FROM labels WHERE false"
-    return (f"SELECT {ident(key)} AS _k{pick} FROM labels WHERE {ident(key)} IS NOT NULL "
-            f"QUALIFY row_number() OVER (PARTITION BY {ident(key)} ORDER BY ts DESC) = 1")
+    return (
+        f"SELECT {ident(key)} AS _k{pick} FROM labels WHERE {ident(key)} IS NOT NULL "
+        f"QUALIFY row_number() OVER (PARTITION BY {ident(key)} ORDER BY ts DESC) = 1"
+    )
 
 
 def labeled_sql(snap: Snapshot, predictions: str = "predictions") -> tuple[str, Shape]:
@@ -427,12 +487,16 @@ def labeled_sql(snap: Snapshot, predictions: str = "predictions") -> tuple[str, 
         carried.append(("extra", "label_extra"))
     if LABEL_TYPE in lfields:
         carried.append((LABEL_TYPE, LABEL_TYPE))
-    cols = [f"CASE WHEN lp._k IS NOT NULL THEN lp.{ident(dst)} ELSE lr.{ident(dst)} END AS {ident(dst)}"
-            for _, dst in carried]
+    cols = [
+        f"CASE WHEN lp._k IS NOT NULL THEN lp.{ident(dst)} ELSE lr.{ident(dst)} END AS {ident(dst)}"
+        for _, dst in carried
+    ]
     request_join = "lr._k = p.request_id" if "request_id" in pfields else "false"
-    sql = (f"SELECT p.*, {', '.join(cols)} FROM {predictions} AS p "
-           f"LEFT JOIN ({latest_labels_sql(snap, 'prediction_id', carried)}) AS lp ON lp._k = p.prediction_id "
-           f"LEFT JOIN ({latest_labels_sql(snap, 'request_id', carried)}) AS lr ON {request_join}")
+    sql = (
+        f"SELECT p.*, {', '.join(cols)} FROM {predictions} AS p "
+        f"LEFT JOIN ({latest_labels_sql(snap, 'prediction_id', carried)}) AS lp ON lp._k = p.prediction_id "
+        f"LEFT JOIN ({latest_labels_sql(snap, 'request_id', carried)}) AS lr ON {request_join}"
+    )
     shape_fields = dict(pfields)
     for src, dst in carried:
         shape_fields[dst] = lfields.get(src, NULL) if src != "ts" else ("scalar", "time")

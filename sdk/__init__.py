@@ -25,9 +25,10 @@ from typing import Any
 
 from ._config import Config, ConfigError
 from ._context import context, suppressed
-from ._processors import Processor, hash_id
 from ._convert import ids_for as _ids_for
-from ._recorder import Recorder, last_record as _last_record
+from ._processors import Processor, hash_id
+from ._recorder import Recorder
+from ._recorder import last_record as _last_record
 from ._sinks import Sink
 
 __all__ = [
@@ -63,6 +64,7 @@ def __getattr__(name: str) -> str:
         globals()["__version__"] = found
         return found
     raise AttributeError(f"module 'predlog' has no attribute {name!r}")
+
 
 _default = Recorder()
 

@@ -42,9 +42,29 @@ class FunctionSpec:
     (:meth:`refresh`); calls go to the recorder's queue."""
 
     __slots__ = (
-        "queue", "telemetry", "fn", "name", "model_arg", "version_arg", "features", "feature_names",
-        "prediction", "confidence", "sample_rate_arg", "skip_self", "signature", "kind",
-        "model", "version", "sample_rate", "keep_all", "active", "cpu_every", "cpu_auto", "otel_mode", "otel_get",
+        "queue",
+        "telemetry",
+        "fn",
+        "name",
+        "model_arg",
+        "version_arg",
+        "features",
+        "feature_names",
+        "prediction",
+        "confidence",
+        "sample_rate_arg",
+        "skip_self",
+        "signature",
+        "kind",
+        "model",
+        "version",
+        "sample_rate",
+        "keep_all",
+        "active",
+        "cpu_every",
+        "cpu_auto",
+        "otel_mode",
+        "otel_get",
         "__weakref__",
     )
 

@@ -20,9 +20,25 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "FLAGS", "Flags", "clean", "column", "flags_column", "float_column", "frame_columns", "has_empty_struct",
-    "is_dataframe", "is_missing", "is_ndarray", "is_series", "plain", "series_value", "str_column", "to_json",
-    "to_utc", "truncate", "utf8_ok",
+    "FLAGS",
+    "Flags",
+    "clean",
+    "column",
+    "flags_column",
+    "float_column",
+    "frame_columns",
+    "has_empty_struct",
+    "is_dataframe",
+    "is_missing",
+    "is_ndarray",
+    "is_series",
+    "plain",
+    "series_value",
+    "str_column",
+    "to_json",
+    "to_utc",
+    "truncate",
+    "utf8_ok",
 ]
 
 
@@ -245,17 +261,22 @@ def _all_temporal(t: pa.DataType, values: list[Any]) -> bool:
     if pa.types.is_timestamp(t):
         want: tuple[type, ...] = (dt.datetime,)
     elif pa.types.is_date(t):
-        return all(v is None or is_missing(v) or (isinstance(v, dt.date) and not isinstance(v, dt.datetime))
-                   for v in values)
+        return all(
+            v is None or is_missing(v) or (isinstance(v, dt.date) and not isinstance(v, dt.datetime)) for v in values
+        )
     elif pa.types.is_time(t):
         want = (dt.time,)
     elif pa.types.is_duration(t):
         want = (dt.timedelta,)
     else:
         return True
-    return all(v is None or is_missing(v) or isinstance(v, want)
-               or (type(v).__module__ == "numpy" and getattr(getattr(v, "dtype", None), "kind", "") in ("M", "m"))
-               for v in values)
+    return all(
+        v is None
+        or is_missing(v)
+        or isinstance(v, want)
+        or (type(v).__module__ == "numpy" and getattr(getattr(v, "dtype", None), "kind", "") in ("M", "m"))
+        for v in values
+    )
 
 
 def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None = None, depth: int = 0) -> pa.Array:
@@ -326,8 +347,8 @@ def _text_column(plain: list[Any], path: str, flags: Flags, row_of: list[int] | 
 
 def _utc_datetime(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 _TEXT_SCALARS = frozenset({str, int, float, bool, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal})
@@ -363,8 +384,11 @@ def to_utc(arr: pa.Array) -> pa.Array:
         return arr.cast(pa.timestamp(t.unit, tz="UTC"))
     if pa.types.is_struct(t):
         children = [to_utc(arr.field(i)) for i in range(t.num_fields)]
-        return pa.StructArray.from_arrays(children, names=[t.field(i).name for i in range(t.num_fields)],
-                                          mask=arr.is_null() if arr.null_count else None)
+        return pa.StructArray.from_arrays(
+            children,
+            names=[t.field(i).name for i in range(t.num_fields)],
+            mask=arr.is_null() if arr.null_count else None,
+        )
     values = to_utc(arr.flatten())
     offsets = arr.offsets if not pa.types.is_fixed_size_list(t) else None
     if offsets is None:
@@ -403,7 +427,9 @@ def _field_name(key: Any) -> str:
     return str(key)
 
 
-def _struct_column(rows: list[dict[str, Any] | None], path: str, flags: Flags, row_of: list[int] | None, depth: int) -> pa.Array:
+def _struct_column(
+    rows: list[dict[str, Any] | None], path: str, flags: Flags, row_of: list[int] | None, depth: int
+) -> pa.Array:
     import pyarrow as pa
 
     keys: dict[str, None] = {}
@@ -451,7 +477,9 @@ def truncate(arr: pa.Array, path: str, cap: int, flags: Flags, parent_rows: Any 
                 cut.append(value[:cap])
         return pc.replace_with_mask(arr, over, pa.array(cut, type=t))
     if pa.types.is_struct(t):
-        children = [truncate(arr.field(i), f"{path}.{t.field(i).name}", cap, flags, parent_rows) for i in range(t.num_fields)]
+        children = [
+            truncate(arr.field(i), f"{path}.{t.field(i).name}", cap, flags, parent_rows) for i in range(t.num_fields)
+        ]
         if all(c is arr.field(i) for i, c in enumerate(children)):
             return arr
         mask = arr.is_null() if arr.null_count else None

@@ -157,12 +157,20 @@ def validate_model_name(name: object) -> str:
 
 _BOOLS = ("enabled", "tracing", "otlp", "nest_spans", "span_payload", "metrics")
 _FLOATS = (
-    "sample_rate", "block_timeout_s", "flush_interval_s", "segment_max_age_s", "shutdown_timeout_s", "max_spans_per_s",
+    "sample_rate",
+    "block_timeout_s",
+    "flush_interval_s",
+    "segment_max_age_s",
+    "shutdown_timeout_s",
+    "max_spans_per_s",
 )
 
 _ENV_KIND = {
     **{n: "1/0, true/false, yes/no or on/off" for n in _BOOLS},
-    **{n: "an integer" for n in ("max_queue_size", "segment_max_rows", "segment_max_bytes", "row_group_size", "max_value_bytes")},
+    **{
+        n: "an integer"
+        for n in ("max_queue_size", "segment_max_rows", "segment_max_bytes", "row_group_size", "max_value_bytes")
+    },
     **{n: "a number" for n in _FLOATS},
 }
 

@@ -15,8 +15,25 @@ from typing import TYPE_CHECKING, Any
 
 from . import _ids
 from ._columns import (
-    FLAGS, Flags, clean, column, flags_column, float_column, frame_columns, has_empty_struct, is_dataframe,
-    is_missing, is_ndarray, is_series, plain, series_value, str_column, to_json, to_utc, truncate, utf8_ok,
+    FLAGS,
+    Flags,
+    clean,
+    column,
+    flags_column,
+    float_column,
+    frame_columns,
+    has_empty_struct,
+    is_dataframe,
+    is_missing,
+    is_ndarray,
+    is_series,
+    plain,
+    series_value,
+    str_column,
+    to_json,
+    to_utc,
+    truncate,
+    utf8_ok,
 )
 from ._record import L_EXTRA, L_LABEL, L_PREDICTION_ID, L_REQUEST_ID, L_TS, Spec
 
@@ -67,7 +84,9 @@ def _bound_args(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> di
     return out
 
 
-def shape_of(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, exc: BaseException | None) -> _Shape:
+def shape_of(
+    spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, exc: BaseException | None
+) -> _Shape:
     """Decide single row or batch, and find the features. Same answer every time it is asked."""
     sel = spec.features
     if callable(sel):
@@ -121,10 +140,7 @@ def shape_of(spec: Spec, args: tuple[Any, ...], kwargs: dict[str, Any], output: 
             given = spec.feature_names
             names = given if given and len(given) == x.shape[1] else tuple(f"f{i}" for i in range(x.shape[1]))
             return _Shape(False, 1, {name: x[:, j].tolist() for j, name in enumerate(names)}, output)
-    elif (
-        isinstance(x, (list, tuple)) and x and n_out in (len(x), -1)
-        and all(isinstance(r, Mapping) for r in x)
-    ):
+    elif isinstance(x, (list, tuple)) and x and n_out in (len(x), -1) and all(isinstance(r, Mapping) for r in x):
         return _Shape(True, len(x), x, output)
     elif auto and x is None and not args[spec.skip_self :] and not kwargs:
         return _Shape(False, 1, None, output)
@@ -216,7 +232,9 @@ def _unwrap_single(pred: Any) -> Any:
 
 
 def records_to_table(
-    records: list[tuple[Any, ...]], flags: Flags, max_value_bytes: int,
+    records: list[tuple[Any, ...]],
+    flags: Flags,
+    max_value_bytes: int,
 ) -> Iterator[tuple[pa.Table, list[tuple[Any, ...]]]]:
     """Convert prediction records to tables in the store's predictions schema.
 
@@ -437,11 +455,26 @@ def _fixed_strings(data: bytes, n: int, width: int) -> pa.Array:
 # The predictions columns in store order, with the type a column gets when it is absent
 # (ts, features and prediction are always given).
 _PREDICTION_COLUMNS = (
-    ("prediction_id", "string"), ("ts", "null"), ("model", "string"), ("model_version", "string"),
-    ("latency_ms", "float64"), ("cpu_ms", "float64"), ("status", "string"), ("error_type", "string"),
-    ("error_message", "string"), ("request_id", "string"), ("user_id", "string"), ("batch_id", "string"),
-    ("batch_index", "int32"), ("batch_size", "int32"), ("trace_id", "string"), ("span_id", "string"),
-    ("features", "null"), ("prediction", "null"), ("confidence", "float64"), ("context", "null"),
+    ("prediction_id", "string"),
+    ("ts", "null"),
+    ("model", "string"),
+    ("model_version", "string"),
+    ("latency_ms", "float64"),
+    ("cpu_ms", "float64"),
+    ("status", "string"),
+    ("error_type", "string"),
+    ("error_message", "string"),
+    ("request_id", "string"),
+    ("user_id", "string"),
+    ("batch_id", "string"),
+    ("batch_index", "int32"),
+    ("batch_size", "int32"),
+    ("trace_id", "string"),
+    ("span_id", "string"),
+    ("features", "null"),
+    ("prediction", "null"),
+    ("confidence", "float64"),
+    ("context", "null"),
     ("sample_rate", "float64"),
 )
 
@@ -453,8 +486,7 @@ def _finish(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa
 
     n = len(cols["prediction_id"])
     ordered = {
-        name: cols[name] if name in cols else pa.nulls(n, getattr(pa, typ)())
-        for name, typ in _PREDICTION_COLUMNS
+        name: cols[name] if name in cols else pa.nulls(n, getattr(pa, typ)()) for name, typ in _PREDICTION_COLUMNS
     }
     for name in ("features", "prediction", "context"):
         ordered[name] = to_utc(ordered[name])
@@ -510,15 +542,20 @@ def _batch_predictions(spec: Spec | _SpecView, output: Any, n: int, flags: Flags
             pred = pa.array(output) if output.dtype.kind in "biufUSM?" else column(output.tolist(), "prediction", flags)
         else:
             rows = output.reshape(n, -1)
-            pred = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1]) if rows.dtype.kind in "biuf" else column(rows.tolist(), "prediction", flags)
+            pred = (
+                pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])
+                if rows.dtype.kind in "biuf"
+                else column(rows.tolist(), "prediction", flags)
+            )
             if pa.types.is_fixed_size_list(pred.type):
                 pred = pred.cast(pa.list_(pred.type.value_type))
             if spec.confidence == "max" and rows.dtype.kind in "biuf":
                 conf = pa.array(rows.max(axis=1).astype(np.float64))
     elif is_dataframe(output) and output.shape[1] > 1:
         # Several output columns (e.g. a class and a score): one struct per row, by name.
-        pred = column([dict(zip(map(str, output.columns), row)) for row in output.itertuples(index=False)],
-                      "prediction", flags)
+        pred = column(
+            [dict(zip(map(str, output.columns), row)) for row in output.itertuples(index=False)], "prediction", flags
+        )
     elif is_dataframe(output):
         return _batch_predictions(_SpecView(spec), output.iloc[:, 0].to_numpy(), n, flags)
     elif is_series(output):
@@ -552,7 +589,9 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
 
     spec, args, kwargs, output, exc, t0, t1, cpu_ns, ctx, seq = rec[:10]
     n = shape.n
-    data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
+    data, _ = _ids.uuid7_array(
+        np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64)
+    )
     ids = _fixed_strings(data, n, 36)
     if exc is None:
         pred, conf = _batch_predictions(spec, output, n, flags)
@@ -608,15 +647,19 @@ def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value
     except Exception:
         outs = [output] * n
     singles = Flags()
-    sub: list[tuple[Any, ...]] = [(_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq, None) for i in range(n)]
-    import pyarrow as pa
-
+    sub: list[tuple[Any, ...]] = [
+        (_RowSpec(spec), (feats[i],), {}, outs[i] if i < len(outs) else None, None, t0, t1, cpu_ns, ctx, seq, None)
+        for i in range(n)
+    ]
     import numpy as np
+    import pyarrow as pa
 
     tables = [t for t, _ in records_to_table(sub, singles, max_value_bytes)]
     table = pa.concat_tables(tables, promote_options="permissive")
     # Rows keep the identity of the batch call they came from.
-    data, _ = _ids.uuid7_array(np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64))
+    data, _ = _ids.uuid7_array(
+        np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64)
+    )
     fixes = {
         "prediction_id": _fixed_strings(data, n, 36),
         "batch_id": pa.repeat(pa.scalar(_ids.uuid7_str(t0, seq), pa.string()), n),
@@ -660,11 +703,19 @@ def label_kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return "bool"
-    if isinstance(value, int) or (type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None
-                                  and value.dtype.kind in "iu" and getattr(value, "ndim", 1) == 0):
+    if isinstance(value, int) or (
+        type(value).__module__ == "numpy"
+        and getattr(value, "dtype", None) is not None
+        and value.dtype.kind in "iu"
+        and getattr(value, "ndim", 1) == 0
+    ):
         return "int"
-    if isinstance(value, float) or (type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None
-                                    and value.dtype.kind == "f" and getattr(value, "ndim", 1) == 0):
+    if isinstance(value, float) or (
+        type(value).__module__ == "numpy"
+        and getattr(value, "dtype", None) is not None
+        and value.dtype.kind == "f"
+        and getattr(value, "ndim", 1) == 0
+    ):
         return "float"
     if isinstance(value, str):
         return "str"

@@ -83,7 +83,12 @@ class Health:
         """A bug in predlog, caught: counted, logged once with its traceback, never raised
         into the server (except under ``PREDLOG_RAISE_INTERNAL_ERRORS=1``, for tests)."""
         self.count("failed")
-        log_once(logging.ERROR, f"{self._tag}:internal:{where}", "predlog: internal error in %s (counted, serving continues)",
-                 where, exc_info=True)
+        log_once(
+            logging.ERROR,
+            f"{self._tag}:internal:{where}",
+            "predlog: internal error in %s (counted, serving continues)",
+            where,
+            exc_info=True,
+        )
         if _RAISE_INTERNAL:
             raise

@@ -22,9 +22,28 @@ import socket
 from collections.abc import Iterable, Iterator
 
 __all__ = [
-    "DATE_KEY", "FORMAT_VERSION", "LABELS", "MAINTENANCE", "MARKER", "MODEL_KEY", "PREDICTIONS", "SEGMENT_SUFFIX",
-    "WAL_DIR", "date_of", "is_model_name", "label_dir", "list_partition_values", "marker_format", "model_of",
-    "parquet_names", "prediction_dir", "sealed_name", "segment_name", "segment_paths", "segment_stem", "stem_of",
+    "DATE_KEY",
+    "FORMAT_VERSION",
+    "LABELS",
+    "MAINTENANCE",
+    "MARKER",
+    "MODEL_KEY",
+    "PREDICTIONS",
+    "SEGMENT_SUFFIX",
+    "WAL_DIR",
+    "date_of",
+    "is_model_name",
+    "label_dir",
+    "list_partition_values",
+    "marker_format",
+    "model_of",
+    "parquet_names",
+    "prediction_dir",
+    "sealed_name",
+    "segment_name",
+    "segment_paths",
+    "segment_stem",
+    "stem_of",
     "wal_dir",
 ]
 
@@ -82,8 +101,11 @@ def segment_paths(root: str) -> list[str]:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    return [os.path.join(directory, n) for n in names
-            if n.endswith(SEGMENT_SUFFIX) and not os.path.islink(os.path.join(directory, n))]
+    return [
+        os.path.join(directory, n)
+        for n in names
+        if n.endswith(SEGMENT_SUFFIX) and not os.path.islink(os.path.join(directory, n))
+    ]
 
 
 def sealed_name(stem: str, n: int) -> str:
@@ -114,7 +136,7 @@ def label_dir(root: str, date: str) -> str:
 
 def _value(part: str, key: str) -> str | None:
     prefix = key + "="
-    return part[len(prefix):] if part.startswith(prefix) else None
+    return part[len(prefix) :] if part.startswith(prefix) else None
 
 
 def model_of(path: str) -> str | None:
@@ -155,7 +177,11 @@ def parquet_names(directory: str) -> Iterator[str]:
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.endswith(PARQUET_SUFFIX) and not name.startswith(".") and not os.path.islink(os.path.join(directory, name)):
+        if (
+            name.endswith(PARQUET_SUFFIX)
+            and not name.startswith(".")
+            and not os.path.islink(os.path.join(directory, name))
+        ):
             yield name
 
 

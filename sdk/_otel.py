@@ -101,7 +101,9 @@ def exporter_wanted(signal: str) -> bool:
         logger.warning(
             "predlog: %s=%s: predlog's own pipeline (otlp=True) exports only over OTLP, so it sends no %s; "
             "pass tracer_provider= / meter_provider= to send them through a provider of yours",
-            name, raw, signal.lower(),
+            name,
+            raw,
+            signal.lower(),
         )
     return False
 
@@ -186,11 +188,15 @@ class _Instruments:
         for name, unit, description in _COUNTERS:
             meter.create_observable_counter(name, [callback(name)], unit=unit, description=description)
         meter.create_observable_up_down_counter(
-            "predlog.queue.depth", [callback("predlog.queue.depth")], unit="{record}",
+            "predlog.queue.depth",
+            [callback("predlog.queue.depth")],
+            unit="{record}",
             description="Records waiting for the writer",
         )
         self.histogram = meter.create_histogram(
-            "predlog.prediction.latency", unit="ms", description="Wall time of predict calls",
+            "predlog.prediction.latency",
+            unit="ms",
+            description="Wall time of predict calls",
         )
 
     @classmethod
@@ -213,7 +219,7 @@ class Telemetry:
         self._counts: dict[str, int] = {}
         self._own: OwnPipeline | None = None
         self._bucket: _TokenBucket | None = None
-        self._direct: tuple[Any, _Direct] | None = None
+        self._direct: tuple[Any, _Direct | None] | None = None
         self._tracer: tuple[Any, Any] | None = None
         self._metrics_for: Any = None
         self._histogram: Any = None
@@ -296,7 +302,8 @@ class Telemetry:
             except ImportError as exc:
                 logger.warning(
                     "predlog: otlp=True needs the OTLP exporter (pip install 'predlog[otlp]'): %s; "
-                    "spans and metrics are off", exc,
+                    "spans and metrics are off",
+                    exc,
                 )
             except Exception:
                 logger.warning("predlog: could not set up OTLP export; spans and metrics are off", exc_info=True)
@@ -357,7 +364,7 @@ class Telemetry:
             return None
         cached = self._tracer
         if cached is None or cached[0] is not provider:
-                cached = self._tracer = (provider, provider.get_tracer(_INSTRUMENTATION, version()))
+            cached = self._tracer = (provider, provider.get_tracer(_INSTRUMENTATION, version()))
         return cached[1]
 
     def _direct_for(self, provider: Any) -> _Direct | None:
@@ -365,7 +372,7 @@ class Telemetry:
         if cached is not None and cached[0] is provider:
             return cached[1]
         direct = _Direct(provider) if _Direct.usable(provider) else None
-        self._direct = (provider, direct) if direct is not None else None
+        self._direct = (provider, direct)  # also "not an SDK provider": asked once per provider
         return direct
 
     # ----------------------------------------------------------- spans
@@ -415,8 +422,19 @@ class Telemetry:
         batch = n_calls == 1 and is_batch_table(table)
         cols = {
             name: table.column(name).to_pylist()
-            for name in ("prediction_id", "user_id", "status", "error_type", "error_message", "confidence",
-                         "latency_ms", "batch_id", "batch_size", "model", "model_version")
+            for name in (
+                "prediction_id",
+                "user_id",
+                "status",
+                "error_type",
+                "error_message",
+                "confidence",
+                "latency_ms",
+                "batch_id",
+                "batch_size",
+                "model",
+                "model_version",
+            )
         }
         payload = self._payloads(table) if cfg.span_payload else None
         store = os.path.abspath(cfg.store)
@@ -466,8 +484,14 @@ class Telemetry:
         return table.set_column(table.schema.get_field_index("span_id"), "span_id", sid)
 
     def _direct_span(
-        self, d: _Direct, parent_ctx: Any, attrs: dict[str, Any], exc: BaseException | None,
-        t0: int, t1: int, model: str,
+        self,
+        d: _Direct,
+        parent_ctx: Any,
+        attrs: dict[str, Any],
+        exc: BaseException | None,
+        t0: int,
+        t1: int,
+        model: str,
     ) -> tuple[str | None, str | None] | None:
         from opentelemetry import trace
 
@@ -482,13 +506,25 @@ class Telemetry:
         if result.attributes:
             attrs = {**attrs, **result.attributes}
         ctx = d.SpanContext(
-            trace_id, d.ids.generate_span_id(), is_remote=False,
-            trace_flags=d.flags[bool(result.decision.is_sampled())], trace_state=result.trace_state,
+            trace_id,
+            d.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=d.flags[bool(result.decision.is_sampled())],
+            trace_state=result.trace_state,
         )
         status, events = _status_events(exc, t1)
         span = d.ReadableSpan(
-            name=name, context=ctx, parent=parent, resource=d.resource, attributes=attrs, events=events,
-            kind=d.kind, status=status, start_time=t0, end_time=t1, instrumentation_scope=d.scope,
+            name=name,
+            context=ctx,
+            parent=parent,
+            resource=d.resource,
+            attributes=attrs,
+            events=events,
+            kind=d.kind,
+            status=status,
+            start_time=t0,
+            end_time=t1,
+            instrumentation_scope=d.scope,
         )
         d.processor.on_end(span)
         if ctx.trace_flags.sampled:
@@ -641,18 +677,31 @@ def _status_events(exc: BaseException | None, t1: int) -> tuple[Any, tuple[Any, 
     stack = "".join(traceback.format_exception(etype, exc, exc.__traceback__))[-8192:]
     event = Event(
         "exception",
-        {"exception.type": name, "exception.message": message, "exception.stacktrace": stack, "exception.escaped": True},
+        {
+            "exception.type": name,
+            "exception.message": message,
+            "exception.stacktrace": stack,
+            "exception.escaped": True,
+        },
         timestamp=t1,
     )
     return Status(StatusCode.ERROR, f"{name}: {message}"), (event,)
 
 
 def _api_span(
-    tracer: Any, parent_ctx: Any, attrs: dict[str, Any], exc: BaseException | None, t0: int, t1: int, model: str,
+    tracer: Any,
+    parent_ctx: Any,
+    attrs: dict[str, Any],
+    exc: BaseException | None,
+    t0: int,
+    t1: int,
+    model: str,
 ) -> tuple[str | None, str | None] | None:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    span = tracer.start_span(f"predict {model}", context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=t0)
+    span = tracer.start_span(
+        f"predict {model}", context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=t0
+    )
     if exc is not None:
         span.record_exception(exc, timestamp=t1, escaped=True)
         span.set_status(Status(StatusCode.ERROR, f"{attrs.get('error.type')}: {str(exc)[:_MESSAGE_CHARS]}"))
@@ -660,7 +709,9 @@ def _api_span(
     return _ids_of(span)
 
 
-def _finish_live(span: Any, attrs: dict[str, Any], exc: BaseException | None, t1: int) -> tuple[str | None, str | None] | None:
+def _finish_live(
+    span: Any, attrs: dict[str, Any], exc: BaseException | None, t1: int
+) -> tuple[str | None, str | None] | None:
     from opentelemetry.trace import Status, StatusCode
 
     span.set_attributes(attrs)

@@ -382,7 +382,8 @@ class GuardedMetricExporter(MetricExporter):
 
     def __init__(self, inner: Any, probe: _Probe, link: _Link) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self.probe = probe
@@ -406,7 +407,8 @@ class GuardedMetricExporter(MetricExporter):
             logger.warning(
                 "predlog: %s does not accept metrics (%s); predlog stops sending them from this process "
                 "(spans are not affected; OTEL_METRICS_EXPORTER=none skips them from the start)",
-                _endpoint(self._inner), self._link.refused,
+                _endpoint(self._inner),
+                self._link.refused,
             )
             self.shutdown()
             return MetricExportResult.FAILURE
@@ -466,7 +468,9 @@ class OwnPipeline:
             span_exporter = self._exporters["traces"] = CountingSpanExporter(inner, probe, link, count)
             try:  # the processor reports its queue drops as metrics (opentelemetry-sdk >= 1.39)
                 self.span_processor = BatchSpanProcessor(
-                    span_exporter, max_queue_size=queue, meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]
+                    span_exporter,  # type: ignore[arg-type]
+                    max_queue_size=queue,
+                    meter_provider=self.meter_provider,  # type: ignore[arg-type, unused-ignore]
                 )
             except TypeError:
                 self.span_processor = BatchSpanProcessor(span_exporter, max_queue_size=queue)  # type: ignore[arg-type]
@@ -503,8 +507,10 @@ class OwnPipeline:
                     continue
                 result: list[bool] = []
                 thread = threading.Thread(
-                    target=_call, args=(provider, name, signal, timeout_s, result),
-                    name=f"predlog-otlp-{name}-{signal}", daemon=True,
+                    target=_call,
+                    args=(provider, name, signal, timeout_s, result),
+                    name=f"predlog-otlp-{name}-{signal}",
+                    daemon=True,
                 )
                 self._outstanding[signal] = thread
                 thread.start()

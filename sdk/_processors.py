@@ -36,6 +36,7 @@ def hash_id(value: Any, key: bytes | str) -> str:
     text = value if isinstance(value, str) else str(value)
     return hmac.new(secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
+
 _REDACT_ROOTS = ("features", "context", "prediction", "extra", "label")
 
 
@@ -79,7 +80,9 @@ def _redact_names(arr: pa.Array, match: Callable[[str], bool]) -> pa.Array:
             child = arr.field(i)
             if match(f.name):
                 marker = pa.array([REDACTED] * len(child), type=pa.string())
-                child = pc.if_else(child.is_null(), pa.scalar(None, pa.string()), marker) if child.null_count else marker
+                child = (
+                    pc.if_else(child.is_null(), pa.scalar(None, pa.string()), marker) if child.null_count else marker
+                )
                 changed = True
             else:
                 new = _redact_names(child, match)
@@ -135,9 +138,7 @@ class Pipeline:
     def mark(self, table: pa.Table, *, label_table: bool = False) -> pa.Table:
         """Record in the table's schema which paths hold hashes (read back by predlog.replay)."""
         names = table.column_names
-        paths = sorted(
-            ".".join(p) for p in self.hash if p[0] in names and (not label_table or p[0] == "request_id")
-        )
+        paths = sorted(".".join(p) for p in self.hash if p[0] in names and (not label_table or p[0] == "request_id"))
         if not paths:
             return table
         meta = dict(table.schema.metadata or {})
@@ -220,10 +221,10 @@ class Pipeline:
             cols[name] = column([r.get(name) for r in out], name, flags)
         result = pa.table(cols)
         if flags.rows and FLAGS in cols:
-            merged = [
-                (r.get(FLAGS) or []) + flags.rows.get(i, []) or None for i, r in enumerate(out)
-            ]
-            result = result.set_column(result.schema.get_field_index(FLAGS), FLAGS, pa.array(merged, type=pa.list_(pa.string())))
+            merged = [(r.get(FLAGS) or []) + flags.rows.get(i, []) or None for i, r in enumerate(out)]
+            result = result.set_column(
+                result.schema.get_field_index(FLAGS), FLAGS, pa.array(merged, type=pa.list_(pa.string()))
+            )
         try:
             result = result.cast(pa.unify_schemas([table.schema, result.schema], promote_options="permissive"))
         except Exception:

@@ -43,12 +43,26 @@ class RecordQueue:
     """
 
     __slots__ = (
-        "items", "max", "batch", "wake_at", "on_full", "block_timeout_s", "wakeup", "space", "health", "spans",
-        "start_writer", "writer", "after_fork", "random", "pid",
+        "items",
+        "max",
+        "batch",
+        "wake_at",
+        "on_full",
+        "block_timeout_s",
+        "wakeup",
+        "space",
+        "health",
+        "spans",
+        "start_writer",
+        "writer",
+        "after_fork",
+        "random",
+        "pid",
     )
 
-    def __init__(self, health: Health, spans: SpanTarget, *, start_writer: Callable[[], object],
-                 after_fork: Callable[[], None]) -> None:
+    def __init__(
+        self, health: Health, spans: SpanTarget, *, start_writer: Callable[[], object], after_fork: Callable[[], None]
+    ) -> None:
         self.items: collections.deque[Record] = collections.deque()
         self.health = health
         self.spans = spans

@@ -20,8 +20,27 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = [
-    "ARGS", "ASYNC_KINDS", "CPU", "CTX", "EXC", "KWARGS", "LABEL", "L_EXTRA", "L_LABEL", "L_PREDICTION_ID",
-    "L_REQUEST_ID", "L_TS", "OTEL", "OUTPUT", "Record", "SEQ", "SPAN_ONLY", "SPEC", "Spec", "T0", "T1",
+    "ARGS",
+    "ASYNC_KINDS",
+    "CPU",
+    "CTX",
+    "EXC",
+    "KWARGS",
+    "LABEL",
+    "L_EXTRA",
+    "L_LABEL",
+    "L_PREDICTION_ID",
+    "L_REQUEST_ID",
+    "L_TS",
+    "OTEL",
+    "OUTPUT",
+    "Record",
+    "SEQ",
+    "SPAN_ONLY",
+    "SPEC",
+    "Spec",
+    "T0",
+    "T1",
 ]
 
 Record = tuple[Any, ...]

@@ -77,8 +77,9 @@ class Recorder:
         self._telemetry = Telemetry(self._health, self.stats, self.config)
         # PREDLOG_OTLP=1 at import: the exporters are built later, not by `import predlog`.
         self._telemetry.configure(self.config, build=False)
-        self._queue = RecordQueue(self._health, self._telemetry, start_writer=self._ensure_writer,
-                                  after_fork=self._after_fork_in_child)
+        self._queue = RecordQueue(
+            self._health, self._telemetry, start_writer=self._ensure_writer, after_fork=self._after_fork_in_child
+        )
         self._busy = threading.Lock()  # held while a thread of ours runs Arrow or imports
         self._writer_lock = threading.Lock()
         self._writer: Writer | None = None
@@ -86,10 +87,12 @@ class Recorder:
         self._pid = os.getpid()
         self._apply_limits()
         # The fork hooks hold the recorder weakly: a recorder that is dropped is not kept alive.
-        before, parent, child = (weakref.WeakMethod(m) for m in
-                                 (self._before_fork, self._after_fork_in_parent, self._after_fork_in_child))
-        os.register_at_fork(before=lambda: _call(before), after_in_parent=lambda: _call(parent),
-                            after_in_child=lambda: _call(child))
+        before, parent, child = (
+            weakref.WeakMethod(m) for m in (self._before_fork, self._after_fork_in_parent, self._after_fork_in_child)
+        )
+        os.register_at_fork(
+            before=lambda: _call(before), after_in_parent=lambda: _call(parent), after_in_child=lambda: _call(child)
+        )
         # Flush while threads still run (before interpreter teardown) where possible.
         ref = weakref.ref(self)
         register = getattr(threading, "_register_atexit", None)
@@ -208,9 +211,17 @@ class Recorder:
             if not callable(func):
                 raise ConfigError(f"@capture decorates a function, got {func!r}")
             spec = FunctionSpec(
-                self._queue, self._telemetry, self.config, func, model=model, version=version, features=features,
+                self._queue,
+                self._telemetry,
+                self.config,
+                func,
+                model=model,
+                version=version,
+                features=features,
                 feature_names=tuple(feature_names) if feature_names is not None else None,
-                prediction=prediction, confidence=confidence, sample_rate=sample_rate,
+                prediction=prediction,
+                confidence=confidence,
+                sample_rate=sample_rate,
             )
             self._specs.add(spec)
             preimport_fork_handlers()
@@ -291,8 +302,14 @@ class Recorder:
             ts = self._label_ts + 1000
         self._label_ts = ts
         self._queue.put(
-            (LABEL, None if prediction_id is None else str(prediction_id),
-             None if request_id is None else str(request_id), label, extra or None, ts)
+            (
+                LABEL,
+                None if prediction_id is None else str(prediction_id),
+                None if request_id is None else str(request_id),
+                label,
+                extra or None,
+                ts,
+            )
         )
 
     def stats(self) -> dict[str, Any]:

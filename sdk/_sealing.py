@@ -20,8 +20,17 @@ from typing import TYPE_CHECKING
 
 from ._fsio import FILE_MODE, fsync_dir, mkdir_private, open_private
 from ._layout import (
-    DATE_KEY, FORMAT_VERSION, LABELS, MARKER, MODEL_KEY, PREDICTIONS, SEGMENT_SUFFIX, marker_format, sealed_name,
-    segment_stem, wal_dir,
+    DATE_KEY,
+    FORMAT_VERSION,
+    LABELS,
+    MARKER,
+    MODEL_KEY,
+    PREDICTIONS,
+    SEGMENT_SUFFIX,
+    marker_format,
+    sealed_name,
+    segment_stem,
+    wal_dir,
 )
 from ._processors import HASHED_KEY
 from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentContents, read_segment
@@ -32,7 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("predlog")
 
 __all__ = ["SealResult", "ensure_store", "recover_orphans", "same_kind", "seal_segment"]
-
 
 
 def ensure_store(store: str) -> None:
@@ -193,7 +201,8 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
             if kind == KIND_PREDICTIONS:
                 for (model,), part in _split(table, ["model"]):
                     by_part.setdefault((PREDICTIONS, f"{MODEL_KEY}={model}", f"{DATE_KEY}={dates}"), []).append(
-                        part.drop_columns(["model"]))
+                        part.drop_columns(["model"])
+                    )
             elif kind == KIND_LABELS:
                 by_part.setdefault((LABELS, f"{DATE_KEY}={dates}"), []).append(table)
             continue
@@ -201,7 +210,8 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
         if kind == KIND_PREDICTIONS:
             for (model, date), part in _split(table, ["model", "_date"]):
                 by_part.setdefault((PREDICTIONS, f"{MODEL_KEY}={model}", f"{DATE_KEY}={date}"), []).append(
-                    part.drop_columns(["_date", "model"]))
+                    part.drop_columns(["_date", "model"])
+                )
         elif kind == KIND_LABELS:
             for (date,), part in _split(table, ["_date"]):
                 by_part.setdefault((LABELS, f"{DATE_KEY}={date}"), []).append(part.drop_columns(["_date"]))
@@ -220,7 +230,9 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
     if contents.corrupt_frames or contents.torn_tail_bytes:
         logger.warning(
             "predlog: segment %s had %d corrupt frame(s) and a torn tail of %d bytes; intact frames were kept",
-            segment_path, contents.corrupt_frames, contents.torn_tail_bytes,
+            segment_path,
+            contents.corrupt_frames,
+            contents.torn_tail_bytes,
         )
     return SealResult(files, rows[PREDICTIONS], rows[LABELS], contents.corrupt_frames, contents.torn_tail_bytes)
 

@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "KIND_LABELS", "KIND_PREDICTIONS", "SegmentContents", "SegmentWriter", "encode_frame", "encode_frame_parts",
+    "KIND_LABELS",
+    "KIND_PREDICTIONS",
+    "SegmentContents",
+    "SegmentWriter",
+    "encode_frame",
+    "encode_frame_parts",
     "read_segment",
 ]
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._context import mute_thread
 from ._health import Health
-from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
 from ._layout import segment_name, wal_dir
 from ._sealing import ensure_store, recover_orphans, seal_segment
+from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -229,8 +229,9 @@ class ParquetSink:
             self._release(path)
             return True
         except OSError as exc:
-            health.error_once(f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment",
-                              path, exc)
+            health.error_once(
+                f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment", path, exc
+            )
             return False
         except Exception:
             health.internal_error("seal_segment")
@@ -246,7 +247,9 @@ class ParquetSink:
         try:
             own = {self.segment.path} if self.segment is not None else set()
             with self.busy:
-                results = recover_orphans(self.store, row_group_size=self.cfg.row_group_size, skip=own | set(self._retry))
+                results = recover_orphans(
+                    self.store, row_group_size=self.cfg.row_group_size, skip=own | set(self._retry)
+                )
         except OSError:
             return
         except Exception:

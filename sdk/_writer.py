@@ -44,8 +44,15 @@ DRAIN_MAX = 8192
 class Writer:
     """One writer thread and the Parquet sink it writes to; started once, stopped once."""
 
-    def __init__(self, config: Config, queue: RecordQueue, health: Health, telemetry: Telemetry,
-                 extra_sinks: list[Sink], busy: threading.Lock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        queue: RecordQueue,
+        health: Health,
+        telemetry: Telemetry,
+        extra_sinks: list[Sink],
+        busy: threading.Lock,
+    ) -> None:
         self.config = config
         self.queue = queue
         self.health = health
@@ -54,8 +61,11 @@ class Writer:
         self.busy = busy
         # The pipeline belongs to the writer: every sink gets the table it produced.
         self.pipeline = Pipeline(
-            drop_fields=config.drop_fields, redact=config.redact, hash_fields=config.hash_fields,
-            hash_key=config.hash_key, processors=config.processors,
+            drop_fields=config.drop_fields,
+            redact=config.redact,
+            hash_fields=config.hash_fields,
+            hash_key=config.hash_key,
+            processors=config.processors,
         )
         self.sink = ParquetSink(config, health)
         self.stopping = threading.Event()
@@ -250,7 +260,8 @@ class Writer:
             health.error_once(
                 f"write:{exc.errno}",
                 "predlog: cannot write to store %s (%s); dropping and counting until it is writable",
-                self.config.store, exc,
+                self.config.store,
+                exc,
             )
             return
         except Exception:

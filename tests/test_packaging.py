@@ -28,15 +28,14 @@ def _source_modules() -> set[str]:
 def test_wheel_contains_and_imports_every_module(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("predlog-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         files = set(zf.namelist())
         zf.extractall(tmp_path / "site")
-    in_wheel = {
-        f[: -len(".py")].replace("/__init__", "").replace("/", ".") for f in files if f.endswith(".py")
-    }
+    in_wheel = {f[: -len(".py")].replace("/__init__", "").replace("/", ".") for f in files if f.endswith(".py")}
     missing = _source_modules() - in_wheel
     assert not missing, f"modules missing from the wheel: {sorted(missing)}"
     assert "predlog/py.typed" in files
@@ -71,3 +70,33 @@ def test_public_surface_is_small_and_sorted() -> None:
     assert predlog.__all__ == sorted(predlog.__all__)
     for name in predlog.__all__:
         assert hasattr(predlog, name), name
+
+
+WITHOUT_OTEL_SDK = """
+import sys, importlib.abc
+
+class NoSdk(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry.sdk" or name.startswith(("opentelemetry.sdk.", "opentelemetry.exporter")):
+            raise ImportError(f"{name} is not installed")
+        return None
+
+sys.meta_path.insert(0, NoSdk())
+import predlog
+
+rec = predlog.Recorder(store=sys.argv[1], model="m")
+predict = rec.capture(lambda x: x["a"] * 2)
+assert predict({"a": 21}) == 42
+assert rec.flush(timeout_s=30)
+s = rec.stats()
+assert (s["written"], s["spans"], s["failed"]) == (1, 0, 0), s
+assert not [m for m in sys.modules if m.startswith("opentelemetry.sdk")]
+print("ok")
+"""
+
+
+def test_capture_needs_only_the_opentelemetry_api(tmp_path: Path) -> None:
+    # The SDK and the exporters are the [otlp] extra: predlog's own OTLP pipeline needs them,
+    # capture (and spans through an application's own provider) does not.
+    result = subprocess.run([sys.executable, "-c", WITHOUT_OTEL_SDK, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr

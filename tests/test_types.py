@@ -31,7 +31,10 @@ def test_every_package_is_strictly_typed(tmp_path: Path) -> None:
     src = source_tree(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "predlog"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(src)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(src)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues found in" in result.stdout and "source files" in result.stdout
@@ -44,8 +47,21 @@ def test_decorated_functions_keep_their_signatures(tmp_path: Path) -> None:
     # mypy resolves ``predlog`` from source whatever the install mode: predlog -> sdk/.
     (tmp_path / "predlog").symlink_to(ROOT / "sdk", target_is_directory=True)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-site-packages", "--ignore-missing-imports",
-         "--follow-imports=silent", "--config-file", "/dev/null", str(sample)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(tmp_path)},
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-site-packages",
+            "--ignore-missing-imports",
+            "--follow-imports=silent",
+            "--config-file",
+            "/dev/null",
+            str(sample),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -30,7 +30,9 @@ def _load_example() -> Any:
 def test_request_span_is_the_parent_of_the_prediction_span(otlp_receiver: Any, tmp_path: pathlib.Path) -> None:
     example = _load_example()
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces"))
+    )
     store = tmp_path / "store"
     app = example.create_app(str(store), tracer_provider=provider)
     flower = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import predlog
 
 from .conftest import OtlpReceiver
-from .test_spans import flushed, make_rec, otlp_env, rows  # noqa: F401 - make_rec is a fixture
+from .test_spans import flushed, otlp_env, rows
 
 COUNTERS = (
     "predlog.predictions.captured",
@@ -88,9 +88,7 @@ def test_metrics_over_otlp_at_flush(
     stored = rows(tmp_path / "store")
     assert len(stored) == N_CALLS - dropped
     assert sum(r["status"] == "error" for r in stored) == sum(i % 7 == 3 and i % 5 != 0 for i in range(N_CALLS))
-    points = otlp_receiver.metrics(
-        min_count=len(INSTRUMENTS), predicate=lambda p: p["name"].startswith("predlog.")
-    )
+    points = otlp_receiver.metrics(min_count=len(INSTRUMENTS), predicate=lambda p: p["name"].startswith("predlog."))
     assert {p["transport"] for p in points} == {transport}
     assert {p["resource"]["service.name"] for p in points} == {"scoring"}
     assert {p["name"] for p in points} >= set(INSTRUMENTS)

@@ -18,7 +18,7 @@ import pytest
 import predlog
 
 from .conftest import OtlpReceiver
-from .test_spans import flushed, is_predict, make_rec, otlp_env, rows  # noqa: F401 - make_rec is a fixture
+from .test_spans import flushed, is_predict, otlp_env, rows
 
 EXPORT_TIMEOUT_S = 1.0
 
@@ -111,7 +111,9 @@ def assert_spans_accounted(rec: predlog.Recorder, receiver: OtlpReceiver) -> dic
     return s
 
 
-def wait_for_new_spans(rec: predlog.Recorder, predict: Callable[[dict[str, int]], Any], receiver: OtlpReceiver) -> list[str]:
+def wait_for_new_spans(
+    rec: predlog.Recorder, predict: Callable[[dict[str, int]], Any], receiver: OtlpReceiver
+) -> list[str]:
     """Call predict and flush until one of the new calls' spans arrives (the exporter may
     need an attempt or two to reconnect); the new calls' prediction ids."""
     ids: list[str] = []

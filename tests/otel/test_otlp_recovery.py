@@ -30,7 +30,7 @@ import predlog
 from predlog._otlp import RECONNECT_BACKOFF_MAX_S
 
 from .conftest import OtlpReceiver
-from .test_spans import PROTOCOLS, flushed, is_predict, make_rec, otlp_env, rows  # noqa: F401 - make_rec is a fixture
+from .test_spans import PROTOCOLS, flushed, is_predict, otlp_env, rows
 
 # Longer than the reconnect back-off ceiling, so the exporters' back-off reaches it.
 OUTAGE_S = 3 * RECONNECT_BACKOFF_MAX_S
@@ -119,7 +119,9 @@ def test_spans_flow_again_within_seconds_of_the_collectors_return(
             recovery_s = time.monotonic() - back
             break
         time.sleep(0.05)
-    figures = f"outage {OUTAGE_S:.0f}s, ceiling {RECONNECT_BACKOFF_MAX_S}s, first span after the return in {recovery_s}s"
+    figures = (
+        f"outage {OUTAGE_S:.0f}s, ceiling {RECONNECT_BACKOFF_MAX_S}s, first span after the return in {recovery_s}s"
+    )
     assert recovery_s is not None and recovery_s <= RECONNECT_BACKOFF_MAX_S + 1.5, figures
 
     time.sleep(1.0)
@@ -317,14 +319,19 @@ def test_first_calls_after_configure_do_not_wait_for_start_up(
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_PROTOCOL": PROTOCOLS[transport],
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint if transport == "grpc" else otlp_receiver.http_endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint
+        if transport == "grpc"
+        else otlp_receiver.http_endpoint,
         # Exports start while the calls are measured.
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OTEL_METRIC_EXPORT_INTERVAL": "100",
     }
     out = subprocess.run(
         [sys.executable, "-c", FIRST_CALLS, str(tmp_path / "store")],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])

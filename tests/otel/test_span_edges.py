@@ -41,8 +41,16 @@ def predict_spans(exporter: InMemorySpanExporter) -> list[Any]:
 
 def test_sampled_out_spans_are_hashed_like_rows(tmp_path: pathlib.Path, traced: Any) -> None:
     provider, exporter = traced
-    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m", tracer_provider=provider, sample_rate=0.5,
-                           hash_fields=["user_id"], hash_key=b"k" * 32, span_payload=True, redact=["email"])
+    rec = predlog.Recorder(
+        store=str(tmp_path / "s"),
+        model="m",
+        tracer_provider=provider,
+        sample_rate=0.5,
+        hash_fields=["user_id"],
+        hash_key=b"k" * 32,
+        span_payload=True,
+        redact=["email"],
+    )
     f = rec.capture(lambda x: 1)
     try:
         for i in range(40):
@@ -85,8 +93,15 @@ def test_traced_only_calls_never_block_or_displace_rows(tmp_path: pathlib.Path, 
         gate.wait(10)
         return row
 
-    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m", tracer_provider=provider, max_queue_size=20,
-                           on_full="block", block_timeout_s=0.5, processors=[hold])
+    rec = predlog.Recorder(
+        store=str(tmp_path / "s"),
+        model="m",
+        tracer_provider=provider,
+        max_queue_size=20,
+        on_full="block",
+        block_timeout_s=0.5,
+        processors=[hold],
+    )
     kept = rec.capture(lambda x: 1)
     dropped = rec.capture(lambda x: 2, model="shadow", sample_rate=0.0)
     try:
@@ -119,8 +134,14 @@ def test_nested_spans_end_even_when_the_call_is_dropped(tmp_path: pathlib.Path, 
         gate.wait(10)
         return row
 
-    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m", tracer_provider=provider, nest_spans=True,
-                           max_queue_size=2, processors=[hold])
+    rec = predlog.Recorder(
+        store=str(tmp_path / "s"),
+        model="m",
+        tracer_provider=provider,
+        nest_spans=True,
+        max_queue_size=2,
+        processors=[hold],
+    )
     f = rec.capture(lambda x: 1)
     try:
         f({"x": 0})
@@ -140,8 +161,12 @@ def test_nested_spans_end_even_when_the_call_is_dropped(tmp_path: pathlib.Path, 
 
 def test_spans_of_rows_a_processor_drops_name_no_row(tmp_path: pathlib.Path, traced: Any) -> None:
     provider, exporter = traced
-    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m", tracer_provider=provider,
-                           processors=[lambda row: None if row["features"]["x"] % 2 else row])
+    rec = predlog.Recorder(
+        store=str(tmp_path / "s"),
+        model="m",
+        tracer_provider=provider,
+        processors=[lambda row: None if row["features"]["x"] % 2 else row],
+    )
     f = rec.capture(lambda x: x["x"])
     try:
         for i in range(6):
@@ -175,7 +200,9 @@ def test_rate_below_one_span_a_second_and_infinite_rate(tmp_path: pathlib.Path, 
 def test_two_recorders_one_meter_provider(tmp_path: pathlib.Path) -> None:
     reader = InMemoryMetricReader()
     mp = MeterProvider(metric_readers=[reader])
-    recs = [predlog.Recorder(store=str(tmp_path / f"s{i}"), model="m", meter_provider=mp, tracing=False) for i in range(2)]
+    recs = [
+        predlog.Recorder(store=str(tmp_path / f"s{i}"), model="m", meter_provider=mp, tracing=False) for i in range(2)
+    ]
     try:
         for n, rec in zip((3, 100), recs):
             f = rec.capture(lambda x: 1)
@@ -184,8 +211,12 @@ def test_two_recorders_one_meter_provider(tmp_path: pathlib.Path) -> None:
             assert rec.flush(timeout_s=30)
         data = reader.get_metrics_data()
         points = [
-            p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            if m.name == "predlog.predictions.captured" for p in m.data.data_points
+            p
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "predlog.predictions.captured"
+            for p in m.data.data_points
         ]
         assert sorted(p.value for p in points) == [3, 100]
         assert {p.attributes["predlog.store"] for p in points} == {str(tmp_path / "s0"), str(tmp_path / "s1")}

@@ -57,7 +57,9 @@ def otlp_env(monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver, transport:
 
 
 @contextmanager
-def parent_span(trace_id: int = PARENT_TRACE_ID, span_id: int = PARENT_SPAN_ID, *, sampled: bool = True) -> Iterator[None]:
+def parent_span(
+    trace_id: int = PARENT_TRACE_ID, span_id: int = PARENT_SPAN_ID, *, sampled: bool = True
+) -> Iterator[None]:
     """Make a remote parent span context current, as a propagator would for an incoming request."""
     flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
     parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
@@ -74,24 +76,6 @@ def flushed(rec: predlog.Recorder) -> dict[str, Any]:
     s = rec.stats()
     assert s["captured"] == s["written"] + s["dropped_total"], s
     return s
-
-
-@pytest.fixture
-def make_rec(tmp_path: Path) -> Iterator[Any]:
-    """Recorders on ``tmp_path/store``, shut down after the test."""
-    made: list[predlog.Recorder] = []
-
-    def make(**config: Any) -> predlog.Recorder:
-        config.setdefault("store", str(tmp_path / "store"))
-        config.setdefault("model", "m")
-        config.setdefault("version", "2")
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
 
 
 def by_prediction_id(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -268,7 +252,9 @@ def test_nest_spans_under_the_application_request_span(
     otlp_receiver: OtlpReceiver, make_rec: Any, tmp_path: Path
 ) -> None:
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces"))
+    )
     try:
         app = provider.get_tracer("app")
         rec = make_rec(nest_spans=True, tracer_provider=provider)
@@ -446,6 +432,9 @@ def test_span_rate_limit_never_limits_rows(
     with_span = [r for r in stored if r["span_id"] is not None]
     assert {r["prediction_id"] for r in with_span} == set(by_id)
     for r in with_span:
-        assert (r["trace_id"], r["span_id"]) == (by_id[r["prediction_id"]]["trace_id"], by_id[r["prediction_id"]]["span_id"])
+        assert (r["trace_id"], r["span_id"]) == (
+            by_id[r["prediction_id"]]["trace_id"],
+            by_id[r["prediction_id"]]["span_id"],
+        )
     # A call over the limit has no span, so its row names none.
     assert all(r["trace_id"] is None for r in stored if r["span_id"] is None)

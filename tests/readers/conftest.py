@@ -60,9 +60,29 @@ class Logged:
 
 # Every column the SDK writes (the partition columns come from the path).
 PREDICTION_COLUMNS = {
-    "prediction_id", "ts", "model_version", "latency_ms", "cpu_ms", "status", "error_type", "error_message",
-    "request_id", "user_id", "batch_id", "batch_index", "batch_size", "trace_id", "span_id", "features",
-    "prediction", "confidence", "context", "sample_rate", "capture_flags", "model", "date",
+    "prediction_id",
+    "ts",
+    "model_version",
+    "latency_ms",
+    "cpu_ms",
+    "status",
+    "error_type",
+    "error_message",
+    "request_id",
+    "user_id",
+    "batch_id",
+    "batch_index",
+    "batch_size",
+    "trace_id",
+    "span_id",
+    "features",
+    "prediction",
+    "confidence",
+    "context",
+    "sample_rate",
+    "capture_flags",
+    "model",
+    "date",
 }
 
 
@@ -97,8 +117,14 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Logged:
     for i in range(3):
         x = {"amount": 10.0 * (i + 1), "country": "FR", "coupon": None}
         pid = call(score, x)
-        fraud[pid] = {"model_version": "1.0", "user_id": None, "region": None, "prediction": round(x["amount"] / 100, 3),
-                      "features": {"amount": x["amount"], "country": "FR", "age": None, "coupon": None}, "label": None}
+        fraud[pid] = {
+            "model_version": "1.0",
+            "user_id": None,
+            "region": None,
+            "prediction": round(x["amount"] / 100, 3),
+            "features": {"amount": x["amount"], "country": "FR", "age": None, "coupon": None},
+            "label": None,
+        }
     assert fraud_rec.flush(timeout_s=30)
     # fraud 1.1, in a file of its own: country replaced by age; coupon sometimes set; context.
     fraud_rec.configure(store=store, model="fraud", version="1.1")
@@ -106,16 +132,27 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Logged:
         x = {"amount": 5.0 * i, "age": 30 + i, "coupon": "SPRING" if i else None}
         with predlog.context(user_id=f"u{i}", request_id=f"r{i}", region="eu"):
             pid = call(score, x)
-        fraud[pid] = {"model_version": "1.1", "user_id": f"u{i}", "region": "eu", "prediction": round(x["amount"] / 100, 3),
-                      "features": {"amount": x["amount"], "country": None, "age": 30 + i, "coupon": x["coupon"]},
-                      "label": None}
+        fraud[pid] = {
+            "model_version": "1.1",
+            "user_id": f"u{i}",
+            "region": "eu",
+            "prediction": round(x["amount"] / 100, 3),
+            "features": {"amount": x["amount"], "country": None, "age": 30 + i, "coupon": x["coupon"]},
+            "label": None,
+        }
     # reco: other features, and a list of floats as its prediction.
     for i in range(2):
         x = {"age": 40 + i, "items": [i, i + 1]}
         with predlog.context(user_id="u9", region="us"):
             pid = call(recommend, x)
-        reco[pid] = {"model_version": "7", "user_id": "u9", "region": "us", "prediction": [x["age"] / 100, 0.5],
-                     "features": {"age": 40 + i, "items": [i, i + 1]}, "label": None}
+        reco[pid] = {
+            "model_version": "7",
+            "user_id": "u9",
+            "region": "us",
+            "prediction": [x["age"] / 100, 0.5],
+            "features": {"age": 40 + i, "items": [i, i + 1]},
+            "label": None,
+        }
 
     fraud_ids, reco_ids = list(fraud), list(reco)
     fraud_rec.log_label(1, prediction_id=fraud_ids[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 import predlog
-from predlog._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame
 from predlog._sealing import ensure_store, seal_segment
+from predlog._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame
 
 
 def flush(rec: predlog.Recorder) -> None:
@@ -94,23 +93,6 @@ def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-@pytest.fixture
-def make_rec(store_dir: Path) -> Iterator[Any]:
-    """Build recorders on ``store_dir`` and shut every one down afterwards."""
-    made: list[predlog.Recorder] = []
-
-    def make(**config: Any) -> predlog.Recorder:
-        config.setdefault("store", str(store_dir))
-        config.setdefault("model", "m")
-        rec = predlog.Recorder(**config)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.shutdown(timeout_s=10)
-
-
 @dataclasses.dataclass
 class Demo:
     """A two-model store: ``fraud`` (float predictions, versions 1.0 and 1.1) and ``reco``
@@ -144,7 +126,9 @@ def demo(make_rec: Any, store_dir: Path) -> Demo:
     countries = {"u1": "FR", "u2": "DE", "u3": "FR", "u4": "US"}
     for i in range(12):
         user = users[i % 4]
-        with predlog.context(user_id=user, request_id=f"r{i}", country=countries[user], plan="pro" if i % 3 else "free"):
+        with predlog.context(
+            user_id=user, request_id=f"r{i}", country=countries[user], plan="pro" if i % 3 else "free"
+        ):
             score({"age": 20 + i, "amount": 10.0 * (i + 1), "country": countries[user]})
             pid = predlog.last_prediction_id()
             assert pid is not None

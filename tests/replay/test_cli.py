@@ -25,17 +25,32 @@ from predlog.replay import Store
 SCRIPT = Path(sys.executable).with_name("predlog")
 
 
-def cli(*args: str, store: str | Path | None = None, stdin: Any = subprocess.DEVNULL, input: str | None = None,
-        env: dict[str, str] | None = None, cwd: str | Path | None = None, script: bool = False,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    store: str | Path | None = None,
+    stdin: Any = subprocess.DEVNULL,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    script: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """Run ``predlog ARGS`` in a new process (``python -m predlog.replay._cli``, or the installed script)."""
     cmd = [str(SCRIPT)] if script else [sys.executable, "-m", "predlog.replay._cli"]
     if store is not None:
         cmd += ["--store", str(store)]
     full_env = {k: v for k, v in os.environ.items() if k != "PREDLOG_STORE"}
     full_env.update(env or {})
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env, cwd=cwd,
-                          stdin=None if input is not None else stdin, input=input, timeout=timeout)
+    return subprocess.run(
+        cmd + list(args),
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        stdin=None if input is not None else stdin,
+        input=input,
+        timeout=timeout,
+    )
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -167,11 +182,17 @@ def test_installed_script_prints_stats_as_a_table_and_as_json(shared: tuple[Path
     assert doc["models"]["fraud"]["versions"] == {"1.0": 12, "1.1": 1}
     assert pd.Timestamp(doc["first_ts"]) == st["first_ts"] and pd.Timestamp(doc["last_ts"]) == st["last_ts"]
     rows = pd.read_csv(io.StringIO(ok(cli("stats", "-f", "csv", store=root)).stdout), dtype={"version": str})
-    assert sorted(zip(rows.model, rows.version, rows.rows)) == [("fraud", "1.0", 12), ("fraud", "1.1", 1), ("reco", "7", 1)]
+    assert sorted(zip(rows.model, rows.version, rows.rows)) == [
+        ("fraud", "1.0", 12),
+        ("fraud", "1.1", 1),
+        ("reco", "7", 1),
+    ]
 
 
-SUMMARY = ("select model, model_version, count(*) as n, avg(latency_ms) as latency, min(ts) as first, "
-           "max(features.age) as oldest from predictions group by all order by all")
+SUMMARY = (
+    "select model, model_version, count(*) as n, avg(latency_ms) as latency, min(ts) as first, "
+    "max(features.age) as oldest from predictions group by all order by all"
+)
 
 
 def test_query_in_every_format_reads_back_as_the_store_returns_it(shared: tuple[Path, Any], tmp_path: Path) -> None:
@@ -189,8 +210,9 @@ def test_query_in_every_format_reads_back_as_the_store_returns_it(shared: tuple[
     assert_records_match(got, want)
     assert got[0]["first"].endswith("+00:00")  # ISO 8601, UTC
 
-    csv = pd.read_csv(io.StringIO(ok(cli("query", SUMMARY, "-f", "csv", store=root)).stdout),
-                      dtype={"model_version": str})
+    csv = pd.read_csv(
+        io.StringIO(ok(cli("query", SUMMARY, "-f", "csv", store=root)).stdout), dtype={"model_version": str}
+    )
     assert list(csv.columns) == list(want.columns)
     assert list(csv.model_version) == list(want.model_version) and list(csv.n) == list(want.n)
     assert list(csv.latency) == list(want.latency)  # floats round-trip exactly
@@ -205,7 +227,9 @@ def test_query_in_every_format_reads_back_as_the_store_returns_it(shared: tuple[
     pd.testing.assert_frame_equal(back.to_pandas(), want, check_dtype=False)  # str vs object strings
 
 
-def test_nested_values_go_out_as_json_in_csv_and_as_structs_in_parquet(shared: tuple[Path, Any], tmp_path: Path) -> None:
+def test_nested_values_go_out_as_json_in_csv_and_as_structs_in_parquet(
+    shared: tuple[Path, Any], tmp_path: Path
+) -> None:
     root, _ = shared
     sql = "select prediction_id, features, context, prediction from predictions where model = 'fraud' order by ts"
     with Store(root) as s:
@@ -222,7 +246,9 @@ def test_nested_values_go_out_as_json_in_csv_and_as_structs_in_parquet(shared: t
 
 def test_query_reads_sql_from_stdin(shared: tuple[Path, Any]) -> None:
     root, _ = shared
-    got = json.loads(ok(cli("query", "-", "-f", "json", store=root, input="select count(*) as n\nfrom predictions\n")).stdout)
+    got = json.loads(
+        ok(cli("query", "-", "-f", "json", store=root, input="select count(*) as n\nfrom predictions\n")).stdout
+    )
     assert got == [{"n": 14}]
 
 
@@ -237,8 +263,23 @@ def test_user_with_filters_matches_store_user(shared: tuple[Path, Any]) -> None:
 
     assert_records_match(json.loads(ok(cli("user", "u1", "-f", "json", store=root)).stdout), every)
     assert_records_match(json.loads(ok(cli("user", "u1", "--model", "fraud", "-f", "json", store=root)).stdout), fraud)
-    got = json.loads(ok(cli("user", "u1", "--model", "fraud", "--start", every.ts.iloc[1].isoformat(),
-                            "--end", every.ts.iloc[3].isoformat(), "-f", "json", store=root)).stdout)
+    got = json.loads(
+        ok(
+            cli(
+                "user",
+                "u1",
+                "--model",
+                "fraud",
+                "--start",
+                every.ts.iloc[1].isoformat(),
+                "--end",
+                every.ts.iloc[3].isoformat(),
+                "-f",
+                "json",
+                store=root,
+            )
+        ).stdout
+    )
     assert_records_match(got, window)
 
     csv = pd.read_csv(io.StringIO(ok(cli("user", "u1", "--model", "fraud", "-f", "csv", store=root)).stdout))
@@ -247,7 +288,8 @@ def test_user_with_filters_matches_store_user(shared: tuple[Path, Any]) -> None:
     assert list(csv.latency_ms) == list(fraud.latency_ms)
     # the error was recorded without context: an empty CSV field
     assert [json.loads(v) if isinstance(v, str) else None for v in csv.context] == [
-        v if isinstance(v, dict) else None for v in fraud.context]
+        v if isinstance(v, dict) else None for v in fraud.context
+    ]
     assert not isinstance(fraud.context.iloc[-1], dict)
 
     table = ok(cli("user", "u1", store=root)).stdout
@@ -257,19 +299,26 @@ def test_user_with_filters_matches_store_user(shared: tuple[Path, Any]) -> None:
 
 def test_table_limit_and_cell_width(shared: tuple[Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
     store = ["--store", str(shared[0])]
-    lines = ok(in_process(capsys, *store, "query", "select prediction_id, features from predictions", "--limit", "2")
-               ).stdout.splitlines()
+    lines = ok(
+        in_process(capsys, *store, "query", "select prediction_id, features from predictions", "--limit", "2")
+    ).stdout.splitlines()
     assert len(lines) == 2 + 2 + 1 and lines[-1] == "(2 of 14 rows shown; --limit 0 shows all)"
     assert all(len(cell) <= 40 for line in lines[2:4] for cell in line.split("  ") if cell)
     assert lines[2].rstrip().endswith("…")  # the features JSON is wider than 40
-    wide = ok(in_process(capsys, *store, "query", "select features from predictions", "--limit", "1", "--max-width", "0"))
+    wide = ok(
+        in_process(capsys, *store, "query", "select features from predictions", "--limit", "1", "--max-width", "0")
+    )
     assert json.loads(wide.stdout.splitlines()[2])["age"] >= 20
     # --limit caps csv/json too; without it they write every row
     got = in_process(capsys, *store, "query", "select * from predictions", "-f", "json", "--limit", "3")
     assert len(json.loads(ok(got).stdout)) == 3
-    assert len(json.loads(ok(in_process(capsys, *store, "query", "select * from predictions", "-f", "json")).stdout)) == 14
+    assert (
+        len(json.loads(ok(in_process(capsys, *store, "query", "select * from predictions", "-f", "json")).stdout)) == 14
+    )
     # a DuckDB DATE comes out as a date, a timestamp as an ISO 8601 time in UTC
-    got = in_process(capsys, *store, "query", "select min(ts)::date as day, min(ts) as first from predictions", "-f", "csv")
+    got = in_process(
+        capsys, *store, "query", "select min(ts)::date as day, min(ts) as first from predictions", "-f", "csv"
+    )
     day, first = ok(got).stdout.splitlines()[1].split(",")
     assert dt.date.fromisoformat(day) == dt.datetime.fromisoformat(first).date() and first.endswith("+00:00")
 
@@ -292,8 +341,17 @@ def test_get_shows_one_prediction(shared: tuple[Path, Any]) -> None:
 def test_output_file_and_store_from_the_environment(shared: tuple[Path, Any], tmp_path: Path) -> None:
     root, _ = shared
     out = tmp_path / "n.csv"
-    proc = ok(cli("query", "select count(*) as n from predictions", "-f", "csv", "-o", str(out),
-                  env={"PREDLOG_STORE": str(root)}))
+    proc = ok(
+        cli(
+            "query",
+            "select count(*) as n from predictions",
+            "-f",
+            "csv",
+            "-o",
+            str(out),
+            env={"PREDLOG_STORE": str(root)},
+        )
+    )
     assert proc.stdout == "" and out.read_text() == "n\n14\n"
     # --store also after the command; the default is ./predlog-store
     ok(cli("query", "select 1 as one", "--store", str(root)))
@@ -304,9 +362,22 @@ def test_output_file_and_store_from_the_environment(shared: tuple[Path, Any], tm
 
 def test_stdout_closed_early_is_not_an_error_message(shared: tuple[Path, Any]) -> None:
     root, _ = shared
-    proc = subprocess.Popen([sys.executable, "-m", "predlog.replay._cli", "--store", str(root), "query",
-                             "select range as i from range(300000)", "-f", "csv"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "predlog.replay._cli",
+            "--store",
+            str(root),
+            "query",
+            "select range as i from range(300000)",
+            "-f",
+            "csv",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline() == "i\n"
     proc.stdout.close()  # as `| head -1` does
@@ -317,8 +388,9 @@ def test_stdout_closed_early_is_not_an_error_message(shared: tuple[Path, Any]) -
 # ---------------------------------------------------------------- errors
 
 
-def test_errors_are_one_line_with_exit_code_1(shared: tuple[Path, Any], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_one_line_with_exit_code_1(
+    shared: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, _ = shared
     line = error_line(cli("stats", store=tmp_path / "nope"))
     assert "no predlog store" in line and str(tmp_path / "nope") in line
@@ -350,8 +422,9 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "StoreNotFoundError" in proc.stderr
 
 
-def test_usage_errors_exit_with_code_2(shared: tuple[Path, Any], capsys: pytest.CaptureFixture[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usage_errors_exit_with_code_2(
+    shared: tuple[Path, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, _ = shared
     line = error_line(cli("query", "select 1", "-f", "parquet", store=root), code=2)
     assert "--output" in line
@@ -416,7 +489,7 @@ def test_retain_drops_old_partitions(own: tuple[Path, Any]) -> None:
     root, _ = own
     reco = [f for f in files_of(root) if "model=reco" in f]
     move_back(root, reco[0], 40)
-    old = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)).isoformat()
+    old = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)).isoformat()
     dry = ok(cli("retain", "--days", "7", "--dry-run", "-f", "json", store=root))
     assert json.loads(dry.stdout)["dates"] == [old] and json.loads(dry.stdout)["prediction_rows"] == 1
     assert "would drop 1 date" in dry.stderr
@@ -431,8 +504,12 @@ def test_retain_drops_old_partitions(own: tuple[Path, Any]) -> None:
 def count_user(root: Path, user: str) -> tuple[int, int]:
     with Store(root) as s:
         preds = len(s.user(user))
-        labels = int(s.sql("select count(*) as n from labels l join predictions p using (prediction_id) "
-                           "where p.user_id = ?", [user])["n"].iloc[0])
+        labels = int(
+            s.sql(
+                "select count(*) as n from labels l join predictions p using (prediction_id) where p.user_id = ?",
+                [user],
+            )["n"].iloc[0]
+        )
     return preds, labels
 
 
@@ -440,8 +517,13 @@ def forget_on_a_terminal(root: Path, user: str, answer: bytes) -> subprocess.Com
     """``predlog forget USER`` with a pseudo-terminal as stdin, answering the question."""
     master, slave = os.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "predlog.replay._cli", "--store", str(root), "forget", user],
-                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "predlog.replay._cli", "--store", str(root), "forget", user],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         os.close(slave)
         os.write(master, answer)
         out, err = proc.communicate(timeout=120)
@@ -520,10 +602,12 @@ def test_replay_prints_the_summary(own: tuple[Path, Any], tmp_path: Path, monkey
     pkg = tmp_path / "candidate_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "model.py").write_text(textwrap.dedent("""
+    (pkg / "model.py").write_text(
+        textwrap.dedent("""
         def predict(x):
             return round(x["amount"] / 50, 3)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from candidate_pkg.model import predict  # type: ignore[import-not-found]
 

@@ -91,7 +91,8 @@ def test_labels_of_several_types_in_one_selection(store_dir: Path, three_models:
             warnings.simplefilter("error")
             both = s.labeled()  # eager: each label as logged, no warning
         assert sorted(map(repr, both["label"].tolist())) == sorted(
-            map(repr, ["ham", "spam", "ham", 0, 1, 0, 0.5, 1.5, 2.5]))
+            map(repr, ["ham", "spam", "ham", 0, 1, 0, 0.5, 1.5, 2.5])
+        )
         by_model = {m: g["label"].tolist() for m, g in both.groupby("model")}
         assert by_model == {"spam": ["ham", "spam", "ham"], "churn": [0, 1, 0], "reg": [0.5, 1.5, 2.5]}
         with pytest.warns(MixedLabelTypesWarning, match="several types"):
@@ -125,12 +126,22 @@ def test_replay_rows_are_left_out_unless_their_version_is_named(make_rec: Any, s
             rec.log_label(float(i), prediction_id=last_id())
     h.flush(rec)
     with Store(store_dir) as s:
-        before = {"p": len(s.predictions()), "t": len(s.training_data(model="m")), "l": len(s.labeled()),
-                  "u": len(s.user("u1")), "q": int(s.sql("select count(*) n from predictions")["n"].iloc[0])}
+        before = {
+            "p": len(s.predictions()),
+            "t": len(s.training_data(model="m")),
+            "l": len(s.labeled()),
+            "u": len(s.user("u1")),
+            "q": int(s.sql("select count(*) n from predictions")["n"].iloc[0]),
+        }
         r = s.replay(lambda x: x["a"] * 3.0, model="m", record_as="0.4-shadow")
         assert r.summary["recorded"] == 10
-        after = {"p": len(s.predictions()), "t": len(s.training_data(model="m")), "l": len(s.labeled()),
-                 "u": len(s.user("u1")), "q": int(s.sql("select count(*) n from predictions")["n"].iloc[0])}
+        after = {
+            "p": len(s.predictions()),
+            "t": len(s.training_data(model="m")),
+            "l": len(s.labeled()),
+            "u": len(s.user("u1")),
+            "q": int(s.sql("select count(*) n from predictions")["n"].iloc[0]),
+        }
         assert after == before == {"p": 10, "t": 10, "l": 10, "u": 10, "q": 10}
         shadow = s.predictions(version="0.4-shadow")
         assert len(shadow) == 10 and shadow["prediction"].tolist() == [3.0 * i for i in range(10)]
@@ -159,8 +170,12 @@ def test_rows_still_in_live_segments_are_pointed_at(make_rec: Any, store_dir: Pa
             assert s.user("u1").empty
         assert len(s.user("u1", include_live=True)) == 5
         assert len(s.predictions(model="live", include_live=True)) == 5
-    out = subprocess.run([PREDLOG, "--store", str(store_dir), "user", "u1",
-                          "--include-live", "--format", "json"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PREDLOG, "--store", str(store_dir), "user", "u1", "--include-live", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == 5
 
@@ -208,13 +223,18 @@ def test_forgetting_a_user_who_is_not_there_says_so(versions: str) -> None:
             res = s.forget_user("user-9", wait_live_s=0)
         assert not res.found and res.prediction_rows == 0
         assert s.forget_user("user-1", wait_live_s=0).found
-    out = subprocess.run([PREDLOG, "--store", versions, "forget", "user-9",
-                          "--yes", "--wait-live-s", "0"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PREDLOG, "--store", versions, "forget", "user-9", "--yes", "--wait-live-s", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "no row of user 'user-9'" in out.stderr
 
 
-def test_hashed_user_ids_are_found_with_the_key(make_rec: Any, store_dir: Path,
-                                                monkeypatch: pytest.MonkeyPatch, h: Any) -> None:
+def test_hashed_user_ids_are_found_with_the_key(
+    make_rec: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch, h: Any
+) -> None:
     monkeypatch.delenv("PREDLOG_HASH_KEY", raising=False)
     rec = make_rec(model="m", hash_fields=["user_id", "features.email"], hash_key="k1")
     predict = rec.capture(lambda x: 1.0)
@@ -346,7 +366,8 @@ def test_files_of_earlier_versions_read_flags_as_capture_flags(make_rec: Any, st
     h.flush(rec)
     (path,) = store_dir.glob("predictions/**/*.parquet")
     old = h.writer_frame(path).rename_columns(
-        ["flags" if c == "capture_flags" else c for c in h.writer_frame(path).column_names])
+        ["flags" if c == "capture_flags" else c for c in h.writer_frame(path).column_names]
+    )
     old = old.set_column(old.column_names.index("flags"), "flags", pa.array([["json:features.a"]]))
     old = old.set_column(0, "prediction_id", pa.array(["old-1"]))
     pq.write_table(old, path.with_name("old-format.parquet"))  # model column inside, flags named flags
@@ -364,10 +385,13 @@ def test_csv_of_vectors_is_json_in_every_command(store_dir: Path, classifier: An
     module = tmp_path / "newmodel.py"
     module.write_text("def predict(x: dict) -> list:\n    return [0.3, 0.7]\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    for argv in (["replay", "--module", "newmodel:predict", "--model", "cancer", "--last", "7d", "-f", "csv"],
-                 ["query", "select prediction from predictions limit 3", "-f", "csv"]):
-        out = subprocess.run([PREDLOG, "--store", str(store_dir), *argv],
-                             capture_output=True, text=True, timeout=120, env=env)
+    for argv in (
+        ["replay", "--module", "newmodel:predict", "--model", "cancer", "--last", "7d", "-f", "csv"],
+        ["query", "select prediction from predictions limit 3", "-f", "csv"],
+    ):
+        out = subprocess.run(
+            [PREDLOG, "--store", str(store_dir), *argv], capture_output=True, text=True, timeout=120, env=env
+        )
         assert out.returncode == 0, out.stderr
         import csv
         import io

@@ -21,19 +21,71 @@ from predlog.replay import (
 )
 
 CLASSIC = [
-    "' OR '1'='1", "' OR 1=1 --", '" OR ""="', "'; DROP TABLE predictions; --", "') OR ('a'='a",
-    "' UNION SELECT * FROM predictions --", "admin'--", "' OR 'x'='x' /*", "*/ OR 1=1 /*", "%' OR '%'='",
-    "%", "_", "\\", "\\'", "''", "'''", '"', "$1", "?", ":name", "$$ OR 1=1 $$", "E'\\x27'",
+    "' OR '1'='1",
+    "' OR 1=1 --",
+    '" OR ""="',
+    "'; DROP TABLE predictions; --",
+    "') OR ('a'='a",
+    "' UNION SELECT * FROM predictions --",
+    "admin'--",
+    "' OR 'x'='x' /*",
+    "*/ OR 1=1 /*",
+    "%' OR '%'='",
+    "%",
+    "_",
+    "\\",
+    "\\'",
+    "''",
+    "'''",
+    '"',
+    "$1",
+    "?",
+    ":name",
+    "$$ OR 1=1 $$",
+    "E'\\x27'",
     "' || (SELECT string_agg(user_id, ',') FROM predictions) || '",
-    "'; COPY (SELECT 1) TO '/tmp/predlog-pwn.csv'; --", "'; ATTACH '/tmp/predlog-pwn.db' AS x; --",
-    "'; INSTALL httpfs; LOAD httpfs; --", "'; SET enable_external_access=true; --",
-    "1; SELECT * FROM read_csv('/etc/passwd')", "' AND 1=(SELECT count(*) FROM read_text('/etc/passwd')) --",
-    "1' AND sleep(5) --", "alice' OR user_id LIKE '%", "alice\x00' OR '1'='1", "\u2019 OR 1=1 --",
-    "\u02bc OR 1=1 --", "\uff07 OR \uff11=\uff11", "../../etc/passwd", "model=fraud/../..", "fraud' OR model='alt",
-    "\n; DROP VIEW predictions", "\t' OR '1'='1", "\U0001f642' OR '\U0001f642'='\U0001f642", "null", "NULL",
-    "None", "true", "1e309", "-1", " ", "\r\n", "\x00", "a\x00b", "\\x00", "0x27", "CHAR(39)", "'||'",
-    "' OR features.age > 0 --", "' OR context.country IS NOT NULL --", "']) OR true --", "${jndi:ldap://x}",
-    "<script>alert(1)</script>", "%00", "%27%20OR%201=1", "' OR TRUE; --", "1 OR 1=1", "u' UNION ALL BY NAME SELECT 1 --",
+    "'; COPY (SELECT 1) TO '/tmp/predlog-pwn.csv'; --",
+    "'; ATTACH '/tmp/predlog-pwn.db' AS x; --",
+    "'; INSTALL httpfs; LOAD httpfs; --",
+    "'; SET enable_external_access=true; --",
+    "1; SELECT * FROM read_csv('/etc/passwd')",
+    "' AND 1=(SELECT count(*) FROM read_text('/etc/passwd')) --",
+    "1' AND sleep(5) --",
+    "alice' OR user_id LIKE '%",
+    "alice\x00' OR '1'='1",
+    "\u2019 OR 1=1 --",
+    "\u02bc OR 1=1 --",
+    "\uff07 OR \uff11=\uff11",
+    "../../etc/passwd",
+    "model=fraud/../..",
+    "fraud' OR model='alt",
+    "\n; DROP VIEW predictions",
+    "\t' OR '1'='1",
+    "\U0001f642' OR '\U0001f642'='\U0001f642",
+    "null",
+    "NULL",
+    "None",
+    "true",
+    "1e309",
+    "-1",
+    " ",
+    "\r\n",
+    "\x00",
+    "a\x00b",
+    "\\x00",
+    "0x27",
+    "CHAR(39)",
+    "'||'",
+    "' OR features.age > 0 --",
+    "' OR context.country IS NOT NULL --",
+    "']) OR true --",
+    "${jndi:ldap://x}",
+    "<script>alert(1)</script>",
+    "%00",
+    "%27%20OR%201=1",
+    "' OR TRUE; --",
+    "1 OR 1=1",
+    "u' UNION ALL BY NAME SELECT 1 --",
 ]
 
 VARIATIONS = [
@@ -58,7 +110,15 @@ VARIATIONS = [
 ]
 
 # Real values in the store, some of them hostile-looking themselves.
-USERS = ["alice", "bob", "o'brien", 'x" OR "1"="1', "robert'); DROP TABLE predictions;--", "\u30e6\u30fc\u30b6\u30fc", "nul\x00byte"]
+USERS = [
+    "alice",
+    "bob",
+    "o'brien",
+    'x" OR "1"="1',
+    "robert'); DROP TABLE predictions;--",
+    "\u30e6\u30fc\u30b6\u30fc",
+    "nul\x00byte",
+]
 COUNTRIES = ["FR", "DE", "l'Île", "'; --"]
 
 
@@ -135,7 +195,7 @@ def test_every_payload_returns_nothing_outside_the_filter(hostile: Any, channel:
     if channel == "model":
         single = PAYLOADS
     else:
-        share = PAYLOADS[SQL_CHANNELS.index(channel)::len(SQL_CHANNELS)]
+        share = PAYLOADS[SQL_CHANNELS.index(channel) :: len(SQL_CHANNELS)]
         single = share[::2]
     for p in single:
         if channel == "model":
@@ -287,8 +347,13 @@ def test_sql_cannot_write_attach_install_or_unlock(hostile: Any, tmp_path: Path)
     assert len(s.predictions()) == sum(expected.values())
     # The connection handed to predlog's own modules is locked to the store as well.
     with s.connection() as con:
-        for q in ("select * from read_csv('/etc/passwd')", f"copy (select 1) to '{out}'",
-                  f"attach '{tmp_path}/x.db' as x", "set enable_external_access = true", "load httpfs"):
+        for q in (
+            "select * from read_csv('/etc/passwd')",
+            f"copy (select 1) to '{out}'",
+            f"attach '{tmp_path}/x.db' as x",
+            "set enable_external_access = true",
+            "load httpfs",
+        ):
             with pytest.raises(duckdb.Error):
                 con.execute(q)
         assert con.execute("select count(*) from predictions").fetchone()[0] == sum(expected.values())

@@ -64,8 +64,14 @@ class Written:
 
 
 def write_batches(
-    root: Path, batches: Iterable[list[Row]], *, model: str = "m", written: Written | None = None,
-    label_pid_every: int = 0, label_rid_every: int = 0, **config: Any,
+    root: Path,
+    batches: Iterable[list[Row]],
+    *,
+    model: str = "m",
+    written: Written | None = None,
+    label_pid_every: int = 0,
+    label_rid_every: int = 0,
+    **config: Any,
 ) -> Written:
     """Record each batch through a real recorder and flush it: one Parquet file per batch."""
     out = written or Written()
@@ -115,7 +121,11 @@ def parquet_on_disk(root: Path | str, table: str = "predictions") -> list[str]:
 def assert_settled(root: Path | str) -> None:
     """No operation in flight: no manifest, no staging area; the glob equals the listing."""
     assert manifests(str(root)) == []
-    leftovers = [n for n in os.listdir(Path(root, "_maintenance")) if n != ".lock"] if Path(root, "_maintenance").exists() else []
+    leftovers = (
+        [n for n in os.listdir(Path(root, "_maintenance")) if n != ".lock"]
+        if Path(root, "_maintenance").exists()
+        else []
+    )
     assert leftovers == []
     assert parquet_on_disk(root) == prediction_files(str(root))
     assert parquet_on_disk(root, "labels") == label_files(str(root))
@@ -167,6 +177,7 @@ def fork_run(fn: Callable[[Callable[[str], None]], object], crash_at: str) -> in
     if pid == 0:  # pragma: no cover - child
         code = 0
         try:
+
             def hook(step: str) -> None:
                 if step == crash_at:
                     os._exit(17)
@@ -209,7 +220,8 @@ def test_compact_merges_sorts_and_is_idempotent(tmp_path):
     key = [(r["user_id"] is None, r["user_id"] or "", r["ts"]) for r in table]
     assert key == sorted(key)  # user_id then ts, nulls last
     assert [(c.column_index, c.descending, c.nulls_first) for c in pf.metadata.row_group(0).sorting_columns][:1] == [
-        (pf.schema_arrow.get_field_index("user_id"), False, False)]
+        (pf.schema_arrow.get_field_index("user_id"), False, False)
+    ]
     j = [pf.metadata.schema.column(k).path for k in range(pf.metadata.num_columns)].index("user_id")
     stats = pf.metadata.row_group(0).column(j).statistics
     assert stats.has_min_max and stats.min == "u0"
@@ -218,7 +230,9 @@ def test_compact_merges_sorts_and_is_idempotent(tmp_path):
 
     # A lookup of one user through DuckDB over the compacted file.
     con = duckdb.connect()
-    n = con.execute("select count(*) from read_parquet(?) where user_id = 'u2'", [prediction_files(str(tmp_path))]).fetchone()
+    n = con.execute(
+        "select count(*) from read_parquet(?) where user_id = 'u2'", [prediction_files(str(tmp_path))]
+    ).fetchone()
     assert n == (len(w.ids["u2"]),)
 
     # Idempotent: a second run changes nothing, not even the files' identity.
@@ -234,13 +248,16 @@ def test_compact_cuts_large_partitions_into_user_ranges(tmp_path):
     # 320 rows, 100 per file at least: files of 80 rows per user are cut into ranges of
     # at least 320 / 3 rows.
     assert (result.files_before, result.files_after, result.rows) == (8, 2, 320)
-    users = sorted(tuple(sorted({u or "~" for u in pq.ParquetFile(p).read(columns=["user_id"]).column(0).to_pylist()}))
-                   for p in parquet_on_disk(tmp_path))
+    users = sorted(
+        tuple(sorted({u or "~" for u in pq.ParquetFile(p).read(columns=["user_id"]).column(0).to_pylist()}))
+        for p in parquet_on_disk(tmp_path)
+    )
     assert users == [("a", "b"), ("c", "~")]  # nulls with the last range
     assert all(pq.ParquetFile(p).metadata.num_rows >= 100 for p in parquet_on_disk(tmp_path))
     assert pq.ParquetFile(parquet_on_disk(tmp_path)[0]).metadata.row_group(0).num_rows == 16
     assert multiset(tmp_path, "prediction_id, user_id") == collections.Counter(
-        (i, u) for u, ids in w.ids.items() for i in ids)
+        (i, u) for u, ids in w.ids.items() for i in ids
+    )
     assert _compact.compact(tmp_path, target_rows=100).files_before == 0
 
     # New small files merge among themselves and with small compacted files, never with full ones.
@@ -263,11 +280,16 @@ def test_compact_ranges_keep_schema_evolution_and_skewed_users(tmp_path):
     result = _compact.compact(tmp_path, target_rows=40)
     assert result.rows == 180 and result.files_after >= 2
     assert multiset(tmp_path, "prediction_id, user_id") == collections.Counter(
-        (i, u) for u, ids in w.ids.items() for i in ids)
+        (i, u) for u, ids in w.ids.items() for i in ids
+    )
     got = dict(rows_of(tmp_path, "features.i, features.extra"))
     assert all(got[i] is None for i in range(90)) and all(got[i] == 1.5 for i in range(100, 190))
     # One user's rows are never split across files.
-    holders = [p for p in parquet_on_disk(tmp_path) if "big" in pq.ParquetFile(p).read(columns=["user_id"]).column(0).to_pylist()]
+    holders = [
+        p
+        for p in parquet_on_disk(tmp_path)
+        if "big" in pq.ParquetFile(p).read(columns=["user_id"]).column(0).to_pylist()
+    ]
     assert len(holders) == 1
 
 
@@ -296,8 +318,11 @@ def test_compact_keeps_schema_evolution_and_separates_incompatible_files(tmp_pat
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    files=st.lists(st.lists(st.sampled_from(["a", "b", "bb", "c", "é", "z", None]), min_size=1, max_size=40),
-                   min_size=2, max_size=8),
+    files=st.lists(
+        st.lists(st.sampled_from(["a", "b", "bb", "c", "é", "z", None]), min_size=1, max_size=40),
+        min_size=2,
+        max_size=8,
+    ),
     target=st.integers(1, 60),
 )
 def test_compact_ranges_partition_every_distribution(tmp_path_factory, files, target):
@@ -308,12 +333,19 @@ def test_compact_ranges_partition_every_distribution(tmp_path_factory, files, ta
     part.mkdir(parents=True)
     n = 0
     for k, users in enumerate(files):
-        pq.write_table(pa.table({
-            "prediction_id": [f"p{n + i:05d}" for i in range(len(users))],
-            "ts": pa.array([1_767_312_000_000_000 + (n + i) * 7 % 50 for i in range(len(users))], pa.timestamp("us", "UTC")),
-            "user_id": pa.array(users, pa.string()),
-            "features": [{"i": n + i} for i in range(len(users))],
-        }), part / f"host-1-{k:04x}-0.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "prediction_id": [f"p{n + i:05d}" for i in range(len(users))],
+                    "ts": pa.array(
+                        [1_767_312_000_000_000 + (n + i) * 7 % 50 for i in range(len(users))], pa.timestamp("us", "UTC")
+                    ),
+                    "user_id": pa.array(users, pa.string()),
+                    "features": [{"i": n + i} for i in range(len(users))],
+                }
+            ),
+            part / f"host-1-{k:04x}-0.parquet",
+        )
         n += len(users)
     expected = multiset(root, "prediction_id, user_id")
     _compact.compact(root, target_rows=target, row_group_rows=4)
@@ -349,7 +381,7 @@ def test_compact_leaves_files_whose_segment_is_still_in_the_wal(tmp_path):
 def test_compact_filters_by_model_and_date(tmp_path):
     for model in ("m1", "m2"):
         write_batches(tmp_path, [rows(5, ["a"]) for _ in range(3)], model=model, label_pid_every=2)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     assert _compact.compact(tmp_path, before=today).files_before == 0
     result = _compact.compact(tmp_path, model="m1")
     assert result.partitions == (f"predictions/model=m1/date={today}",)
@@ -370,7 +402,8 @@ def test_second_operation_waits_then_raises_a_clear_error(tmp_path):
         assert time.monotonic() - t0 >= 0.3
         # Store open during a live operation: its manifest is in flight, not interrupted.
         (tmp_path / "_maintenance" / "x.json").write_text(
-            json.dumps({"op": "compact", "replaces": [], "by": ["predictions/model=m/date=2026-01-01/nope.parquet"]}))
+            json.dumps({"op": "compact", "replaces": [], "by": ["predictions/model=m/date=2026-01-01/nope.parquet"]})
+        )
         assert maint.finish_interrupted(str(tmp_path)) == []
         assert (tmp_path / "_maintenance" / "x.json").exists()
     assert maint.finish_interrupted(str(tmp_path)) == ["compact x: rolled back (0 new file(s) deleted)"]
@@ -383,7 +416,9 @@ def test_finish_interrupted_leaves_a_store_without_maintenance_untouched(tmp_pat
     assert not (tmp_path / "_maintenance").exists()
     # A manifest that names files outside the tables is not ours: nothing is deleted on its word.
     (tmp_path / "_maintenance").mkdir()
-    (tmp_path / "_maintenance" / "y.json").write_text(json.dumps({"op": "compact", "replaces": ["predlog.json"], "by": []}))
+    (tmp_path / "_maintenance" / "y.json").write_text(
+        json.dumps({"op": "compact", "replaces": ["predlog.json"], "by": []})
+    )
     assert maint.finish_interrupted(str(tmp_path)) == []
     assert (tmp_path / "predlog.json").exists() and (tmp_path / "_maintenance" / "y.json").exists()
 
@@ -516,7 +551,7 @@ def test_retention_killed_at_each_step(template, tmp_path, step):
     assert_settled(root)
     _retain.retain(root, 7)
     assert collections.Counter(u for (u,) in rows_of(root, "user_id"))["dave"] == 0
-    week_ago = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=7)
+    week_ago = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=7)
     assert all(dt.date.fromisoformat(p.split("date=")[1][:10]) >= week_ago for p in parquet_on_disk(root))
 
 
@@ -538,7 +573,9 @@ def test_compaction_killed_at_random_moments(tmp_path):
     """)
 
     def run(store: Path, target: int, kill_after: float | None) -> str:
-        child = subprocess.Popen([sys.executable, "-c", script, str(store), str(target)], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(store), str(target)], stdout=subprocess.PIPE, text=True
+        )
         assert child.stdout is not None and child.stdout.readline().strip() == "go"
         if kill_after is not None:
             time.sleep(kill_after)
@@ -573,7 +610,7 @@ def test_retain_drops_whole_old_partitions(tmp_path):
         move_to_date(tmp_path, os.path.relpath(path, tmp_path), days_back)
     for path, days_back in zip(labels, ages):
         move_to_date(tmp_path, os.path.relpath(path, tmp_path), days_back)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     today = now.date()
     d40, d10, d1 = (str(today - dt.timedelta(days=k)) for k in (40, 10, 1))
 
@@ -586,7 +623,8 @@ def test_retain_drops_whole_old_partitions(tmp_path):
     assert (result.dates, result.prediction_rows, result.label_rows, result.files) == ((d40, d10), 30, 15, 6)
     assert result.cutoff == today - dt.timedelta(days=7) and result.bytes == dry.bytes > 0
     assert sorted(result.partitions) == sorted(
-        [f"predictions/model=m/date={d}" for d in (d40, d10)] + [f"labels/date={d}" for d in (d40, d10)])
+        [f"predictions/model=m/date={d}" for d in (d40, d10)] + [f"labels/date={d}" for d in (d40, d10)]
+    )
     assert len(rows_of(tmp_path)) == 30 and len(rows_of(tmp_path, "label", "labels")) == 15
     assert not (tmp_path / "predictions" / "model=m" / f"date={d40}").exists()
     assert_settled(tmp_path)
@@ -611,7 +649,9 @@ def _forget_store(root: Path) -> Written:
     w = write_batches(root, mixed[:2], label_pid_every=3, label_rid_every=4)
     _compact.compact(root)  # alice in a compacted, sorted file ...
     w = write_batches(root, mixed[2:], written=w, label_pid_every=3, label_rid_every=4)  # ... and in sealed ones
-    w = write_batches(root, [[("alice", f"solo{i:03d}", {"i": 700 + i}) for i in range(5)]], written=w, label_pid_every=2)
+    w = write_batches(
+        root, [[("alice", f"solo{i:03d}", {"i": 700 + i}) for i in range(5)]], written=w, label_pid_every=2
+    )
     return w
 
 
@@ -622,10 +662,12 @@ def test_forget_user_leaves_no_byte_of_the_user(tmp_path):
     others = multiset(tmp_path, "prediction_id, user_id, request_id, features.i")
     others = collections.Counter({k: v for k, v in others.items() if k[1] != "alice"})
     alice_labels = sum(1 for u in w.labels_by_pid.values() if u == "alice") + sum(
-        1 for u in w.labels_by_rid.values() if u == "alice")
+        1 for u in w.labels_by_rid.values() if u == "alice"
+    )
     labels_kept = multiset(tmp_path, "prediction_id, request_id, label", "labels")
-    labels_kept = collections.Counter({k: v for k, v in labels_kept.items()
-                                       if k[0] not in alice_ids and k[1] not in w.request_ids["alice"]})
+    labels_kept = collections.Counter(
+        {k: v for k, v in labels_kept.items() if k[0] not in alice_ids and k[1] not in w.request_ids["alice"]}
+    )
     assert alice_labels > 0 and sum(labels_kept.values()) > 0
     # The raw bytes do show alice before (statistics are stored uncompressed).
     assert any(b"alice" in data for _, data in every_byte(tmp_path))
@@ -700,8 +742,12 @@ LIVE_WRITER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_forget_user_reports_rows_in_a_live_segment_then_erases_them(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(tmp_path), "3600"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(tmp_path), "3600"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -726,8 +772,12 @@ def test_forget_user_reports_rows_in_a_live_segment_then_erases_them(tmp_path):
 
 @pytest.mark.slow
 def test_forget_user_waits_for_a_live_writer_to_seal(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(tmp_path), "1.5"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(tmp_path), "1.5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -825,7 +875,7 @@ class Readers:
 
     def _run(self, k: int) -> None:
         con = duckdb.connect()
-        cutoff = self.old_before or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        cutoff = self.old_before or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         while not self.stop.is_set():
             files = prediction_files(self.root)
             if not files:
@@ -833,7 +883,9 @@ class Readers:
             try:
                 row = con.execute(
                     "select count(*), count(distinct prediction_id), count(*) filter (where ts < ?) "
-                    "from read_parquet(?, union_by_name=true)", [cutoff, files]).fetchone()
+                    "from read_parquet(?, union_by_name=true)",
+                    [cutoff, files],
+                ).fetchone()
             except duckdb.IOException as exc:
                 if "No files found" in str(exc) or "No such file" in str(exc):
                     self.retries += 1  # a file swapped away after we listed it: list again
@@ -892,7 +944,7 @@ def test_retention_during_writes_and_reads(tmp_path):
     for path in parquet_on_disk(tmp_path):
         move_to_date(tmp_path, os.path.relpath(path, tmp_path), 30 + len(path) % 3)
     n_old = len(old.all_ids())
-    today = dt.datetime.now(dt.timezone.utc)
+    today = dt.datetime.now(dt.UTC)
     child = _start_writer(tmp_path, 2.5)
     removed = None
     with Readers(tmp_path, old_before=today - dt.timedelta(days=10)) as readers:

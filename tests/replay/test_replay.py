@@ -24,8 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import predlog
-from predlog.replay import ReplayResult, Store, UnknownColumnError, UnknownModelError
-from predlog.replay import NothingToReplayError
+from predlog.replay import NothingToReplayError, ReplayResult, Store, UnknownColumnError, UnknownModelError
 
 N_SINGLE = 150  # rows served one dict at a time (version 1.0); the rest in DataFrame batches (1.1)
 BATCH = 60
@@ -90,7 +89,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
             predict_proba(x)
             ids["cancer_proba"].append(predlog.last_prediction_id())
     for a in range(N_SINGLE, len(X), BATCH):
-        frame = X.iloc[a:a + BATCH].reset_index(drop=True)
+        frame = X.iloc[a : a + BATCH].reset_index(drop=True)
         with predlog.context(user_id=f"b{a}", request_id=f"batch{a}", country=country[a]):
             predict_v11(frame)
             ids["cancer"].extend(predlog.last_prediction_ids())
@@ -164,8 +163,16 @@ def test_replaying_the_decorated_original_reproduces_every_prediction_and_record
 def test_result_rows_carry_ids_users_times_and_versions(served: Served, store: Store) -> None:
     r = store.replay(served.predict)
     logged = store.predictions(model="cancer")
-    assert list(r.df.columns[:8]) == ["prediction_id", "ts", "user_id", "model_version", "logged", "replayed",
-                                      "changed", "difference"]
+    assert list(r.df.columns[:8]) == [
+        "prediction_id",
+        "ts",
+        "user_id",
+        "model_version",
+        "logged",
+        "replayed",
+        "changed",
+        "difference",
+    ]
     assert r.df["ts"].is_monotonic_increasing
     merged = logged.set_index("prediction_id").loc[r.df["prediction_id"]]
     assert (merged["user_id"].to_numpy() == r.df["user_id"].to_numpy()).all()

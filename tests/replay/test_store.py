@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import predlog
-from predlog._segment import KIND_LABELS as L, KIND_PREDICTIONS as P
 from predlog._sealing import ensure_store, seal_segment
+from predlog._segment import KIND_LABELS as L
+from predlog._segment import KIND_PREDICTIONS as P
 from predlog.replay import (
     FilterError,
     PredictionNotFoundError,
@@ -38,7 +39,7 @@ from predlog.replay import (
     UnsupportedStoreError,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture
@@ -179,20 +180,23 @@ def test_unknown_columns_list_close_matches(s: Store) -> None:
         s.predictions(columns=["prediction_id", "nope"])
 
 
-@pytest.mark.parametrize("where", [
-    {"features.age": ("~", 3)},
-    {"features.age": ("FR", "DE")},  # a tuple is (operator, value): use a list for membership
-    {"features.age": ("between", 1)},
-    {"features.age": (">", None)},
-    {"features.age": ("in", "abc")},
-    {"features.age": ("like", 3)},
-    {"features.age": {"a": 1}},
-    {"features.age": "thirty"},
-    {"features": 3},
-    {"ts": ("<", "yesterday")},
-    {"": 1},
-    ["features.age"],
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"features.age": ("~", 3)},
+        {"features.age": ("FR", "DE")},  # a tuple is (operator, value): use a list for membership
+        {"features.age": ("between", 1)},
+        {"features.age": (">", None)},
+        {"features.age": ("in", "abc")},
+        {"features.age": ("like", 3)},
+        {"features.age": {"a": 1}},
+        {"features.age": "thirty"},
+        {"features": 3},
+        {"ts": ("<", "yesterday")},
+        {"": 1},
+        ["features.age"],
+    ],
+)
 def test_malformed_where_raises_filter_error(s: Store, where: Any) -> None:
     with pytest.raises(FilterError):
         s.predictions(model="fraud", where=where)
@@ -216,8 +220,14 @@ def test_unknown_model_lists_the_models_present(s: Store) -> None:
     msg = str(info.value)
     assert "'fraud'" in msg and "'reco'" in msg and "Did you mean 'fraud'" in msg
     assert info.value.present == ["fraud", "reco"]
-    for call in (lambda: s.user("u1", model="x"), lambda: s.labeled(model="x"), lambda: s.sql("select 1", model="x"),
-                 lambda: s.relation(model="x"), lambda: s.training_data(model="x"), lambda: s.files(model="x")):
+    for call in (
+        lambda: s.user("u1", model="x"),
+        lambda: s.labeled(model="x"),
+        lambda: s.sql("select 1", model="x"),
+        lambda: s.relation(model="x"),
+        lambda: s.training_data(model="x"),
+        lambda: s.files(model="x"),
+    ):
         with pytest.raises(UnknownModelError):
             call()
 
@@ -245,11 +255,21 @@ def test_time_window_is_start_inclusive_end_exclusive(s: Store, demo: Any) -> No
     assert len(s.predictions(model="fraud", last="2 minutes")) == 13
 
 
-@pytest.mark.parametrize("kw", [
-    {"start": "yesterday"}, {"end": "2026-13-01"}, {"start": 1700000000}, {"start": [2026, 1, 1]},
-    {"last": "soon"}, {"last": "-1h"}, {"last": 0}, {"start": "2026-01-02", "end": "2026-01-01"},
-    {"start": "2026-01-01", "last": "1h"}, {"start": pd.NaT},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"start": "yesterday"},
+        {"end": "2026-13-01"},
+        {"start": 1700000000},
+        {"start": [2026, 1, 1]},
+        {"last": "soon"},
+        {"last": "-1h"},
+        {"last": 0},
+        {"start": "2026-01-02", "end": "2026-01-01"},
+        {"start": "2026-01-01", "last": "1h"},
+        {"start": pd.NaT},
+    ],
+)
 def test_malformed_time_bounds_name_the_accepted_forms(s: Store, kw: dict[str, Any]) -> None:
     with pytest.raises(TimeBoundError) as info:
         s.predictions(**kw)
@@ -408,8 +428,10 @@ def test_training_data_has_one_column_per_feature_and_the_label(store_dir: Path,
 def test_sql_sees_both_views_and_struct_fields(s: Store, demo: Any) -> None:
     df = s.sql("select model_version, count(*) as n, avg(latency_ms) as l from predictions group by 1 order by 1")
     assert df["model_version"].tolist() == ["1.0", "1.1", "7"] and df["n"].tolist() == [12, 1, 3]
-    df = s.sql("select features.age as age from predictions where context.country = ? and model = ? order by ts",
-               ["DE", "fraud"])
+    df = s.sql(
+        "select features.age as age from predictions where context.country = ? and model = ? order by ts",
+        ["DE", "fraud"],
+    )
     assert df["age"].tolist() == [21, 25, 29]
     df = s.sql("select count(*) as n from predictions where user_id = $u", {"u": "u4"})
     assert df["n"].tolist() == [3]
@@ -418,11 +440,22 @@ def test_sql_sees_both_views_and_struct_fields(s: Store, demo: Any) -> None:
     assert s.sql("select count(*) as n from predictions", model="reco")["n"].tolist() == [3]
 
 
-@pytest.mark.parametrize("query", [
-    "copy (select 1) to 'x.csv'", "create table t as select 1", "drop view predictions", "set threads=1",
-    "select 1; select 2", "attach ':memory:' as x", "pragma version", "install httpfs", "load httpfs",
-    "explain analyze copy (select 1) to 'x.csv'", "insert into predictions select * from predictions",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "copy (select 1) to 'x.csv'",
+        "create table t as select 1",
+        "drop view predictions",
+        "set threads=1",
+        "select 1; select 2",
+        "attach ':memory:' as x",
+        "pragma version",
+        "install httpfs",
+        "load httpfs",
+        "explain analyze copy (select 1) to 'x.csv'",
+        "insert into predictions select * from predictions",
+    ],
+)
 def test_sql_runs_single_selects_only(s: Store, query: str) -> None:
     with pytest.raises(QueryNotAllowedError):
         s.sql(query)
@@ -577,17 +610,33 @@ def _two_model_frames(n: int) -> list[tuple[int, pa.Table]]:
     now = dt.datetime.now(UTC)
     frames = []
     for model in ("a", "b"):
-        frames.append((P, pa.table({
-            "prediction_id": [f"{model}-{i}" for i in range(n)],
-            "ts": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-            "model": [model] * n,
-            "model_version": ["1"] * n,
-            "prediction": [float(i) for i in range(n)],
-        })))
-    frames.append((L, pa.table({
-        "prediction_id": ["a-0", "b-1"], "request_id": pa.array([None, None], pa.string()),
-        "ts": pa.array([now, now], pa.timestamp("us", tz="UTC")), "label": [1, 0],
-    })))
+        frames.append(
+            (
+                P,
+                pa.table(
+                    {
+                        "prediction_id": [f"{model}-{i}" for i in range(n)],
+                        "ts": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                        "model": [model] * n,
+                        "model_version": ["1"] * n,
+                        "prediction": [float(i) for i in range(n)],
+                    }
+                ),
+            )
+        )
+    frames.append(
+        (
+            L,
+            pa.table(
+                {
+                    "prediction_id": ["a-0", "b-1"],
+                    "request_id": pa.array([None, None], pa.string()),
+                    "ts": pa.array([now, now], pa.timestamp("us", tz="UTC")),
+                    "label": [1, 0],
+                }
+            ),
+        )
+    )
     return frames
 
 
@@ -714,14 +763,16 @@ def test_reading_while_a_writer_seals_and_maintenance_swaps_files(store_dir: Pat
     def compactor() -> None:
         n = 0
         while not stop.is_set():
-            files = sorted(f for f in store_dir.glob("predictions/model=m/date=*/*.parquet")
-                           if not f.name.startswith("compact-"))
+            files = sorted(
+                f for f in store_dir.glob("predictions/model=m/date=*/*.parquet") if not f.name.startswith("compact-")
+            )
             if len(files) >= 4:
                 _compact(store_dir, [str(f.relative_to(store_dir)) for f in files[:4]], n)
                 n += 1
             time.sleep(0.1)
 
     with Store(store_dir) as s:
+
         def reader(kind: str) -> None:
             last = 0
             try:
@@ -736,8 +787,10 @@ def test_reading_while_a_writer_seals_and_maintenance_swaps_files(store_dir: Pat
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=f, args=a) for f, a in
-                   [(writer, ()), (compactor, ()), (reader, ("sql",)), (reader, ("df",)), (reader, ("df",))]]
+        threads = [
+            threading.Thread(target=f, args=a)
+            for f, a in [(writer, ()), (compactor, ()), (reader, ("sql",)), (reader, ("df",)), (reader, ("df",))]
+        ]
         for t in threads:
             t.start()
         time.sleep(2.0)  # let the load run

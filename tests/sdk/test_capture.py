@@ -8,7 +8,6 @@ recorder sets on submit, so they work with a private recorder too.
 from __future__ import annotations
 
 import asyncio
-import glob
 import inspect
 import os
 import time
@@ -18,16 +17,15 @@ import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 import pytest
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 import predlog
-from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 # ---------------------------------------------------------------- helpers
 
@@ -155,7 +153,7 @@ def test_generator_consumer_stops_early(rec, tmp_path):
     @rec.capture
     def stream(x: dict):
         try:
-            for i in range(100):
+            for i in range(100):  # noqa: UP028 - closed mid-loop by the consumer, on purpose
                 yield i
         finally:
             closed.append(x["run"])
@@ -196,8 +194,13 @@ def test_generator_error_keeps_items_and_exception(rec, tmp_path):
     flush(rec)
     rows = query(tmp_path, "select features, prediction, status, error_type, error_message from p")
     assert rows == [
-        {"features": {"a": 1}, "prediction": [1], "status": "error", "error_type": ERROR_TYPE,
-         "error_message": "stream broke"}
+        {
+            "features": {"a": 1},
+            "prediction": [1],
+            "status": "error",
+            "error_type": ERROR_TYPE,
+            "error_message": "stream broke",
+        }
     ]
 
 
@@ -250,8 +253,13 @@ def test_async_generator_error(rec, tmp_path):
     flush(rec)
     rows = query(tmp_path, "select features, prediction, status, error_type, error_message from p")
     assert rows == [
-        {"features": {"a": 2}, "prediction": [7], "status": "error", "error_type": ERROR_TYPE,
-         "error_message": "agen broke"}
+        {
+            "features": {"a": 2},
+            "prediction": [7],
+            "status": "error",
+            "error_type": ERROR_TYPE,
+            "error_message": "agen broke",
+        }
     ]
 
 
@@ -318,10 +326,20 @@ def test_return_value_and_exception_unchanged(rec, tmp_path):
     flush(rec)
     rows = query(tmp_path, "select status, error_type, error_message, features, prediction from p order by status desc")
     assert rows == [
-        {"status": "ok", "error_type": None, "error_message": None, "features": {"fail": False, "amount": None},
-         "prediction": [1.0, 2.0]},
-        {"status": "error", "error_type": ERROR_TYPE, "error_message": "model exploded",
-         "features": {"fail": True, "amount": 12.5}, "prediction": None},
+        {
+            "status": "ok",
+            "error_type": None,
+            "error_message": None,
+            "features": {"fail": False, "amount": None},
+            "prediction": [1.0, 2.0],
+        },
+        {
+            "status": "error",
+            "error_type": ERROR_TYPE,
+            "error_message": "model exploded",
+            "features": {"fail": True, "amount": 12.5},
+            "prediction": None,
+        },
     ]
 
 
@@ -407,7 +425,10 @@ def _features_of(rec, tmp_path, fn, *args, **kwargs):
 def test_features_dict(rec, tmp_path):
     predict = rec.capture(lambda x: 1)
     assert _features_of(rec, tmp_path, predict, {"age": 30, "country": "DE", "tags": [1, 2]}) == {
-        "age": 30, "country": "DE", "tags": [1, 2]}
+        "age": 30,
+        "country": "DE",
+        "tags": [1, 2],
+    }
 
 
 def test_features_mapping(rec, tmp_path):
@@ -437,7 +458,10 @@ def test_features_pydantic(rec, tmp_path):
         return 0.1
 
     assert _features_of(rec, tmp_path, predict, Applicant(age=41, country="FR", income=5.5)) == {
-        "age": 41, "country": "FR", "income": 5.5}
+        "age": 41,
+        "country": "FR",
+        "income": 5.5,
+    }
 
 
 def test_features_one_row_dataframe(rec, tmp_path):
@@ -506,7 +530,10 @@ def test_features_argname(rec, tmp_path):
     flush(rec)
     rows = query(tmp_path, "select model, features from p order by model, features.amount")
     assert [(r["model"], nonnull(r["features"])) for r in rows] == [
-        ("m", {"amount": 5}), ("m", {"amount": 6}), ("scalar", {"value": 9.5})]
+        ("m", {"amount": 5}),
+        ("m", {"amount": 6}),
+        ("scalar", {"value": 9.5}),
+    ]
 
 
 def test_features_callable(rec, tmp_path):
@@ -683,9 +710,7 @@ def test_ts_is_utc_within_call_window(rec, tmp_path):
         assert before // 1000 <= by_i[i] <= after // 1000
     # The date partition is the UTC date of ts.
     dates = {r["date"].isoformat() for r in query(tmp_path, "select date from p")}
-    expected = {
-        time.strftime("%Y-%m-%d", time.gmtime(t / 1e6)) for t in by_i.values()
-    }
+    expected = {time.strftime("%Y-%m-%d", time.gmtime(t / 1e6)) for t in by_i.values()}
     assert dates == expected
     for f in pred_files(tmp_path):
         assert os.path.basename(os.path.dirname(f)) in {f"date={d}" for d in expected}

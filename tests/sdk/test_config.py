@@ -7,16 +7,17 @@ import glob
 import logging
 import os
 
-import duckdb
 import pytest
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 import predlog
-from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 
 @pytest.fixture
 def rec_defaults():
     return {}  # these tests check the defaults themselves
+
+
 from predlog._config import ENV_VARS
 
 
@@ -62,7 +63,8 @@ def test_env_store_and_sample_rate(tmp_path, monkeypatch):
         keep({"i": 99})
         flush(rec)
         assert query(store, "select model, features.i as i, sample_rate from p") == [
-            {"model": "kept", "i": 99, "sample_rate": 1.0}]
+            {"model": "kept", "i": 99, "sample_rate": 1.0}
+        ]
     finally:
         rec.shutdown(timeout_s=10)
 
@@ -71,7 +73,12 @@ def test_defaults_without_env(make_rec, tmp_path):
     rec = make_rec()
     cfg = rec.config
     assert (cfg.model, cfg.version, cfg.sample_rate, cfg.enabled, cfg.cpu_time) == (
-        None, "unversioned", 1.0, True, "auto")
+        None,
+        "unversioned",
+        1.0,
+        True,
+        "auto",
+    )
 
     def score_applicant(x):
         return 1
@@ -79,7 +86,8 @@ def test_defaults_without_env(make_rec, tmp_path):
     rec.capture(score_applicant)({"a": 1})
     flush(rec)
     assert query(tmp_path, "select model, model_version from p") == [
-        {"model": "score_applicant", "model_version": "unversioned"}]
+        {"model": "score_applicant", "model_version": "unversioned"}
+    ]
 
 
 # ---------------------------------------------------------------- errors
@@ -239,6 +247,7 @@ def test_module_level_api_on_reconfigured_default_recorder(tmp_path):
     store = tmp_path / "default"
     predlog.configure(store=str(store), model="default-m", version="2")
     try:
+
         @predlog.capture
         def predict(x: dict) -> float:
             return 0.5

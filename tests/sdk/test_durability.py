@@ -342,9 +342,7 @@ def test_full_filesystem_drops_and_counts_then_resumes(small_fs: Path) -> None:
         assert rec.flush(timeout_s=10)
         s = rec.stats()
         assert s["captured"] == calls + 20 == s["written"] + s["dropped_total"]
-        after = sorted(
-            r["features"]["n"] for r in _read_rows(store, ["features"]) if r["features"]["phase"] == "after"
-        )
+        after = sorted(r["features"]["n"] for r in _read_rows(store, ["features"]) if r["features"]["phase"] == "after")
         assert after == list(range(20))
     finally:
         rec.shutdown(timeout_s=10)

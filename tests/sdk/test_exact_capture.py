@@ -17,15 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from store_helpers import flush
 
 import predlog
 
-from store_helpers import flush
-
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def rows(store: Path | str, kind: str = "predictions") -> list[dict[str, Any]]:
@@ -114,7 +112,9 @@ def test_a_batch_whose_output_is_a_frame_of_several_columns(rec: predlog.Recorde
     flush(rec)
     got = rows(tmp_path)
     assert [r["prediction"] for r in sorted(got, key=lambda r: r["batch_index"])] == [
-        {"label": "a", "p": 0.1}, {"label": "b", "p": 0.9}]
+        {"label": "a", "p": 0.1},
+        {"label": "b", "p": 0.9},
+    ]
     assert [r["features"] for r in sorted(got, key=lambda r: r["batch_index"])] == [{"x": 1}, {"x": 2}]
 
 
@@ -168,12 +168,16 @@ def test_labels_keep_their_type_in_a_batch_of_several_types(rec: predlog.Recorde
 
 
 labels = st.one_of(
-    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=20),
-    st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(labels, min_size=1, max_size=10))
 def test_any_mix_of_label_types_reads_back_exactly(tmp_path_factory: Any, values: list[Any]) -> None:
     store = tmp_path_factory.mktemp("labels")
@@ -191,11 +195,16 @@ def test_any_mix_of_label_types_reads_back_exactly(tmp_path_factory: Any, values
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(alphabet=st.characters(blacklist_categories=("Cs",)),
-                                                             max_size=12),
-    st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1),
-                 timezones=st.one_of(st.none(), st.just(UTC), st.just(dt.timezone(dt.timedelta(hours=-5))))),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
+    st.datetimes(
+        min_value=dt.datetime(1971, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.one_of(st.none(), st.just(UTC), st.just(dt.timezone(dt.timedelta(hours=-5)))),
+    ),
 )
 
 
@@ -209,7 +218,9 @@ def expected_text(v: Any) -> str:
     return json.dumps(v)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(scalars, min_size=1, max_size=8))
 def test_any_mix_of_scalars_under_one_key_follows_the_rule(tmp_path_factory: Any, values: list[Any]) -> None:
     store = tmp_path_factory.mktemp("mixed")
@@ -225,7 +236,8 @@ def test_any_mix_of_scalars_under_one_key_follows_the_rule(tmp_path_factory: Any
     kinds = {type(v) for v in values if v is not None}
     # ints widen to floats beside floats, as long as a float holds them exactly
     numbers_only = kinds <= {int, float} and (  # (bool is a type of its own)
-        len(kinds) == 1 or all(abs(v) <= 2**53 for v in values if type(v) is int))
+        len(kinds) == 1 or all(abs(v) <= 2**53 for v in values if type(v) is int)
+    )
     for v, back in zip(values, got):
         if v is None:
             assert back is None

@@ -67,7 +67,9 @@ text = st.lists(
     | st.sampled_from(["\ud800", "\udc8e", "\udfff", "\x00", "\u200b", "\U0001d518"]),
     max_size=12,
 ).map("".join)
-long_text = st.builds(lambda c, n: c * n, st.characters(codec=None, exclude_categories=("Cs",)), st.integers(CAP // 4, 3 * CAP))
+long_text = st.builds(
+    lambda c, n: c * n, st.characters(codec=None, exclude_categories=("Cs",)), st.integers(CAP // 4, 3 * CAP)
+)
 long_bytes = st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=3), st.integers(CAP // 2, 3 * CAP))
 np_scalars = st.one_of(
     st.integers(-(2**63), 2**63 - 1).map(np.int64),
@@ -142,7 +144,9 @@ def _flagged(path: str, flags: list[str]) -> str | None:
     """The flag covering ``path`` (the path itself or one of its ancestors), if any."""
     for f in flags:
         kind, _, at = f.partition(":")
-        if kind in ("json", "truncated", "text") and (path == at or path.startswith(at + ".") or path.startswith(at + "[]")):
+        if kind in ("json", "truncated", "text") and (
+            path == at or path.startswith(at + ".") or path.startswith(at + "[]")
+        ):
             return f
     return None
 

@@ -13,7 +13,8 @@ from predlog import _ids
 
 def _vector(ts: list[int], seq: list[int], row: list[int] | None) -> list[str]:
     data, n = _ids.uuid7_array(
-        np.asarray(ts, dtype=np.int64), np.asarray(seq, dtype=np.uint64),
+        np.asarray(ts, dtype=np.int64),
+        np.asarray(seq, dtype=np.uint64),
         None if row is None else np.asarray(row, dtype=np.uint64),
     )
     return [data[i * 36 : (i + 1) * 36].decode() for i in range(n)]

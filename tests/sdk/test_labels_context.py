@@ -12,14 +12,12 @@ import glob
 import os
 import time
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import predlog
 from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
+import predlog
 
 # ---------------------------------------------------------------- context
 
@@ -57,7 +55,11 @@ def test_context_nesting(rec, tmp_path):
     flush(rec)
     rows = query(tmp_path, "select features.i as i, user_id, request_id, context from p order by i")
     assert [(r["user_id"], r["request_id"]) for r in rows] == [
-        ("u1", "r-outer"), ("u1", "r-inner"), ("u2", "r-inner"), ("u1", "r-outer")]
+        ("u1", "r-outer"),
+        ("u1", "r-inner"),
+        ("u2", "r-inner"),
+        ("u1", "r-outer"),
+    ]
     ctx = [{k: v for k, v in r["context"].items() if v is not None} for r in rows]
     assert ctx == [
         {"region": "eu", "tier": 1},
@@ -169,7 +171,8 @@ def test_log_label_by_prediction_id_and_request_id(rec, tmp_path):
     for f in files:
         d = os.path.basename(os.path.dirname(f))
         assert d == "date=" + time.strftime("%Y-%m-%d", time.gmtime(before / 1e9)) or d == "date=" + time.strftime(
-            "%Y-%m-%d", time.gmtime(after / 1e9))
+            "%Y-%m-%d", time.gmtime(after / 1e9)
+        )
     labels = query(tmp_path, "select prediction_id, request_id, label from l order by label desc")
     assert labels == [
         {"prediction_id": pid1, "request_id": None, "label": 1},

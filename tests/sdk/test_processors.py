@@ -13,12 +13,11 @@ import hmac
 import os
 import uuid
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
+from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 import predlog
-from store_helpers import connect, flush, pred_files, query  # noqa: F401
 
 
 def store_bytes(store) -> bytes:
@@ -80,18 +79,27 @@ def test_hash_fields_hmac_and_label_join(make_rec, tmp_path):
     rec.log_label(1, request_id="req-1")
     rec.log_label(0, request_id="req-2")
     flush(rec)
-    rows = query(
-        tmp_path, "select user_id, request_id, features from p order by features.amount"
-    )
+    rows = query(tmp_path, "select user_id, request_id, features from p order by features.amount")
     assert rows == [
-        {"user_id": hmac32(key, user), "request_id": hmac32(key, "req-1"),
-         "features": {"email": hmac32(key, email), "account": hmac32(key, "12345"), "amount": 3}},
-        {"user_id": None, "request_id": hmac32(key, "req-2"),
-         "features": {"email": None, "account": hmac32(key, "7"), "amount": 4}},
+        {
+            "user_id": hmac32(key, user),
+            "request_id": hmac32(key, "req-1"),
+            "features": {"email": hmac32(key, email), "account": hmac32(key, "12345"), "amount": 3},
+        },
+        {
+            "user_id": None,
+            "request_id": hmac32(key, "req-2"),
+            "features": {"email": None, "account": hmac32(key, "7"), "amount": 4},
+        },
     ]
     labels = query(tmp_path, "select request_id, label from l order by label desc")
-    assert labels == [{"request_id": hmac32(key, "req-1"), "label": 1}, {"request_id": hmac32(key, "req-2"), "label": 0}]
-    joined = query(tmp_path, "select p.features.amount as amount, l.label from p join l using (request_id) order by amount")
+    assert labels == [
+        {"request_id": hmac32(key, "req-1"), "label": 1},
+        {"request_id": hmac32(key, "req-2"), "label": 0},
+    ]
+    joined = query(
+        tmp_path, "select p.features.amount as amount, l.label from p join l using (request_id) order by amount"
+    )
     assert joined == [{"amount": 3, "label": 1}, {"amount": 4, "label": 0}]
     blob = store_bytes(tmp_path)
     for secret in (email, user):
@@ -121,28 +129,32 @@ def test_redact_patterns_everywhere(make_rec, tmp_path):
         return {"score": 0.9, "debug_token": secrets["pred"]}
 
     with predlog.context(user_id="u1", session_secret=secrets["ctx"], region="eu"):
-        predict({
-            "api_token": secrets["tok"],
-            "PassWord": secrets["pw"],
-            "auth": {"refresh_TOKEN": secrets["nested"], "scheme": "bearer"},
-            "amount": 12.5,
-            "no_token": None,
-        })
+        predict(
+            {
+                "api_token": secrets["tok"],
+                "PassWord": secrets["pw"],
+                "auth": {"refresh_TOKEN": secrets["nested"], "scheme": "bearer"},
+                "amount": 12.5,
+                "no_token": None,
+            }
+        )
         pid = predlog.last_prediction_id()
     rec.log_label(1, prediction_id=pid, reviewer_secret=secrets["label"], source="review")
     flush(rec)
     rows = query(tmp_path, "select features, context, prediction from p")
-    assert rows == [{
-        "features": {
-            "api_token": "[REDACTED]",
-            "PassWord": "[REDACTED]",
-            "auth": {"refresh_TOKEN": "[REDACTED]", "scheme": "bearer"},
-            "amount": 12.5,
-            "no_token": None,
-        },
-        "context": {"session_secret": "[REDACTED]", "region": "eu"},
-        "prediction": {"score": 0.9, "debug_token": "[REDACTED]"},
-    }]
+    assert rows == [
+        {
+            "features": {
+                "api_token": "[REDACTED]",
+                "PassWord": "[REDACTED]",
+                "auth": {"refresh_TOKEN": "[REDACTED]", "scheme": "bearer"},
+                "amount": 12.5,
+                "no_token": None,
+            },
+            "context": {"session_secret": "[REDACTED]", "region": "eu"},
+            "prediction": {"score": 0.9, "debug_token": "[REDACTED]"},
+        }
+    ]
     assert query(tmp_path, "select extra from l") == [{"extra": {"reviewer_secret": "[REDACTED]", "source": "review"}}]
     blob = store_bytes(tmp_path)
     text = decoded_text(tmp_path)

@@ -13,8 +13,8 @@ import pytest
 
 import predlog
 from predlog import _sinks
-from predlog._segment import KIND_PREDICTIONS, SegmentWriter, encode_frame
 from predlog._sealing import seal_segment
+from predlog._segment import KIND_PREDICTIONS, SegmentWriter, encode_frame
 
 
 def test_recovery_never_takes_a_segment_waiting_for_our_own_sealer(tmp_path, monkeypatch):
@@ -38,12 +38,14 @@ def test_recovery_never_takes_a_segment_waiting_for_our_own_sealer(tmp_path, mon
 
 def test_rows_are_split_by_utc_date_and_regrouped_into_full_row_groups(tmp_path):
     def table(day: int, start: int, n: int) -> pa.Table:
-        ts = [dt.datetime(2026, 3, day, 23, 59, tzinfo=dt.timezone.utc)] * n
-        return pa.table({
-            "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
-            "model": pa.array(["m"] * n),
-            "i": pa.array(range(start, start + n), type=pa.int64()),
-        })
+        ts = [dt.datetime(2026, 3, day, 23, 59, tzinfo=dt.UTC)] * n
+        return pa.table(
+            {
+                "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+                "model": pa.array(["m"] * n),
+                "i": pa.array(range(start, start + n), type=pa.int64()),
+            }
+        )
 
     os.makedirs(tmp_path / "_wal")
     path = str(tmp_path / "_wal" / "h-1-abc.arrows")

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from predlog import _layout, _sealing, _segment
-from predlog._segment import HEADER, KIND_PREDICTIONS, SegmentWriter, encode_frame, read_segment
 from predlog._sealing import recover_orphans, seal_segment
+from predlog._segment import HEADER, KIND_PREDICTIONS, SegmentWriter, encode_frame, read_segment
 
 FRAME_HEADER = 16  # magic 4 | kind 1 | pad 3 | length 4 | crc 4
 LENGTH_AT = 8  # offset of the length field inside a frame header

@@ -40,10 +40,10 @@ def test_recover_seals_segments_of_dead_writers(tmp_path):
     assert rec.flush()
     rec.shutdown()
     # A segment left behind by a process that died: no lock held on it.
-    import pyarrow.parquet as pq
     import glob
 
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     table = pq.read_table(glob.glob(f"{tmp_path}/predictions/**/*.parquet", recursive=True)[0])
     table = table.append_column("model", pa.array(["m"] * table.num_rows))  # the partition column, as a writer has it

@@ -116,8 +116,16 @@ def check_store(store: Path, answers: list[dict[str, Any]]) -> None:
 def _gunicorn(port: int, *extra: str) -> list[str]:
     if shutil.which("gunicorn", path=str(BIN)) is None:
         pytest.skip("gunicorn is not installed")
-    return [str(BIN / "gunicorn"), *extra, "--workers", "3", "--bind", f"127.0.0.1:{port}", "--no-control-socket",
-            "examples.workers_app:app"]
+    return [
+        str(BIN / "gunicorn"),
+        *extra,
+        "--workers",
+        "3",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+        "examples.workers_app:app",
+    ]
 
 
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
@@ -136,8 +144,17 @@ def test_uvicorn_workers_write_one_row_per_request(tmp_path: Path) -> None:
     if shutil.which("uvicorn", path=str(BIN)) is None:
         pytest.skip("uvicorn is not installed")
     store, port = tmp_path / "store", _free_port()
-    args = [str(BIN / "uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            "examples.workers_app:asgi_app"]
+    args = [
+        str(BIN / "uvicorn"),
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "examples.workers_app:asgi_app",
+    ]
     with serving(args, store, port, tmp_path / "server.log"):
         answers = send(port, 0, REQUESTS)
     # The app's lifespan shutdown called predlog.shutdown(): nothing left in segments.

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tests/otel/receiver.py --out FILE [--grpc-port N] [--http-port N] [--refuse-metrics]
+    python tests/helpers/otlp_receiver_main.py --out FILE [--grpc-port N] [--http-port N] [--refuse-metrics]
 
 Port 0 (the default) picks a free port. The receiver serves
 
@@ -425,7 +425,9 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             self._reply(400, f"bad request body: {exc}".encode())
             return
         out = self.output
-        if not (out.count(request) if out.count_only and convert is span_lines else out.write(convert(request, "http"))):
+        if not (
+            out.count(request) if out.count_only and convert is span_lines else out.write(convert(request, "http"))
+        ):
             self._reply(503, b"receiver is stopping")
             return
         self._reply(200, response, "application/x-protobuf")
@@ -436,7 +438,9 @@ class _OtlpHttpServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not hold up the exit
 
 
-def _start_http(output: _Output, port: int, refuse_metrics: bool = False) -> tuple[ThreadingHTTPServer, threading.Thread]:
+def _start_http(
+    output: _Output, port: int, refuse_metrics: bool = False
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
     handler = type("OtlpHttpHandler", (_OtlpHttpHandler,), {"output": output, "refuse_metrics": refuse_metrics})
     server = _OtlpHttpServer(("127.0.0.1", port), handler)
     thread = threading.Thread(
