@@ -15,6 +15,25 @@ variables, with four changes for a process that must not notice its collector:
 * The exporters' own log lines about predlog's exports (one per attempt, on stderr when the
   application configures no logging) go to predlog's logger at DEBUG; predlog logs one
   warning when exports start failing and one line when they work again.
+
+These changes reach into the exporters (opentelemetry-exporter-otlp 1.45 was read), because
+the library offers no public hook for them. Each private name is read with ``getattr`` and a
+fallback, so that a library that changed them gives the library's own behaviour (retries,
+its log lines), never an error; ``tests/otel/test_private_fallbacks.py`` checks each fallback:
+
+============================================  ==========================================
+private name                                  why, and without it
+============================================  ==========================================
+``_initialize_channel_and_stub``, ``_client``  watch each gRPC attempt; else not watched
+(gRPC exporters)
+``_client._submit`` (HTTP exporters)          watch each HTTP attempt; else not watched
+``_shutdown_event``, ``_shutdown_in_progress``  end retries when flush/shutdown waits; else
+``_shutdown``                                 the library's own retries
+``_client._logger``                           quiet the client's log lines; else not quieted
+``_endpoint``                                 name the collector in a message; else "the collector"
+``_preferred_temporality``/``_aggregation``   keep the metric exporter's preferences; else defaults
+``_batch_processor._queue`` (span processor)  count spans still queued; else 0
+============================================  ==========================================
 """
 
 from __future__ import annotations
@@ -381,9 +400,9 @@ class GuardedMetricExporter(MetricExporter):
     not take metrics, and says once when exports start failing."""
 
     def __init__(self, inner: Any, probe: _Probe, link: _Link) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+        super().__init__(  # the wrapped exporter's preferences (private: see the module doc)
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
         )
         self._inner = inner
         self.probe = probe
