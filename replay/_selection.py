@@ -15,16 +15,27 @@ import dataclasses
 import datetime as dt
 import decimal
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from ._errors import FilterError, TimeBoundError, UnknownColumnError
 from ._shapes import Shape, column_paths, fields_of, ident, lit
 from ._timebounds import date_range, parse_time, window
 
-__all__ = ["STATUSES", "Conditions", "Names", "Selection", "Where", "compile_selection", "names"]
+__all__ = [
+    "STATUSES",
+    "Conditions",
+    "Filters",
+    "Names",
+    "Selection",
+    "TimeBound",
+    "Where",
+    "compile_selection",
+    "names",
+]
 
 Names = str | Sequence[str] | None
 Where = Mapping[str, Any] | str | None
+TimeBound = dt.datetime | dt.date | str | None
 
 STATUSES = ("ok", "error")
 """The values of the ``status`` column."""
@@ -62,6 +73,34 @@ def names(value: Names, what: str) -> tuple[str, ...] | None:
     return tuple(items)
 
 
+class Filters(TypedDict, total=False):
+    """The filters every reading method of :class:`~predlog.replay.Store` takes (beside ``model``).
+
+    Attributes:
+        version, user_id, status, request_id: a string, or a list of strings, each matching
+            that column (``status`` is ``"ok"`` or ``"error"``).
+        start, end: ``[start, end)`` on ``ts``, in UTC: a datetime (naive means UTC), a date
+            (midnight UTC), a pandas Timestamp or an ISO 8601 string. Prune the date partitions.
+        last: ``"1h"``, ``"7d"``, a timedelta or a number of seconds: ``start = now - last``.
+        where: ``{"features.age": (">", 30), "context.country": ["FR", "DE"], "error_type": None}``
+            (see ``WHERE_FORMS``), or your own SQL condition.
+        include_live: also rows still in live write-ahead segments.
+        include_replays: also rows written by ``Store.replay(record_as=...)``; by default only
+            when ``version`` is given.
+    """
+
+    version: Names
+    start: TimeBound
+    end: TimeBound
+    last: Any
+    user_id: Names
+    status: Names
+    request_id: Names
+    where: Where
+    include_live: bool
+    include_replays: bool | None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Selection:
     """Which predictions a query reads. Build it with :meth:`of`; every field is optional.
@@ -88,30 +127,23 @@ class Selection:
     include_replays: bool | None = None
 
     @classmethod
-    def of(
-        cls,
-        *,
-        model: Names = None,
-        version: Names = None,
-        start: Any = None,
-        end: Any = None,
-        last: Any = None,
-        days: Any = None,
-        user_id: Names = None,
-        status: Names = None,
-        request_id: Names = None,
-        where: Where = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
-    ) -> Selection:
+    def of(cls, *, model: Names = None, days: Any = None, **filters: Unpack[Filters]) -> Selection:
         """Check and normalise filter arguments as the reading methods take them.
 
         Raises:
             FilterError: a filter of the wrong type, or a status that is not ``ok``/``error``.
             TimeBoundError: a time bound that cannot be read.
         """
-        lo, hi = window(start, end, last, days)
-        statuses = names(status, "status")
+        f = filters
+        lo, hi = window(f.get("start"), f.get("end"), f.get("last"), days)
+        statuses = names(f.get("status"), "status")
+        where = f.get("where")
+        include_live, include_replays = f.get("include_live", False), f.get("include_replays")
+        unknown = set(f) - set(Filters.__annotations__)
+        if unknown:
+            raise TypeError(
+                f"unknown filter(s): {', '.join(sorted(unknown))}; the filters are {', '.join(Filters.__annotations__)}"
+            )
         if statuses is not None:
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
@@ -123,12 +155,12 @@ class Selection:
                 raise FilterError(f"{flag}= takes True or False, got {value!r}")
         return cls(
             model=names(model, "model"),
-            version=names(version, "version"),
+            version=names(f.get("version"), "version"),
             start=lo,
             end=hi,
-            user_id=names(user_id, "user_id"),
+            user_id=names(f.get("user_id"), "user_id"),
             status=statuses,
-            request_id=names(request_id, "request_id"),
+            request_id=names(f.get("request_id"), "request_id"),
             where=where,
             include_live=bool(include_live),
             include_replays=include_replays,

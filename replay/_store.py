@@ -24,7 +24,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, marker_format, model_of, segment_paths, wal_dir
 
@@ -49,7 +49,7 @@ from ._frames import decode_labels, to_frame
 from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
 from ._replay_result import ReplayResult
 from ._retain import RetainResult
-from ._selection import Conditions, Names, Selection, Where, compile_selection, names
+from ._selection import Conditions, Filters, Names, Selection, TimeBound, Where, compile_selection, names
 from ._shapes import NULL, Shape, fields_of, has_json, ident, lit
 from ._timebounds import UTC
 from ._views import (
@@ -70,8 +70,6 @@ logger = logging.getLogger("predlog")
 __all__ = ["Store"]
 
 T = TypeVar("T")
-
-TimeBound = dt.datetime | dt.date | str | None
 
 _RETRIES = 10
 _HIVE_PREDICTIONS = "{'model': 'VARCHAR', 'date': 'DATE'}"
@@ -463,43 +461,15 @@ class Store:
 
     # ------------------------------------------------------------ the query core
 
-    def selection(
-        self,
-        *,
-        model: Names = None,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        last: Any = None,
-        days: Any = None,
-        user_id: Names = None,
-        status: Names = None,
-        request_id: Names = None,
-        where: Where = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
-    ) -> Selection:
-        """The filters given, checked against this store, as a :class:`Selection`.
+    def selection(self, model: Names = None, *, days: Any = None, **filters: Unpack[Filters]) -> Selection:
+        """The filters given (see :class:`Filters`), checked against this store, as a :class:`Selection`.
 
         Raises:
             UnknownModelError: a model the store does not hold (the models present are listed).
             UnknownVersionError: a version none of the selected models has (likewise).
             FilterError, TimeBoundError: filters of the wrong form.
         """
-        sel = Selection.of(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            days=days,
-            user_id=user_id,
-            status=status,
-            request_id=request_id,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = Selection.of(model=model, days=days, **filters)
         if sel.model is not None:
             self._check_models(sel.model, sel.include_live)
             sel = sel.replace(model=tuple(sorted(set(sel.model))))
@@ -560,39 +530,13 @@ class Store:
             return self._run(distinct, Selection(), predictions=False)
         return set()
 
-    def _filtered(
-        self,
-        snap: Snapshot,
-        sel: Selection,
-        source: str = "predictions",
-        shape: Shape | None = None,
-        what: str = "the predictions",
-    ) -> tuple[str, list[Any]]:
-        """``SELECT * FROM source WHERE <sel>`` and its parameters."""
-        q = compile_selection(
-            sel, shape or snap.shape("predictions"), hashed=snap.hashed, hash_key=self._hash_key, what=what
-        )
-        sql = f"SELECT * FROM {source}{q.clause()}"
-        if isinstance(sel.where, str):
-            self._check_select(sql)
-        return sql, q.params
-
     def relation(
         self,
         model: Names = None,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        user_id: Names = None,
-        status: Names = None,
-        where: Where = None,
-        limit: int | None = None,
         *,
-        last: Any = None,
-        request_id: Names = None,
         columns: Sequence[str] | None = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
+        limit: int | None = None,
+        **filters: Unpack[Filters],
     ) -> duckdb.DuckDBPyRelation:
         """The selected predictions as a lazy DuckDB relation: nothing is read yet.
 
@@ -605,19 +549,7 @@ class Store:
         when it was made; if maintenance removes one of them before the relation runs, DuckDB
         raises an IO error: make the relation again.
         """
-        sel = self.selection(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            user_id=user_id,
-            status=status,
-            request_id=request_id,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = self.selection(model, **filters)
         return self._relation(sel, columns=columns, limit=limit)
 
     def _relation(
@@ -640,20 +572,11 @@ class Store:
     def labeled_relation(
         self,
         model: Names = None,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        user_id: Names = None,
-        status: Names = None,
-        where: Where = None,
-        limit: int | None = None,
         *,
-        last: Any = None,
-        request_id: Names = None,
         columns: Sequence[str] | None = None,
+        limit: int | None = None,
         include_unlabeled: bool = False,
-        include_live: bool = False,
-        include_replays: bool | None = None,
+        **filters: Unpack[Filters],
     ) -> duckdb.DuckDBPyRelation:
         """The selected predictions joined with their latest label, as a lazy DuckDB relation.
 
@@ -668,19 +591,7 @@ class Store:
         there) the relation has ``label`` as JSON text and ``label_type`` naming each type,
         with a :class:`MixedLabelTypesWarning`; :meth:`labeled` turns them back into values.
         """
-        sel = self.selection(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            user_id=user_id,
-            status=status,
-            request_id=request_id,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = self.selection(model, **filters)
         return self._relation(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
 
     def _select(
@@ -817,19 +728,10 @@ class Store:
     def predictions(
         self,
         model: Names = None,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        user_id: Names = None,
-        status: Names = None,
-        where: Where = None,
-        limit: int | None = None,
         *,
-        last: Any = None,
-        request_id: Names = None,
         columns: Sequence[str] | None = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
+        limit: int | None = None,
+        **filters: Unpack[Filters],
     ) -> pd.DataFrame:
         """Predictions matching every filter given, ordered by time, as a pandas DataFrame.
 
@@ -862,19 +764,7 @@ class Store:
         type differs between them (``prediction``: a number here, a vector there) holds each
         row's own value, and ``features`` each row's own model's features.
         """
-        sel = self.selection(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            user_id=user_id,
-            status=status,
-            request_id=request_id,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = self.selection(model, **filters)
         return self._frame(sel, columns=columns, limit=limit)
 
     def user(
@@ -974,39 +864,18 @@ class Store:
     def labeled(
         self,
         model: Names = None,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        user_id: Names = None,
-        status: Names = None,
-        where: Where = None,
-        limit: int | None = None,
         *,
-        last: Any = None,
-        request_id: Names = None,
         columns: Sequence[str] | None = None,
+        limit: int | None = None,
         include_unlabeled: bool = False,
-        include_live: bool = False,
-        include_replays: bool | None = None,
+        **filters: Unpack[Filters],
     ) -> pd.DataFrame:
         """Predictions joined with their latest label, as a DataFrame (see :meth:`labeled_relation`).
 
         ``label`` holds each label with the type it was logged with: ints as ints, strings as
         strings, floats as floats (ints and floats of one model's labels read as floats).
         """
-        sel = self.selection(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            user_id=user_id,
-            status=status,
-            request_id=request_id,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = self.selection(model, **filters)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)  # values come back exact here
             return self._frame(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
@@ -1016,14 +885,8 @@ class Store:
         model: Names = None,
         days: float | None = None,
         *,
-        version: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        last: Any = None,
-        where: Where = None,
         limit: int | None = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
+        **filters: Unpack[Filters],
     ) -> pd.DataFrame:
         """Features and label of the labeled predictions of one model: one column per feature.
 
@@ -1045,17 +908,7 @@ class Store:
             wanted = (present[0],)
         if len(wanted) != 1:
             raise FilterError("training_data() takes one model: features differ between models")
-        sel = self.selection(
-            model=wanted,
-            version=version,
-            start=start,
-            end=end,
-            last=last,
-            days=days,
-            where=where,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        sel = self.selection(wanted, days=days, **filters)
 
         def features_and_label(
             cur: duckdb.DuckDBPyConnection, snap: Snapshot, inner: str, params: list[Any]
