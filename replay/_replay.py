@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack
 
 from ._errors import FilterError, NothingToReplayError, StoreError
 from ._replay_call import MODES, Caller, async_error, feature_columns, prefetch
 from ._replay_compare import kind_of
 from ._replay_result import BY_PREFIX, Collected, Plan, ReplayResult
-from ._selection import REPLAY_OF, Conditions, Selection
+from ._selection import REPLAY_OF, Conditions, Filters, Selection, split_read
 from ._shapes import NULL, fields_of, ident
 from ._views import latest_labels_sql
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ._views import Snapshot
 
 
-__all__ = ["NothingToReplayError", "ReplayResult", "replay"]
+__all__ = ["NothingToReplayError", "ReplayOptions", "ReplayResult", "replay"]
 
 T = TypeVar("T")
 
@@ -66,19 +66,7 @@ class Store(Protocol):
 
     def models(self) -> list[str]: ...
 
-    def selection(
-        self,
-        *,
-        model: Any = ...,
-        version: Any = ...,
-        start: Any = ...,
-        end: Any = ...,
-        last: Any = ...,
-        user_id: Any = ...,
-        status: Any = ...,
-        where: Any = ...,
-        include_replays: bool | None = ...,
-    ) -> Selection: ...
+    def selection(self, model: Any = ..., *, days: Any = ..., **filters: Unpack[Filters]) -> Selection: ...
 
     def run(
         self,
@@ -193,27 +181,22 @@ def _latest_labels(
     return latest("prediction_id"), latest("request_id")
 
 
+class ReplayOptions(Filters, total=False):
+    """The keyword arguments of :func:`replay` (and :meth:`Store.replay`): the filters, and how
+    to replay. Documented in :func:`replay`."""
+
+    batch_size: int | None
+    mode: str
+    features: Sequence[str] | None
+    atol: float
+    by: str | Sequence[str] | None
+    top_k: int
+    metric: str | None
+    record_as: str | None
+
+
 def replay(
-    store: Store,
-    fn: Callable[..., Any],
-    model: str | None = None,
-    version: str | Sequence[str] | None = None,
-    start: Any = None,
-    end: Any = None,
-    where: Mapping[str, Any] | str | None = None,
-    batch_size: int | None = None,
-    *,
-    last: Any = None,
-    user_id: str | Sequence[str] | None = None,
-    status: str | Sequence[str] | None = "ok",
-    mode: str = "auto",
-    features: Sequence[str] | None = None,
-    atol: float = 1e-9,
-    by: str | Sequence[str] | None = None,
-    top_k: int = 10,
-    metric: str | None = None,
-    record_as: str | None = None,
-    include_replays: bool | None = None,
+    store: Store, fn: Callable[..., Any], model: str | None = None, **options: Unpack[ReplayOptions]
 ) -> ReplayResult:
     """Re-run logged features through ``fn`` and compare with the logged predictions.
 
@@ -276,6 +259,19 @@ def replay(
     """
     import predlog
 
+    filters, _, _, _ = split_read(options)
+    filters.setdefault("status", "ok")  # the rows with a logged prediction
+    batch_size = options.get("batch_size")
+    mode = options.get("mode", "auto")
+    features = options.get("features")
+    atol = options.get("atol", 1e-9)
+    by = options.get("by")
+    top_k = options.get("top_k", 10)
+    metric = options.get("metric")
+    record_as = options.get("record_as")
+    unknown = set(options) - set(ReplayOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"replay() got unknown argument(s): {', '.join(sorted(unknown))}")
     if not callable(fn):
         raise TypeError(f"replay() takes a predict function, got {fn!r}")
     if mode not in MODES:
@@ -300,17 +296,7 @@ def replay(
         if store.read_only:
             raise StoreError(f"record_as needs write access to the store {store.root}, which is read-only here")
     model_name = _resolve_model(store, fn, model)
-    sel = store.selection(
-        model=model_name,
-        version=version,
-        start=start,
-        end=end,
-        last=last,
-        user_id=user_id,
-        status=status,
-        where=where,
-        include_replays=include_replays,
-    )
+    sel = store.selection(model_name, **filters)
     if record_as is not None:
         _check_record_as(store, model_name, record_as)
     from . import _files
@@ -353,9 +339,7 @@ def replay(
     collected = store.run(work, selection=sel, labels=has_labels)
     caller = collected.caller
     if caller is None:
-        raise NothingToReplayError(
-            _nothing_message(store, model_name, version, start, end, last, user_id, status, where)
-        )
+        raise NothingToReplayError(_nothing_message(store, model_name, sel))
     if caller.successes == 0 and caller.first_failure is not None:
         caller.raise_all_failed()
     result = collected.result(caller, metric=metric, top_k=top_k)
@@ -369,21 +353,9 @@ def replay(
     return result
 
 
-def _nothing_message(
-    store: Store, model: str, version: Any, start: Any, end: Any, last: Any, user_id: Any, status: Any, where: Any
-) -> str:
-    given = {
-        "version": version,
-        "start": start,
-        "end": end,
-        "last": last,
-        "user_id": user_id,
-        "status": status,
-        "where": where,
-    }
-    filters = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+def _nothing_message(store: Store, model: str, sel: Selection) -> str:
     return (
-        f"no logged prediction of model {model!r} matches {filters or 'no filter'} in store {store.root}; "
+        f"no logged prediction of model {model!r} matches {sel.describe()} in store {store.root}; "
         "widen the filters (Store.predictions(...) with the same arguments shows what matches, "
         "Store.stats() what the store holds)"
     )

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import decimal
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 
 from ._errors import FilterError, TimeBoundError, UnknownColumnError
 from ._shapes import Shape, column_paths, fields_of, ident, lit
@@ -99,6 +99,38 @@ class Filters(TypedDict, total=False):
     where: Where
     include_live: bool
     include_replays: bool | None
+
+
+FILTERS = frozenset(Filters.__optional_keys__)
+
+
+class Read(Filters, total=False):
+    """:class:`Filters`, and what to read of the selected rows.
+
+    Attributes:
+        columns: Only these columns (dotted fields allowed, e.g. ``"features.age"``).
+        limit: At most this many rows (the earliest).
+    """
+
+    columns: Sequence[str] | None
+    limit: int | None
+
+
+class LabeledRead(Read, total=False):
+    """:class:`Read`, for predictions joined with their labels.
+
+    Attributes:
+        include_unlabeled: Also the predictions without a label (``label`` null).
+    """
+
+    include_unlabeled: bool
+
+
+def split_read(read: Mapping[str, Any]) -> tuple[Filters, Sequence[str] | None, int | None, bool]:
+    """The filters of ``read`` (a :class:`Read`, :class:`LabeledRead` or more), and its
+    columns, limit and include_unlabeled."""
+    filters = cast(Filters, {k: v for k, v in read.items() if k in FILTERS})
+    return filters, read.get("columns"), read.get("limit"), bool(read.get("include_unlabeled", False))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -49,7 +49,19 @@ from ._frames import decode_labels, to_frame
 from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
 from ._replay_result import ReplayResult
 from ._retain import RetainResult
-from ._selection import Conditions, Filters, Names, Selection, TimeBound, Where, compile_selection, names
+from ._selection import (
+    Conditions,
+    Filters,
+    LabeledRead,
+    Names,
+    Read,
+    Selection,
+    TimeBound,
+    Where,
+    compile_selection,
+    names,
+    split_read,
+)
 from ._shapes import NULL, Shape, fields_of, has_json, ident, lit
 from ._timebounds import UTC
 from ._views import (
@@ -530,14 +542,7 @@ class Store:
             return self._run(distinct, Selection(), predictions=False)
         return set()
 
-    def relation(
-        self,
-        model: Names = None,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        **filters: Unpack[Filters],
-    ) -> duckdb.DuckDBPyRelation:
+    def relation(self, model: Names = None, **read: Unpack[Read]) -> duckdb.DuckDBPyRelation:
         """The selected predictions as a lazy DuckDB relation: nothing is read yet.
 
         The query core of the reading side: the same filters as :meth:`predictions`, compiled
@@ -549,8 +554,8 @@ class Store:
         when it was made; if maintenance removes one of them before the relation runs, DuckDB
         raises an IO error: make the relation again.
         """
-        sel = self.selection(model, **filters)
-        return self._relation(sel, columns=columns, limit=limit)
+        filters, columns, limit, _ = split_read(read)
+        return self._relation(self.selection(model, **filters), columns=columns, limit=limit)
 
     def _relation(
         self,
@@ -569,15 +574,7 @@ class Store:
 
         return self._run(query, sel, keep_open=True, labels=labeled, label_lo=sel.start if labeled else None)
 
-    def labeled_relation(
-        self,
-        model: Names = None,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        include_unlabeled: bool = False,
-        **filters: Unpack[Filters],
-    ) -> duckdb.DuckDBPyRelation:
+    def labeled_relation(self, model: Names = None, **read: Unpack[LabeledRead]) -> duckdb.DuckDBPyRelation:
         """The selected predictions joined with their latest label, as a lazy DuckDB relation.
 
         A label belongs to a prediction by ``prediction_id``; a prediction with no label of
@@ -591,8 +588,9 @@ class Store:
         there) the relation has ``label`` as JSON text and ``label_type`` naming each type,
         with a :class:`MixedLabelTypesWarning`; :meth:`labeled` turns them back into values.
         """
+        filters, columns, limit, unlabeled = split_read(read)
         sel = self.selection(model, **filters)
-        return self._relation(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
+        return self._relation(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=unlabeled)
 
     def _select(
         self,
@@ -725,14 +723,7 @@ class Store:
                 stacklevel=4,
             )
 
-    def predictions(
-        self,
-        model: Names = None,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        **filters: Unpack[Filters],
-    ) -> pd.DataFrame:
+    def predictions(self, model: Names = None, **read: Unpack[Read]) -> pd.DataFrame:
         """Predictions matching every filter given, ordered by time, as a pandas DataFrame.
 
         Args:
@@ -764,8 +755,8 @@ class Store:
         type differs between them (``prediction``: a number here, a vector there) holds each
         row's own value, and ``features`` each row's own model's features.
         """
-        sel = self.selection(model, **filters)
-        return self._frame(sel, columns=columns, limit=limit)
+        filters, columns, limit, _ = split_read(read)
+        return self._frame(self.selection(model, **filters), columns=columns, limit=limit)
 
     def user(
         self,
@@ -861,24 +852,17 @@ class Store:
             "Ids come from predlog.last_prediction_id() or the prediction_id column",
         )
 
-    def labeled(
-        self,
-        model: Names = None,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        include_unlabeled: bool = False,
-        **filters: Unpack[Filters],
-    ) -> pd.DataFrame:
+    def labeled(self, model: Names = None, **read: Unpack[LabeledRead]) -> pd.DataFrame:
         """Predictions joined with their latest label, as a DataFrame (see :meth:`labeled_relation`).
 
         ``label`` holds each label with the type it was logged with: ints as ints, strings as
         strings, floats as floats (ints and floats of one model's labels read as floats).
         """
+        filters, columns, limit, unlabeled = split_read(read)
         sel = self.selection(model, **filters)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)  # values come back exact here
-            return self._frame(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=include_unlabeled)
+            return self._frame(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=unlabeled)
 
     def training_data(
         self,
@@ -1127,48 +1111,9 @@ class Store:
 
     @_doc_of(_replay.replay)
     def replay(
-        self,
-        fn: Callable[..., Any],
-        model: str | None = None,
-        version: str | Sequence[str] | None = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        where: Where = None,
-        batch_size: int | None = None,
-        *,
-        last: Any = None,
-        user_id: str | Sequence[str] | None = None,
-        status: str | Sequence[str] | None = "ok",
-        mode: str = "auto",
-        features: Sequence[str] | None = None,
-        atol: float = 1e-9,
-        by: str | Sequence[str] | None = None,
-        top_k: int = 10,
-        metric: str | None = None,
-        record_as: str | None = None,
-        include_replays: bool | None = None,
+        self, fn: Callable[..., Any], model: str | None = None, **options: Unpack[_replay.ReplayOptions]
     ) -> ReplayResult:
-        return _replay.replay(
-            self,
-            fn,
-            model,
-            version,
-            start,
-            end,
-            where,
-            batch_size,
-            last=last,
-            user_id=user_id,
-            status=status,
-            mode=mode,
-            features=features,
-            atol=atol,
-            by=by,
-            top_k=top_k,
-            metric=metric,
-            record_as=record_as,
-            include_replays=include_replays,
-        )
+        return _replay.replay(self, fn, model, **options)
 
 
 # ---------------------------------------------------------------- helpers
