@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from predlog._fsio import FILE_MODE, mkdir_private
 from predlog._layout import (
@@ -23,25 +23,7 @@ from predlog._layout import (
 )
 from predlog._sealing import same_kind
 
-from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S,
-    DEFAULT_ROW_GROUP_ROWS,
-    OWN_PREFIXES,
-    HasRoot,
-    Partition,
-    StepHook,
-    being_sealed,
-    live_stems,
-    locked,
-    new_op_id,
-    no_hook,
-    partition_files,
-    partitions,
-    publish,
-    root_of,
-    staging_dir,
-    write_staged,
-)
+from . import _maintenance as protocol
 from ._retain import date_before
 
 if TYPE_CHECKING:
@@ -49,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("predlog")
 
-__all__ = ["CompactResult", "DEFAULT_TARGET_ROWS", "compact"]
+__all__ = ["CompactOptions", "CompactResult", "DEFAULT_TARGET_ROWS", "compact"]
 
 
 #: Rows per output file of compaction (at least; under twice as many). Bounds the memory of
@@ -226,13 +208,13 @@ def _read_file(path: str) -> pa.Table:
     return _current(pq.ParquetFile(path).read())
 
 
-def _candidates(root: str, part: Partition, target_rows: int) -> tuple[list[_FileInfo], int]:
-    names = partition_files(root, part.rel)
-    live = live_stems(root)  # listed after the partition: a segment gone now was fully sealed
+def _candidates(root: str, part: protocol.Partition, target_rows: int) -> tuple[list[_FileInfo], int]:
+    names = protocol.partition_files(root, part.rel)
+    live = protocol.live_stems(root)  # listed after the partition: a segment gone now was fully sealed
     out: list[_FileInfo] = []
     skipped = 0
     for name in names:
-        if being_sealed(name, live):
+        if protocol.being_sealed(name, live):
             # Still being sealed, or sealed but not yet deleted (a crash): recovery would
             # write this file again, and a copy of its rows in a compacted file would double.
             skipped += 1
@@ -240,7 +222,7 @@ def _candidates(root: str, part: Partition, target_rows: int) -> tuple[list[_Fil
         info = _file_info(os.path.join(root, part.rel, name))
         if info is None:
             continue
-        if name.startswith(OWN_PREFIXES) and info.rows >= target_rows:
+        if name.startswith(protocol.OWN_PREFIXES) and info.rows >= target_rows:
             continue  # already compacted and full: rewriting it gains nothing
         out.append(info)
     return out, skipped
@@ -308,7 +290,7 @@ def _range_masks(table: pa.Table, key: str, bounds: list[str]) -> Iterator[tuple
 
 def _merge_group(
     root: str,
-    part: Partition,
+    part: protocol.Partition,
     group: list[_FileInfo],
     *,
     target_rows: int,
@@ -335,7 +317,7 @@ def _merge_group(
             table = table.take(sort_order(table, keys))
         name = next_name()
         src = os.path.join(staging, f".{name}.tmp")
-        out.append((src, name, write_staged(src, table, row_group_rows, sorting=keys), table.num_rows))
+        out.append((src, name, protocol.write_staged(src, table, row_group_rows, sorting=keys), table.num_rows))
 
     parts = max(1, total // target_rows)
     schema = pa.unify_schemas([f.schema for f in group], promote_options="permissive")
@@ -385,12 +367,12 @@ def _merge_group(
 
 def _compact_partition(
     root: str,
-    part: Partition,
+    part: protocol.Partition,
     *,
     min_files: int,
     target_rows: int,
     row_group_rows: int,
-    hook: StepHook,
+    hook: protocol.StepHook,
 ) -> tuple[list[_FileInfo], list[tuple[str, int]], int]:
     """Merge the small files of one partition; return (files replaced, (new rel, size), skipped)."""
     files, skipped = _candidates(root, part, target_rows)
@@ -398,13 +380,13 @@ def _compact_partition(
     for group in _schema_groups(files, ("label",) if part.table == LABELS else ()):
         if len(group) < min_files:
             continue
-        if len(group) == 1 and group[0].name.startswith(OWN_PREFIXES):
+        if len(group) == 1 and group[0].name.startswith(protocol.OWN_PREFIXES):
             continue  # one compacted file: already sorted, nothing to merge
         plan.append(group)
     if not plan:
         return [], [], skipped
-    op_id = new_op_id()
-    staging = staging_dir(root, op_id)
+    op_id = protocol.new_op_id()
+    staging = protocol.staging_dir(root, op_id)
     mkdir_private(staging)
     staged: list[tuple[str, str]] = []
     sizes: list[tuple[str, int]] = []
@@ -434,7 +416,7 @@ def _compact_partition(
                 sizes.append((f"{part.rel}/{name}", size))
             replaced.extend(group)
         hook("staged")
-        publish(root, "compact", op_id, staged, [f"{part.rel}/{f.name}" for f in replaced], hook)
+        protocol.publish(root, "compact", op_id, staged, [f"{part.rel}/{f.name}" for f in replaced], hook)
     except BaseException:
         # Before the manifest: nothing was visible, drop the staging area. After: the
         # manifest exists and the next run (or store open) finishes or undoes the swap.
@@ -452,16 +434,27 @@ def _as_date(value: dt.date | str | None) -> dt.date | None:
     return dt.date.fromisoformat(value)
 
 
+class CompactOptions(TypedDict, total=False):
+    """The options of :func:`compact` (and :meth:`Store.compact`), documented there."""
+
+    model: str | None
+    min_files: int
+    target_rows: int
+    row_group_rows: int
+    before: dt.date | str | None
+    lock_timeout_s: float
+
+
 def compact(
-    store: HasRoot | str | os.PathLike[str],
+    store: protocol.HasRoot | str | os.PathLike[str],
     *,
     model: str | None = None,
     min_files: int = 2,
     target_rows: int = DEFAULT_TARGET_ROWS,
-    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    row_group_rows: int = protocol.DEFAULT_ROW_GROUP_ROWS,
     before: dt.date | str | None = None,
-    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    _step_hook: StepHook | None = None,
+    lock_timeout_s: float = protocol.DEFAULT_LOCK_TIMEOUT_S,
+    _step_hook: protocol.StepHook | None = None,
 ) -> CompactResult:
     """Merge the small files of each partition into large ones sorted by user and time.
 
@@ -503,7 +496,7 @@ def compact(
     """
     if min_files < 1 or target_rows < 1 or row_group_rows < 1:
         raise ValueError("min_files, target_rows and row_group_rows must be at least 1")
-    root = root_of(store)
+    root = protocol.root_of(store)
     if model is not None:
         # It names a directory: a name like "../other" must not reach another store.
         from ._errors import UnknownModelError
@@ -513,13 +506,13 @@ def compact(
         present = list_partition_values(os.path.join(root, PREDICTIONS), MODEL_KEY)
         if model not in present:
             raise UnknownModelError(model, present)
-    hook = _step_hook or no_hook
+    hook = _step_hook or protocol.no_hook
     limit = _as_date(before)
     started = time.monotonic()
     parts: list[str] = []
     before_n = after_n = rows = bytes_before = bytes_after = skipped = 0
-    with locked(root, lock_timeout_s):
-        for part in partitions(root, model=model, labels=model is None):
+    with protocol.locked(root, lock_timeout_s):
+        for part in protocol.partitions(root, model=model, labels=model is None):
             if limit is not None and not date_before(part.date, limit):
                 continue
             replaced, written, skip = _compact_partition(

@@ -1,26 +1,10 @@
-"""Exceptions of the reading side. Every message says what to do next."""
+"""Exceptions and warnings of the reading side (all exported by predlog.replay). Every
+message says what to do next."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-
-__all__ = [
-    "FilterError",
-    "LiveRowsWarning",
-    "MaintenanceBusyError",
-    "MixedLabelTypesWarning",
-    "NothingToReplayError",
-    "PredictionNotFoundError",
-    "QueryNotAllowedError",
-    "StoreError",
-    "StoreNotFoundError",
-    "TimeBoundError",
-    "UnknownColumnError",
-    "UnknownModelError",
-    "UnknownVersionError",
-    "UnsupportedStoreError",
-]
 
 
 class StoreError(Exception):
@@ -71,6 +55,23 @@ _LIVE_HINT = (
 )
 
 
+def _unknown(what: str, value: str, present: list[str], *, none: str, of: str = "") -> str:
+    """The message of a model or version the store does not hold: those it holds, the closest."""
+    close = _close(value, present, 3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listed = ", ".join(repr(p) for p in present) if present else none
+    return (
+        f"{what} {value!r} is not in the store{of} ({what}s present: {listed}).{hint} "
+        f"Pass one of the {what}s present, or {what}=None for all of them"
+    )
+
+
+def _live_only(what: str, value: str, of: str = "") -> str:
+    return (
+        f"{what} {value!r}{of} has rows only in live write-ahead segments, none sealed into Parquet yet: {_LIVE_HINT}"
+    )
+
+
 class UnknownModelError(StoreError, ValueError):
     """A model name that has no partition in the store."""
 
@@ -78,18 +79,8 @@ class UnknownModelError(StoreError, ValueError):
         self.model = model
         self.present = sorted(present)
         self.live_only = live_only
-        if live_only:
-            super().__init__(
-                f"model {model!r} has rows only in live write-ahead segments, none sealed into Parquet yet: {_LIVE_HINT}"
-            )
-            return
-        close = _close(model, self.present, 3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        listed = ", ".join(repr(m) for m in self.present) if self.present else "none yet"
-        super().__init__(
-            f"model {model!r} is not in the store (models present: {listed}).{hint} "
-            "Pass one of the models present, or model=None for all of them"
-        )
+        message = _live_only("model", model) if live_only else _unknown("model", model, self.present, none="none yet")
+        super().__init__(message)
 
 
 class UnknownVersionError(StoreError, ValueError):
@@ -101,20 +92,13 @@ class UnknownVersionError(StoreError, ValueError):
         self.version = version
         self.present = sorted(present)
         self.live_only = live_only
-        of = f" of model {', '.join(repr(m) for m in models)}" if models else ""
-        if live_only:
-            super().__init__(
-                f"version {version!r}{of} has rows only in live write-ahead segments, none sealed into Parquet "
-                f"yet: {_LIVE_HINT}"
-            )
-            return
-        close = _close(version, self.present, 3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        listed = ", ".join(repr(v) for v in self.present) if self.present else "none"
-        super().__init__(
-            f"no prediction{of} has version {version!r} (versions present: {listed}).{hint} "
-            "Pass one of the versions present, or version=None for all of them"
+        of = f" for model {', '.join(repr(m) for m in models)}" if models else ""
+        message = (
+            _live_only("version", version, of)
+            if live_only
+            else _unknown("version", version, self.present, none="none", of=of)
         )
+        super().__init__(message)
 
 
 class LiveRowsWarning(UserWarning):

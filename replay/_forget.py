@@ -11,7 +11,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from predlog._fsio import mkdir_private
 from predlog._layout import (
@@ -25,25 +25,7 @@ from predlog._layout import (
 from predlog._processors import hash_id
 from predlog._sealing import recover_orphans
 
-from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S,
-    DEFAULT_ROW_GROUP_ROWS,
-    STALE_TMP_S,
-    HasRoot,
-    StepHook,
-    being_sealed,
-    live_stems,
-    locked,
-    new_op_id,
-    no_hook,
-    partition_files,
-    partitions,
-    publish,
-    remove_stale_temp,
-    root_of,
-    staging_dir,
-    write_staged,
-)
+from . import _maintenance as protocol
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -239,14 +221,14 @@ def _rewrite_partition(
     rel: str,
     files: dict[str, int],
     keep: Callable[[pa.Table], pa.Table],
-    hook: StepHook,
+    hook: protocol.StepHook,
     row_group_rows: int,
 ) -> tuple[int, int, int]:
     """Rewrite ``files`` of one partition through ``keep``; return (rows removed, rewritten, deleted)."""
     import pyarrow.parquet as pq
 
-    op_id = new_op_id()
-    staging = staging_dir(root, op_id)
+    op_id = protocol.new_op_id()
+    staging = protocol.staging_dir(root, op_id)
     mkdir_private(staging)
     staged: list[tuple[str, str]] = []
     replaces: list[str] = []
@@ -265,10 +247,10 @@ def _rewrite_partition(
                 continue
             name = f"forget-{op_id}-{len(staged)}.parquet"
             src = os.path.join(staging, f".{name}.tmp")
-            write_staged(src, kept, row_group_rows, sorting_columns=list(sorting) if sorting else None)
+            protocol.write_staged(src, kept, row_group_rows, sorting_columns=list(sorting) if sorting else None)
             staged.append((src, f"{rel}/{name}"))
         hook("staged")
-        publish(root, "forget_user", op_id, staged, replaces, hook)
+        protocol.publish(root, "forget_user", op_id, staged, replaces, hook)
     except BaseException:
         if not os.path.exists(os.path.join(root, MAINTENANCE, op_id + ".json")):
             shutil.rmtree(staging, ignore_errors=True)
@@ -291,15 +273,24 @@ def hash_user_id(user_id: str, hash_key: bytes | str) -> str:
     return hash_id(user_id, hash_key)
 
 
+class ForgetOptions(TypedDict, total=False):
+    """The options of :func:`forget_user` (and :meth:`Store.forget_user`), documented there."""
+
+    hash_key: bytes | str | None
+    wait_live_s: float
+    row_group_rows: int
+    lock_timeout_s: float
+
+
 def forget_user(
-    store: HasRoot | str | os.PathLike[str],
+    store: protocol.HasRoot | str | os.PathLike[str],
     user_id: str,
     *,
     hash_key: bytes | str | None = None,
     wait_live_s: float = DEFAULT_WAIT_LIVE_S,
-    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
-    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    _step_hook: StepHook | None = None,
+    row_group_rows: int = protocol.DEFAULT_ROW_GROUP_ROWS,
+    lock_timeout_s: float = protocol.DEFAULT_LOCK_TIMEOUT_S,
+    _step_hook: protocol.StepHook | None = None,
 ) -> ForgetResult:
     """Erase every row of one user: predictions, the labels joined to them, live segments.
 
@@ -345,16 +336,16 @@ def forget_user(
     # With a key, the stored hash goes, and the plain id too (rows written before hashing was on).
     targets = (user_id,) if hash_key is None else (hash_user_id(user_id, hash_key), user_id)
     target = targets[0]
-    root = root_of(store)
-    hook = _step_hook or no_hook
-    with locked(root, lock_timeout_s):
+    root = protocol.root_of(store)
+    hook = _step_hook or protocol.no_hook
+    with protocol.locked(root, lock_timeout_s):
         sealed = len(recover_orphans(root))
         hits = _Hits()
         scanned: set[str] = set()
 
         def scan_parquet() -> None:
-            for part in partitions(root, labels=False):
-                for name in partition_files(root, part.rel):
+            for part in protocol.partitions(root, labels=False):
+                for name in protocol.partition_files(root, part.rel):
                     rel = f"{part.rel}/{name}"
                     if rel not in scanned:
                         scanned.add(rel)
@@ -373,18 +364,18 @@ def forget_user(
         pending = {p for p in live if os.path.exists(p) and _segment_holds(p, targets, hits)}
 
         label_hits: dict[str, int] = {}
-        for part in partitions(root, labels=True):
+        for part in protocol.partitions(root, labels=True):
             if part.table == LABELS:
-                for name in partition_files(root, part.rel):
+                for name in protocol.partition_files(root, part.rel):
                     _scan_labels(root, f"{part.rel}/{name}", hits, label_hits)
 
         # A file whose segment is still in _wal/ is being sealed (or would be sealed again by
         # recovery, bringing the rows back under the same name): leave it to the next call.
-        wal = live_stems(root)
+        wal = protocol.live_stems(root)
         for files in (hits.files, label_hits):
             for rel in list(files):
                 name = os.path.basename(rel)
-                if being_sealed(name, wal):
+                if protocol.being_sealed(name, wal):
                     del files[rel]
                     pending.add(os.path.join(wal_dir(root), f"{stem_of(name)}{SEGMENT_SUFFIX}"))
 
@@ -412,8 +403,8 @@ def forget_user(
                 rewritten += w
                 deleted += d
                 parts.append(rel_dir)
-        for part in partitions(root):
-            stale += remove_stale_temp(root, part.rel, STALE_TMP_S)
+        for part in protocol.partitions(root):
+            stale += protocol.remove_stale_temp(root, part.rel, protocol.STALE_TMP_S)
     result = ForgetResult(
         user_id=target,
         prediction_rows=pred_rows,
@@ -453,8 +444,8 @@ def _hashes_user_ids(root: str) -> bool:
 
     from predlog._processors import HASHED_KEY
 
-    for part in partitions(root, labels=False):
-        for name in partition_files(root, part.rel):
+    for part in protocol.partitions(root, labels=False):
+        for name in protocol.partition_files(root, part.rel):
             with contextlib.suppress(OSError, ValueError):
                 raw = (pq.read_metadata(os.path.join(root, part.rel, name)).metadata or {}).get(HASHED_KEY)
                 if raw and "user_id" in json.loads(raw):

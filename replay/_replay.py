@@ -69,12 +69,7 @@ class Store(Protocol):
     def selection(self, model: Any = ..., *, days: Any = ..., **filters: Unpack[Filters]) -> Selection: ...
 
     def run(
-        self,
-        fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T],
-        *,
-        selection: Selection | None = None,
-        model: Any = None,
-        labels: bool = True,
+        self, fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T], *, selection: Selection, labels: bool
     ) -> T: ...
 
     def conditions(self, snap: Snapshot, sel: Selection) -> Conditions: ...
@@ -368,7 +363,7 @@ def _check_record_as(store: Store, model: str, version: str) -> None:
         row = cur.execute(f"SELECT count(*) FROM predictions WHERE model_version = ?{cond}", [version]).fetchone()
         return int(row[0]) if row else 0
 
-    n = store.run(live_rows, model=model, labels=False)
+    n = store.run(live_rows, selection=store.selection(model), labels=False)
     if n:
         raise ValueError(
             f"record_as={version!r} is a version of model {model!r} that holds {n:,} rows of live traffic; "

@@ -6,36 +6,21 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from predlog._layout import (
     LABELS,
     PREDICTIONS,
 )
 
-from ._maintenance import (
-    DEFAULT_LOCK_TIMEOUT_S,
-    STALE_TMP_S,
-    HasRoot,
-    Partition,
-    StepHook,
-    locked,
-    new_op_id,
-    no_hook,
-    partition_files,
-    partitions,
-    publish,
-    remove_empty_dirs,
-    remove_stale_temp,
-    root_of,
-)
+from . import _maintenance as protocol
 
 if TYPE_CHECKING:
     pass
 
 logger = logging.getLogger("predlog")
 
-__all__ = ["RetainResult", "date_before", "retain"]
+__all__ = ["RetainOptions", "RetainResult", "date_before", "retain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,14 +60,22 @@ def date_before(date: str, limit: dt.date) -> bool:
         return False
 
 
+class RetainOptions(TypedDict, total=False):
+    """The options of :func:`retain` (and :meth:`Store.retain`), documented there."""
+
+    now: dt.datetime | None
+    dry_run: bool
+    lock_timeout_s: float
+
+
 def retain(
-    store: HasRoot | str | os.PathLike[str],
+    store: protocol.HasRoot | str | os.PathLike[str],
     days: int,
     *,
     now: dt.datetime | None = None,
     dry_run: bool = False,
-    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    _step_hook: StepHook | None = None,
+    lock_timeout_s: float = protocol.DEFAULT_LOCK_TIMEOUT_S,
+    _step_hook: protocol.StepHook | None = None,
 ) -> RetainResult:
     """Drop the date partitions older than ``days`` days, in predictions (every model) and labels.
 
@@ -111,15 +104,15 @@ def retain(
     now = dt.datetime.now(dt.UTC) if now is None else now
     today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
     cutoff = today - dt.timedelta(days=days)
-    hook = _step_hook or no_hook
+    hook = _step_hook or protocol.no_hook
 
-    def plan() -> tuple[list[Partition], list[str], int, dict[str, int]]:
-        parts = [p for p in partitions(root) if date_before(p.date, cutoff) and date_before(p.date, today)]
+    def plan() -> tuple[list[protocol.Partition], list[str], int, dict[str, int]]:
+        parts = [p for p in protocol.partitions(root) if date_before(p.date, cutoff) and date_before(p.date, today)]
         files: list[str] = []
         size = 0
         rows = {PREDICTIONS: 0, LABELS: 0}
         for p in parts:
-            for name in partition_files(root, p.rel):
+            for name in protocol.partition_files(root, p.rel):
                 path = os.path.join(root, p.rel, name)
                 try:
                     rows[p.table] += pq.ParquetFile(path).metadata.num_rows
@@ -129,17 +122,17 @@ def retain(
                 files.append(f"{p.rel}/{name}")
         return parts, files, size, rows
 
-    root = root_of(store)
+    root = protocol.root_of(store)
     if dry_run:
         parts, files, size, rows = plan()
     else:
-        with locked(root, lock_timeout_s):
+        with protocol.locked(root, lock_timeout_s):
             parts, files, size, rows = plan()
             if files:
                 _publish_removal(root, files, hook)
             for p in parts:
-                remove_stale_temp(root, p.rel, STALE_TMP_S)
-            remove_empty_dirs(root, [p.rel for p in parts])
+                protocol.remove_stale_temp(root, p.rel, protocol.STALE_TMP_S)
+            protocol.remove_empty_dirs(root, [p.rel for p in parts])
     return RetainResult(
         cutoff=cutoff,
         dates=tuple(sorted({p.date for p in parts})),
@@ -152,7 +145,7 @@ def retain(
     )
 
 
-def _publish_removal(root: str, files: list[str], hook: StepHook) -> None:
-    op_id = new_op_id()
+def _publish_removal(root: str, files: list[str], hook: protocol.StepHook) -> None:
+    op_id = protocol.new_op_id()
     hook("staged")
-    publish(root, "retain", op_id, [], files, hook)
+    protocol.publish(root, "retain", op_id, [], files, hook)

@@ -73,7 +73,21 @@ def names(value: Names, what: str) -> tuple[str, ...] | None:
     return tuple(items)
 
 
-class Filters(TypedDict, total=False):
+class UserFilters(TypedDict, total=False):
+    """The filters of :class:`Filters` but ``user_id`` (what :meth:`Store.user` takes)."""
+
+    version: Names
+    start: TimeBound
+    end: TimeBound
+    last: Any
+    status: Names
+    request_id: Names
+    where: Where
+    include_live: bool
+    include_replays: bool | None
+
+
+class Filters(UserFilters, total=False):
     """The filters every reading method of :class:`~predlog.replay.Store` takes (beside ``model``).
 
     Attributes:
@@ -89,23 +103,11 @@ class Filters(TypedDict, total=False):
             when ``version`` is given.
     """
 
-    version: Names
-    start: TimeBound
-    end: TimeBound
-    last: Any
     user_id: Names
-    status: Names
-    request_id: Names
-    where: Where
-    include_live: bool
-    include_replays: bool | None
 
 
-FILTERS = frozenset(Filters.__optional_keys__)
-
-
-class Read(Filters, total=False):
-    """:class:`Filters`, and what to read of the selected rows.
+class Rows(TypedDict, total=False):
+    """What to read of the selected rows.
 
     Attributes:
         columns: Only these columns (dotted fields allowed, e.g. ``"features.age"``).
@@ -114,6 +116,17 @@ class Read(Filters, total=False):
 
     columns: Sequence[str] | None
     limit: int | None
+
+
+FILTERS = frozenset(Filters.__optional_keys__)
+
+
+class Read(Filters, Rows, total=False):
+    """:class:`Filters` and :class:`Rows`: what the reading methods take."""
+
+
+class UserRead(UserFilters, Rows, total=False):
+    """What :meth:`Store.user` takes besides the user id."""
 
 
 class LabeledRead(Read, total=False):

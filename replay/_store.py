@@ -16,6 +16,7 @@ only single ``SELECT`` statements, so SQL given to a store cannot read or write 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -46,7 +47,6 @@ from ._errors import (
 )
 from ._forget import ForgetResult
 from ._frames import decode_labels, to_frame
-from ._maintenance import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_ROW_GROUP_ROWS
 from ._replay_result import ReplayResult
 from ._retain import RetainResult
 from ._selection import (
@@ -57,7 +57,7 @@ from ._selection import (
     Read,
     Selection,
     TimeBound,
-    Where,
+    UserRead,
     compile_selection,
     names,
     split_read,
@@ -133,6 +133,22 @@ def _doc_of(fn: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[...
         return method
 
     return apply
+
+
+@dataclasses.dataclass(frozen=True)
+class _Query:
+    """One read: a selection, and what to read of it (columns, limit, with labels or not)."""
+
+    sel: Selection
+    columns: Sequence[str] | None
+    limit: int | None
+    labeled: bool
+    include_unlabeled: bool
+
+    @property
+    def label_lo(self) -> dt.datetime | None:
+        """Label files older than the window need not be read (labels come after predictions)."""
+        return self.sel.start if self.labeled else None
 
 
 # ---------------------------------------------------------------- the store
@@ -298,30 +314,13 @@ class Store:
     def _footer(self, path: str) -> Footer:
         return self._catalog.footer(path)
 
-    def _snapshot(
-        self,
-        sel: Selection,
-        *,
-        predictions: bool = True,
-        labels: bool = False,
-        label_lo: dt.datetime | None = None,
-        dates: tuple[dt.date | None, dt.date | None] | None = None,
-    ) -> Snapshot:
-        return self._catalog.snapshot(sel, predictions=predictions, labels=labels, label_lo=label_lo, dates=dates)
-
     # ------------------------------------------------------------ running SQL
 
     def run(
         self,
         fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T],
-        *,
         selection: Selection | None = None,
-        model: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        last: Any = None,
-        include_live: bool = False,
-        include_replays: bool | None = True,
+        *,
         predictions: bool = True,
         labels: bool = True,
         keep_open: bool = False,
@@ -338,19 +337,16 @@ class Store:
         ``keep_open``, which gives ``fn`` a cursor of its own (for lazy relations).
         ``snapshot.shape("predictions")`` summarises the view's columns (see ``_shapes``).
 
-        Give a ``selection`` (from :meth:`selection`), or the filters to build one; without
-        a selection the views hold every row, replays included unless ``include_replays``
-        is False. With a selection, the labels view holds the label types of its predictions.
+        ``selection`` comes from :meth:`selection`; without one the views hold every row of
+        the store, replays included. With a selection, the labels view holds the label types
+        of its predictions.
         """
         if selection is None:
-            selection = self.selection(
-                model=model, start=start, end=end, last=last, include_live=include_live, include_replays=include_replays
+            return self._run(
+                fn, Selection(include_replays=True), predictions=predictions, labels=labels, keep_open=keep_open
             )
-            narrow = False
-        else:
-            narrow = labels
         return self._run(
-            fn, selection, predictions=predictions, labels=labels, keep_open=keep_open, narrow_labels=narrow
+            fn, selection, predictions=predictions, labels=labels, keep_open=keep_open, narrow_labels=labels
         )
 
     def conditions(
@@ -386,7 +382,9 @@ class Store:
             keep = False
             ok = False
             try:
-                snap = self._snapshot(sel, predictions=predictions, labels=labels, label_lo=label_lo, dates=dates)
+                snap = self._catalog.snapshot(
+                    sel, predictions=predictions, labels=labels, label_lo=label_lo, dates=dates
+                )
                 # Lazy relations keep their cursor; everything else reuses the thread's cursor.
                 slot = None if keep_open else self._db.take_slot()
                 cur = slot.cursor if slot is not None else self._db.cursor()
@@ -440,7 +438,7 @@ class Store:
         sel = self.selection(
             model=model, start=start, end=end, include_live=include_live, include_replays=include_replays
         )
-        snap = self._snapshot(sel, labels=True)
+        snap = self._catalog.snapshot(sel, labels=True)
         cur = self._db.cursor()
         try:
             snap.install(cur)
@@ -461,7 +459,8 @@ class Store:
             rows = cur.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
             return {str(r[0]): str(r[1]) for r in rows}
 
-        return self.run(describe, model=model, include_live=include_live, predictions=not labels, labels=labels)
+        sel = self.selection(model, include_live=include_live, include_replays=True)
+        return self.run(describe, sel, predictions=not labels, labels=labels)
 
     def feature_names(self, model: Names = None, *, include_live: bool = False) -> list[str]:
         """Names of the fields of ``features`` over the model's files (all models if None)."""
@@ -469,7 +468,9 @@ class Store:
         def feature_fields(_: duckdb.DuckDBPyConnection, snap: Snapshot) -> list[str]:
             return list(fields_of(fields_of(snap.shape("predictions")).get("features", NULL)))
 
-        return self.run(feature_fields, model=model, include_live=include_live, labels=False)
+        return self.run(
+            feature_fields, self.selection(model, include_live=include_live, include_replays=True), labels=False
+        )
 
     # ------------------------------------------------------------ the query core
 
@@ -554,25 +555,18 @@ class Store:
         when it was made; if maintenance removes one of them before the relation runs, DuckDB
         raises an IO error: make the relation again.
         """
-        filters, columns, limit, _ = split_read(read)
-        return self._relation(self.selection(model, **filters), columns=columns, limit=limit)
+        return self._relation(self._query(model, read))
 
-    def _relation(
-        self,
-        sel: Selection,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        labeled: bool = False,
-        include_unlabeled: bool = False,
-    ) -> duckdb.DuckDBPyRelation:
+    def _query(self, model: Names, read: Mapping[str, Any], *, labeled: bool = False) -> _Query:
+        filters, columns, limit, unlabeled = split_read(read)
+        return _Query(self.selection(model, **filters), columns, limit, labeled, unlabeled)
+
+    def _relation(self, q: _Query) -> duckdb.DuckDBPyRelation:
         def query(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> duckdb.DuckDBPyRelation:
-            sql, params = self._select(
-                cur, snap, sel, columns=columns, limit=limit, labeled=labeled, include_unlabeled=include_unlabeled
-            )
+            sql, params = self._select(cur, snap, q)
             return cur.sql(sql, params=params)
 
-        return self._run(query, sel, keep_open=True, labels=labeled, label_lo=sel.start if labeled else None)
+        return self._run(query, q.sel, keep_open=True, labels=q.labeled, label_lo=q.label_lo)
 
     def labeled_relation(self, model: Names = None, **read: Unpack[LabeledRead]) -> duckdb.DuckDBPyRelation:
         """The selected predictions joined with their latest label, as a lazy DuckDB relation.
@@ -588,23 +582,13 @@ class Store:
         there) the relation has ``label`` as JSON text and ``label_type`` naming each type,
         with a :class:`MixedLabelTypesWarning`; :meth:`labeled` turns them back into values.
         """
-        filters, columns, limit, unlabeled = split_read(read)
-        sel = self.selection(model, **filters)
-        return self._relation(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=unlabeled)
+        return self._relation(self._query(model, read, labeled=True))
 
     def _select(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        snap: Snapshot,
-        sel: Selection,
-        *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        labeled: bool = False,
-        include_unlabeled: bool = False,
-        order: bool = True,
+        self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, query: _Query, *, order: bool = True
     ) -> tuple[str, list[Any]]:
         """The SQL of a relation over ``snap``'s views: selection, labels, columns, order, limit."""
+        sel, columns, labeled = query.sel, query.columns, query.labeled
         if labeled:
             self._narrow_labels(cur, snap, sel)
             joined, shape = labeled_sql(snap)
@@ -613,7 +597,7 @@ class Store:
             shape = snap.shape("predictions")
             source, what = "predictions", "the predictions"
         q = self.conditions(snap, sel, shape=shape, what=what)
-        if labeled and not include_unlabeled:
+        if labeled and not query.include_unlabeled:
             q.conditions.append('"label_ts" IS NOT NULL')
         select = "*"
         if columns is not None:
@@ -630,7 +614,7 @@ class Store:
         sql = f"SELECT {select} FROM {source}{q.clause()}"
         if order:
             sql += ' ORDER BY "ts", "prediction_id"'
-        sql += _limit(limit, params)
+        sql += _limit(query.limit, params)
         return sql, params
 
     def _narrow_labels(self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, sel: Selection) -> None:
@@ -666,51 +650,45 @@ class Store:
 
     def _frame(
         self,
-        sel: Selection,
+        q: _Query,
         *,
-        columns: Sequence[str] | None = None,
-        limit: int | None = None,
-        labeled: bool = False,
-        include_unlabeled: bool = False,
         index: str | None = None,
         transform: Callable[[duckdb.DuckDBPyConnection, Snapshot, str, list[Any]], tuple[str, list[Any]]] | None = None,
     ) -> pd.DataFrame:
-        """Run the selection and return a DataFrame with the values as they were logged."""
+        """Run the query and return a DataFrame with the values as they were logged."""
 
         def query(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> pd.DataFrame:
-            sql, params = self._select(
-                cur, snap, sel, columns=columns, limit=limit, labeled=labeled, include_unlabeled=include_unlabeled
-            )
+            sql, params = self._select(cur, snap, q)
             if transform is not None:
                 sql, params = transform(cur, snap, sql, params)
             table = cur.sql(sql, params=params).to_arrow_table()
             df = to_frame(table)
-            if columns is None:
+            if q.columns is None:
                 df = _natural(df, snap, self)
             if LABEL_TYPE in df.columns:
                 df = decode_labels(df).drop(columns=[LABEL_TYPE])
             return df
 
-        df = self._run(query, sel, labels=labeled, label_lo=sel.start if labeled else None)
+        df = self._run(query, q.sel, labels=q.labeled, label_lo=q.label_lo)
         if index is not None:
             df = df.set_index(index)
-        if df.empty and not sel.include_live:
-            self._hint_live(sel, labeled)
+        if df.empty and not q.sel.include_live:
+            self._hint_live(q)
         return df
 
-    def _hint_live(self, sel: Selection, labeled: bool) -> None:
+    def _hint_live(self, q: _Query) -> None:
         """An empty result while live segments hold matching rows: say so, with the fix."""
         if not _has_segments(self.root):
             return
-        live = sel.replace(include_live=True)
+        live = dataclasses.replace(q, sel=q.sel.replace(include_live=True), limit=None)
 
         def count(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> int:
-            sql, params = self._select(cur, snap, live, labeled=labeled, order=False)
+            sql, params = self._select(cur, snap, live, order=False)
             rows = cur.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()
             return int(rows[0][0]) if rows else 0
 
         try:
-            n = self._run(count, live, labels=labeled, label_lo=live.start if labeled else None)
+            n = self._run(count, live.sel, labels=live.labeled, label_lo=live.label_lo)
         except Exception:  # the hint must never turn an answer into an error
             logger.debug("predlog: could not count live rows", exc_info=True)
             return
@@ -755,22 +733,9 @@ class Store:
         type differs between them (``prediction``: a number here, a vector there) holds each
         row's own value, and ``features`` each row's own model's features.
         """
-        filters, columns, limit, _ = split_read(read)
-        return self._frame(self.selection(model, **filters), columns=columns, limit=limit)
+        return self._frame(self._query(model, read))
 
-    def user(
-        self,
-        user_id: str,
-        *,
-        model: Names = None,
-        start: TimeBound = None,
-        end: TimeBound = None,
-        last: Any = None,
-        where: Where = None,
-        limit: int | None = None,
-        include_live: bool = False,
-        include_replays: bool | None = None,
-    ) -> pd.DataFrame:
+    def user(self, user_id: str, model: Names = None, **read: Unpack[UserRead]) -> pd.DataFrame:
         """Every prediction made for ``user_id``, oldest first, across models.
 
         A plain ``user_id = ?`` filter on the Parquet scan, so DuckDB skips the row groups
@@ -782,17 +747,7 @@ class Store:
                 f"user() takes one user id, a string, got {user_id!r} ({type(user_id).__name__}); "
                 f"ids are stored as text{f': pass {str(user_id)!r}' if isinstance(user_id, int) else ''}"
             )
-        return self.predictions(
-            model=model,
-            start=start,
-            end=end,
-            last=last,
-            user_id=user_id,
-            where=where,
-            limit=limit,
-            include_live=include_live,
-            include_replays=include_replays,
-        )
+        return self.predictions(model, **read, user_id=user_id)
 
     def get(self, prediction_id: str, *, include_live: bool = False) -> pd.Series:
         """One prediction as a pandas Series indexed by column name (``.name`` is its id).
@@ -858,11 +813,9 @@ class Store:
         ``label`` holds each label with the type it was logged with: ints as ints, strings as
         strings, floats as floats (ints and floats of one model's labels read as floats).
         """
-        filters, columns, limit, unlabeled = split_read(read)
-        sel = self.selection(model, **filters)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)  # values come back exact here
-            return self._frame(sel, columns=columns, limit=limit, labeled=True, include_unlabeled=unlabeled)
+            return self._frame(self._query(model, read, labeled=True))
 
     def training_data(
         self,
@@ -912,7 +865,8 @@ class Store:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)
-            return self._frame(sel, limit=limit, labeled=True, index="prediction_id", transform=features_and_label)
+            q = _Query(sel, None, limit, labeled=True, include_unlabeled=False)
+            return self._frame(q, index="prediction_id", transform=features_and_label)
 
     def sql(
         self,
@@ -1058,56 +1012,19 @@ class Store:
     # ------------------------------------------------------------ delegated operations
 
     @_doc_of(_compact.compact)
-    def compact(
-        self,
-        *,
-        model: str | None = None,
-        min_files: int = 2,
-        target_rows: int = _compact.DEFAULT_TARGET_ROWS,
-        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
-        before: dt.date | str | None = None,
-        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    ) -> CompactResult:
-        return _compact.compact(
-            self,
-            model=model,
-            min_files=min_files,
-            target_rows=target_rows,
-            row_group_rows=row_group_rows,
-            before=before,
-            lock_timeout_s=lock_timeout_s,
-        )
+    def compact(self, **options: Unpack[_compact.CompactOptions]) -> CompactResult:
+        return _compact.compact(self, **options)
 
     @_doc_of(_retain.retain)
-    def retain(
-        self,
-        days: int,
-        *,
-        now: dt.datetime | None = None,
-        dry_run: bool = False,
-        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    ) -> RetainResult:
-        return _retain.retain(self, days, now=now, dry_run=dry_run, lock_timeout_s=lock_timeout_s)
+    def retain(self, days: int, **options: Unpack[_retain.RetainOptions]) -> RetainResult:
+        return _retain.retain(self, days, **options)
 
     @_doc_of(_forget.forget_user)
-    def forget_user(
-        self,
-        user_id: str,
-        *,
-        hash_key: bytes | str | None = None,
-        wait_live_s: float = _forget.DEFAULT_WAIT_LIVE_S,
-        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
-        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    ) -> ForgetResult:
+    def forget_user(self, user_id: str, **options: Unpack[_forget.ForgetOptions]) -> ForgetResult:
         # The store's own hash_key (or PREDLOG_HASH_KEY) when none is given.
-        return _forget.forget_user(
-            self,
-            user_id,
-            hash_key=hash_key if hash_key is not None else self._hash_key,
-            wait_live_s=wait_live_s,
-            row_group_rows=row_group_rows,
-            lock_timeout_s=lock_timeout_s,
-        )
+        if options.get("hash_key") is None:
+            options["hash_key"] = self._hash_key
+        return _forget.forget_user(self, user_id, **options)
 
     @_doc_of(_replay.replay)
     def replay(
