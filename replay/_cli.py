@@ -28,6 +28,7 @@ import datetime as dt
 import decimal
 import importlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -429,6 +430,11 @@ def _read_sql(text: str) -> str:
 
 
 def cmd_query(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Run one SQL SELECT over the store.
+
+    Run one SELECT over the views 'predictions' and 'labels' (struct fields read as
+    features.age, context.country).
+    """
     sql = _read_sql(args.sql)
     with _open(args) as s, progress.task("running the query…", quiet=True):
         df = s.sql(
@@ -439,6 +445,10 @@ def cmd_query(args: argparse.Namespace, out: Output, progress: Progress) -> int:
 
 
 def cmd_user(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Every prediction made for one user.
+
+    Every prediction made for one user, oldest first.
+    """
     with _open(args) as s, progress.task("reading…", quiet=True):
         df = s.user(
             args.user_id,
@@ -453,6 +463,10 @@ def cmd_user(args: argparse.Namespace, out: Output, progress: Progress) -> int:
 
 
 def cmd_get(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """One prediction by its id.
+
+    One prediction by its id (one line per column in a table).
+    """
     with _open(args) as s, progress.task("reading…", quiet=True):
         row = s.get(args.prediction_id, include_live=args.include_live)
     fields = {str(k): v for k, v in row.items()}
@@ -503,6 +517,11 @@ def _models_frame(st: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def cmd_stats(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """What the store holds.
+
+    Rows, files, bytes, models, versions and time range of the store. csv and parquet give one
+    row per model and version.
+    """
     with _open(args) as s, progress.task("reading…", quiet=True):
         st = s.stats()
     if out.format in ("csv", "parquet"):
@@ -538,6 +557,11 @@ def _date_arg(value: str | None, name: str) -> str | None:
 
 
 def cmd_compact(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Merge small files into large sorted ones.
+
+    Merge the small files of each partition into large files sorted by user and time. Safe while
+    writers and readers run.
+    """
     before = _date_arg(args.before, "--before")
     with _open(args) as s:
         if args.model is not None:
@@ -558,6 +582,11 @@ def cmd_compact(args: argparse.Namespace, out: Output, progress: Progress) -> in
 
 
 def cmd_retain(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Delete partitions older than N days.
+
+    Delete the date partitions (predictions and labels) older than N days before today (UTC).
+    Today is never deleted.
+    """
     if args.days < 0:
         raise UsageError(f"--days must be 0 or more, got {args.days}")
     with _open(args) as s:
@@ -587,6 +616,11 @@ def _confirm(question: str) -> bool | None:
 
 
 def cmd_forget(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Erase every row of one user.
+
+    Erase every prediction of one user and the labels joined to them. Asks for confirmation on a
+    terminal; elsewhere needs --yes.
+    """
     from ._forget import UserNotFoundWarning, not_found_message
 
     hash_key = None
@@ -674,6 +708,13 @@ def load_function(spec: str) -> Callable[..., Any]:
 
 
 def cmd_replay(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Run recorded inputs through a function.
+
+    Run the recorded inputs (features) of a model through another function and compare with the
+    recorded predictions. A table shows the summary and the breakdown by model version; json
+    adds the accuracy and the breakdown by context; csv and parquet write one row per replayed
+    prediction (logged, replayed, changed...).
+    """
     fn = load_function(args.module)
     kw = {
         k: v
@@ -819,54 +860,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'predlog COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace, Output, Progress], int], parents: list[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
+        """A subcommand whose help is the first line of ``run``'s docstring, its description the rest."""
+        summary, _, description = (inspect.getdoc(run) or "").partition("\n\n")
+        cmd = sub.add_parser(
+            name, parents=parents, help=summary[:1].lower() + summary[1:].rstrip("."), description=description
+        )
+        cmd.set_defaults(run=run)
+        return cmd
+
     commands: dict[str, argparse.ArgumentParser] = {}
     parser.set_defaults(_commands=commands)
 
-    p = sub.add_parser(
-        "query",
-        parents=[common, window, fmt],
-        help="run one SQL SELECT over the store",
-        description="Run one SELECT over the views 'predictions' and 'labels' "
-        "(struct fields read as features.age, context.country).",
-    )
+    p = command("query", cmd_query, [common, window, fmt])
     p.add_argument("sql", metavar="SQL", help="the query, or '-' to read it from stdin")
-    p.set_defaults(run=cmd_query)
 
-    p = sub.add_parser(
-        "user",
-        parents=[common, window, fmt],
-        help="every prediction made for one user",
-        description="Every prediction made for one user, oldest first.",
-    )
+    p = command("user", cmd_user, [common, window, fmt])
     p.add_argument("user_id", metavar="ID")
-    p.set_defaults(run=cmd_user)
 
-    p = sub.add_parser(
-        "get",
-        parents=[common, fmt],
-        help="one prediction by its id",
-        description="One prediction by its id (one line per column in a table).",
-    )
+    p = command("get", cmd_get, [common, fmt])
     p.add_argument("prediction_id", metavar="ID")
     p.add_argument("--include-live", action="store_true", help="also look in the writers' live segments")
-    p.set_defaults(run=cmd_get)
 
-    p = sub.add_parser(
-        "stats",
-        parents=[common, fmt],
-        help="what the store holds",
-        description="Rows, files, bytes, models, versions and time range of the store. "
-        "csv and parquet give one row per model and version.",
-    )
-    p.set_defaults(run=cmd_stats)
+    p = command("stats", cmd_stats, [common, fmt])
 
-    p = sub.add_parser(
-        "compact",
-        parents=[common, fmt],
-        help="merge small files into large sorted ones",
-        description="Merge the small files of each partition into large files sorted by "
-        "user and time. Safe while writers and readers run.",
-    )
+    p = command("compact", cmd_compact, [common, fmt])
     p.add_argument("--model", metavar="NAME", help="only this model's partitions (default: every model and the labels)")
     p.add_argument("--before", metavar="DATE", help="only partitions dated before DATE (YYYY-MM-DD)")
     p.add_argument(
@@ -877,26 +898,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave partitions with fewer than N files alone (default 2)",
     )
     p.add_argument("--target-rows", type=_pos_int, metavar="N", help="rows per output file")
-    p.set_defaults(run=cmd_compact)
 
-    p = sub.add_parser(
-        "retain",
-        parents=[common, fmt],
-        help="delete partitions older than N days",
-        description="Delete the date partitions (predictions and labels) older than N days "
-        "before today (UTC). Today is never deleted.",
-    )
+    p = command("retain", cmd_retain, [common, fmt])
     p.add_argument("--days", type=_nonneg_int, required=True, metavar="N", help="days to keep before today")
     p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
-    p.set_defaults(run=cmd_retain)
 
-    p = sub.add_parser(
-        "forget",
-        parents=[common, fmt],
-        help="erase every row of one user",
-        description="Erase every prediction of one user and the labels joined to them. "
-        "Asks for confirmation on a terminal; elsewhere needs --yes.",
-    )
+    p = command("forget", cmd_forget, [common, fmt])
     p.add_argument("user_id", metavar="USER")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument(
@@ -911,18 +918,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long to wait for running writers to seal rows of the user (default 90)",
     )
-    p.set_defaults(run=cmd_forget)
 
-    p = sub.add_parser(
-        "replay",
-        parents=[common, fmt],
-        help="run recorded inputs through a function",
-        description="Run the recorded inputs (features) of a model through another "
-        "function and compare with the recorded predictions. A table shows the "
-        "summary and the breakdown by model version; json adds the accuracy and "
-        "the breakdown by context; csv and parquet write one row per replayed "
-        "prediction (logged, replayed, changed...).",
-    )
+    p = command("replay", cmd_replay, [common, fmt])
     p.add_argument(
         "--module",
         "-m",
@@ -936,7 +933,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", metavar="TIME", help="until this time, exclusive")
     p.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
     p.add_argument("--record-as", metavar="VERSION", help="record the new outputs in the store as this version")
-    p.set_defaults(run=cmd_replay)
     commands.update(sub.choices)
     return parser
 

@@ -939,19 +939,18 @@ class Store:
         pfiles = _files.prediction_files(self.root)
         lfiles = _files.label_files(self.root)
 
-        def size(files: list[str]) -> int:
-            total = 0
+        def total(files: list[str], measure: Callable[[str], int]) -> int:
+            found = 0
             for f in files:
-                with contextlib.suppress(OSError):
-                    total += os.stat(f).st_size
-            return total
+                with contextlib.suppress(OSError):  # removed by maintenance since the listing
+                    found += measure(f)
+            return found
+
+        def size(files: list[str]) -> int:
+            return total(files, lambda f: os.stat(f).st_size)
 
         def footer_rows(files: list[str]) -> int:
-            total = 0
-            for f in files:
-                with contextlib.suppress(OSError):
-                    total += self._footer(f).rows
-            return total
+            return total(files, lambda f: self._footer(f).rows)
 
         def aggregate(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> tuple[list[tuple[Any, ...]], int]:
             result = cur.execute(
