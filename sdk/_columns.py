@@ -287,29 +287,32 @@ def column(values: list[Any], path: str, flags: Flags, row_of: list[int] | None 
     mixes of scalars become text (see :func:`_text_column`); the rest that Arrow cannot hold
     becomes JSON text. Datetimes are stored in UTC, naive ones taken as UTC.
     """
-    import pyarrow as pa
-
-    try:
-        arr = pa.array(values)
-        if _storable(arr, values):
-            return arr
-    except Exception:  # Arrow (or a user object inside it) refused
-        pass
+    arr = _as_arrow(values)
+    if arr is not None:
+        return arr
     # Arrow refused the column as a whole. Pivot dicts into fields; widen scalars; JSON the rest.
     plain = [clean(v) for v in values]
     if depth < 16 and plain and all(v is None or type(v) is dict for v in plain) and any(v for v in plain):
         return _struct_column(plain, path, flags, row_of, depth)
-    try:
-        arr = pa.array(plain)
-        if _storable(arr, plain):
-            return arr
-    except Exception:  # Arrow (or a user object inside it) refused
-        pass
+    arr = _as_arrow(plain)
+    if arr is not None:
+        return arr
     kinds = {type(v) for v in plain if v is not None}
     if len(kinds) > 1 and kinds <= _TEXT_SCALARS and all(type(v) is not str or utf8_ok(v) for v in plain):
         return _text_column(plain, path, flags, row_of)
     # Empty dicts end here too: Parquet cannot hold a struct without fields, JSON can ("{}").
     return _json_column(plain, path, flags, row_of)
+
+
+def _as_arrow(values: list[Any]) -> pa.Array | None:
+    """Arrow's own conversion of ``values`` when it keeps them as they are, else None."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(values)
+    except Exception:  # Arrow (or a user object inside it) refused
+        return None
+    return arr if _storable(arr, values) else None
 
 
 def _scalar_text(value: Any) -> str:

@@ -212,6 +212,10 @@ class _Instruments:
             return found
 
 
+_Call = tuple[Any, dict[str, Any], "BaseException | None", int, int, str]
+"""What a span is made of: the parent context, attributes, the exception, start and end (ns), model."""
+
+
 class Telemetry:
     """Spans and metrics of one recorder. Spans are made in the writer thread only."""
 
@@ -463,9 +467,9 @@ class Telemetry:
                     if ids is not None and ids[1] is not None and self._own is not None:
                         self._count("spans_handed")
                 elif direct is not None:
-                    ids = self._direct_span(direct, otel, attrs, exc, rec[T0], rec[T1], cols["model"][row])
+                    ids = self._direct_span(direct, (otel, attrs, exc, rec[T0], rec[T1], cols["model"][row]))
                 else:
-                    ids = _api_span(tracer, otel, attrs, exc, rec[T0], rec[T1], cols["model"][row])
+                    ids = _api_span(tracer, (otel, attrs, exc, rec[T0], rec[T1], cols["model"][row]))
             except Exception:  # one span (a processor's on_end, say) must not cost the others
                 self._count("span_error")
                 self._health.internal_error("span")
@@ -487,16 +491,8 @@ class Telemetry:
         table = table.set_column(table.schema.get_field_index("trace_id"), "trace_id", tid)
         return table.set_column(table.schema.get_field_index("span_id"), "span_id", sid)
 
-    def _direct_span(
-        self,
-        d: _Direct,
-        parent_ctx: Any,
-        attrs: dict[str, Any],
-        exc: BaseException | None,
-        t0: int,
-        t1: int,
-        model: str,
-    ) -> tuple[str | None, str | None] | None:
+    def _direct_span(self, d: _Direct, call: _Call) -> tuple[str | None, str | None] | None:
+        parent_ctx, attrs, exc, t0, t1, model = call
         from opentelemetry import trace
 
         parent = trace.get_current_span(parent_ctx).get_span_context() if parent_ctx is not None else None
@@ -692,16 +688,10 @@ def _status_events(exc: BaseException | None, t1: int) -> tuple[Any, tuple[Any, 
     return Status(StatusCode.ERROR, f"{name}: {message}"), (event,)
 
 
-def _api_span(
-    tracer: Any,
-    parent_ctx: Any,
-    attrs: dict[str, Any],
-    exc: BaseException | None,
-    t0: int,
-    t1: int,
-    model: str,
-) -> tuple[str | None, str | None] | None:
+def _api_span(tracer: Any, call: _Call) -> tuple[str | None, str | None] | None:
     from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    parent_ctx, attrs, exc, t0, t1, model = call
 
     span = tracer.start_span(
         f"predict {model}", context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=t0

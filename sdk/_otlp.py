@@ -292,17 +292,11 @@ def _span_exporter(protocol: str, link: _Link) -> tuple[Any, _Probe]:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-        probe = _Probe()
-
         class FastGrpc(Grpc):
-            def _initialize_channel_and_stub(self) -> None:
-                super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-                self._client = _WatchedStub(self._client, link, probe)  # type: ignore[assignment]
-
             def _translate_data(self, data: Sequence[Any]) -> Any:
                 return ExportTraceServiceRequest.FromString(encode_request(data))
 
-        return _grpc_probed(FastGrpc(channel_options=_GRPC_CHANNEL_OPTIONS), probe)  # type: ignore[arg-type]
+        return _watched_grpc(FastGrpc, link)
 
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
@@ -326,14 +320,7 @@ def _metric_exporter(protocol: str, link: _Link) -> tuple[Any, _Probe]:
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        probe = _Probe()
-
-        class WatchedGrpc(Grpc):
-            def _initialize_channel_and_stub(self) -> None:
-                super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-                self._client = _WatchedStub(self._client, link, probe)  # type: ignore[assignment]
-
-        return _grpc_probed(WatchedGrpc(channel_options=_GRPC_CHANNEL_OPTIONS), probe)  # type: ignore[arg-type]
+        return _watched_grpc(Grpc, link)
 
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
@@ -341,7 +328,16 @@ def _metric_exporter(protocol: str, link: _Link) -> tuple[Any, _Probe]:
     return http_exporter, _watch_http(http_exporter, link)
 
 
-def _grpc_probed(exporter: Any, probe: _Probe) -> tuple[Any, _Probe]:
+def _watched_grpc(base: type[Any], link: _Link) -> tuple[Any, _Probe]:
+    """An instance of the gRPC exporter class ``base`` whose stub reports each call to ``link``."""
+    probe = _Probe()
+
+    class Watched(base):  # type: ignore[misc]
+        def _initialize_channel_and_stub(self) -> None:
+            super()._initialize_channel_and_stub()
+            self._client = _WatchedStub(self._client, link, probe)  # type: ignore[has-type]
+
+    exporter = Watched(channel_options=_GRPC_CHANNEL_OPTIONS)
     probe.attach(getattr(exporter, "_shutdown_in_progress", None), lambda: bool(getattr(exporter, "_shutdown", False)))
     return exporter, probe
 

@@ -65,12 +65,19 @@ class Bare:
         return None
 
 
+class BareGrpc(Bare):
+    """A gRPC exporter without shutdown events or a stub to watch."""
+
+    def __init__(self, channel_options: Any = None) -> None:
+        self.channel_options = channel_options
+
+
 def test_exporters_without_the_private_names_are_used_as_they_are() -> None:
     link = _otlp._Link("span")  # noqa: SLF001
     probe = _otlp._watch_http(Bare(), link)  # noqa: SLF001 - no _client: nothing is watched
     assert isinstance(probe, _otlp._Probe)  # noqa: SLF001
-    exporter, probe = _otlp._grpc_probed(Bare(), _otlp._Probe())  # noqa: SLF001 - no shutdown events
-    assert isinstance(exporter, Bare)
+    exporter, probe = _otlp._watched_grpc(BareGrpc, link)  # noqa: SLF001 - no shutdown events
+    assert isinstance(exporter, BareGrpc)
     _otlp._quiet_loggers_of(Bare())  # noqa: SLF001 - no client logger: nothing to quiet
     assert _otlp._endpoint(Bare()) == "the collector"  # noqa: SLF001
     guarded = _otlp.GuardedMetricExporter(Bare(), _otlp._Probe(), link)  # noqa: SLF001 - default preferences
