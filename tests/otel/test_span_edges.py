@@ -87,9 +87,10 @@ def test_no_provider_sampled_out_calls_are_not_queued(tmp_path: pathlib.Path) ->
 
 def test_traced_only_calls_never_block_or_displace_rows(tmp_path: pathlib.Path, traced: Any) -> None:
     provider, _ = traced
-    gate = threading.Event()
+    gate, held = threading.Event(), threading.Event()
 
     def hold(row: dict[str, Any]) -> dict[str, Any]:
+        held.set()
         gate.wait(10)
         return row
 
@@ -105,8 +106,8 @@ def test_traced_only_calls_never_block_or_displace_rows(tmp_path: pathlib.Path, 
     kept = rec.capture(lambda x: 1)
     dropped = rec.capture(lambda x: 2, model="shadow", sample_rate=0.0)
     try:
-        kept({"x": -1})  # the writer takes it and waits in the processor
-        time.sleep(0.3)
+        kept({"x": -1})
+        assert held.wait(10), "the writer takes the first call and waits in the processor"
         for i in range(10):
             kept({"x": i})
         t0 = time.perf_counter()
@@ -128,9 +129,10 @@ def test_traced_only_calls_never_block_or_displace_rows(tmp_path: pathlib.Path, 
 
 def test_nested_spans_end_even_when_the_call_is_dropped(tmp_path: pathlib.Path, traced: Any) -> None:
     provider, exporter = traced
-    gate = threading.Event()
+    gate, held = threading.Event(), threading.Event()
 
     def hold(row: dict[str, Any]) -> dict[str, Any]:
+        held.set()
         gate.wait(10)
         return row
 
@@ -145,7 +147,7 @@ def test_nested_spans_end_even_when_the_call_is_dropped(tmp_path: pathlib.Path, 
     f = rec.capture(lambda x: 1)
     try:
         f({"x": 0})
-        time.sleep(0.3)
+        assert held.wait(10), "the writer takes the first call and waits in the processor"
         for i in range(1, 50):
             f({"x": i})
         gate.set()
