@@ -28,7 +28,7 @@ from bench_capture import US, Row, features, pct, predict, run_cli, temp_store  
 
 import predlog  # noqa: E402
 
-RECEIVER = os.path.join(os.path.dirname(HERE), "tests", "otel", "receiver.py")
+RECEIVER = os.path.join(os.path.dirname(HERE), "tests", "helpers", "otlp_receiver_main.py")
 
 
 def _null_provider() -> Any:
@@ -130,7 +130,7 @@ def bench_spans(args: argparse.Namespace) -> list[Row]:
 
 
 class Receiver:
-    """tests/otel/receiver.py in a process of its own, counting what arrives."""
+    """tests/helpers/otlp_receiver_main.py in a process of its own, counting what arrives."""
 
     def __init__(self, out: str) -> None:
         self.out = out
