@@ -254,7 +254,7 @@ def replay(
     """
     import predlog
 
-    filters, _, _, _ = split_read(options)
+    filters, _ = split_read(options, ReplayOptions)
     filters.setdefault("status", "ok")  # the rows with a logged prediction
     batch_size = options.get("batch_size")
     mode = options.get("mode", "auto")

@@ -26,6 +26,7 @@ __all__ = [
     "Conditions",
     "Filters",
     "Names",
+    "RowOptions",
     "Selection",
     "TimeBound",
     "Where",
@@ -112,10 +113,13 @@ class Rows(TypedDict, total=False):
     Attributes:
         columns: Only these columns (dotted fields allowed, e.g. ``"features.age"``).
         limit: At most this many rows (the earliest).
+        ordered: Rows in time order (default). ``False`` lets the engine produce them in any
+            order: the fast choice under an aggregate, which sorting first only slows down.
     """
 
     columns: Sequence[str] | None
     limit: int | None
+    ordered: bool
 
 
 FILTERS = frozenset(Filters.__optional_keys__)
@@ -139,11 +143,39 @@ class LabeledRead(Read, total=False):
     include_unlabeled: bool
 
 
-def split_read(read: Mapping[str, Any]) -> tuple[Filters, Sequence[str] | None, int | None, bool]:
-    """The filters of ``read`` (a :class:`Read`, :class:`LabeledRead` or more), and its
-    columns, limit and include_unlabeled."""
+@dataclasses.dataclass(frozen=True)
+class RowOptions:
+    """What a :class:`Read` asks of the selected rows besides the filters."""
+
+    columns: Sequence[str] | None = None
+    limit: int | None = None
+    include_unlabeled: bool = False
+    ordered: bool = True
+
+
+def split_read(read: Mapping[str, Any], accepted: type | None = None) -> tuple[Filters, RowOptions]:
+    """The filters of ``read`` (a :class:`Read`, :class:`LabeledRead` or more) and its row options.
+
+    With ``accepted`` (a TypedDict), a name it does not declare raises TypeError, as an
+    unknown keyword argument does, with the nearest name it does declare.
+    """
+    if accepted is not None:
+        names = accepted.__required_keys__ | accepted.__optional_keys__  # type: ignore[attr-defined]
+        for name in read:
+            if name not in names:
+                import difflib
+
+                near = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; it takes {', '.join(sorted(names))}"
+                raise TypeError(f"unexpected keyword argument {name!r}{hint}")
     filters = cast(Filters, {k: v for k, v in read.items() if k in FILTERS})
-    return filters, read.get("columns"), read.get("limit"), bool(read.get("include_unlabeled", False))
+    rows = RowOptions(
+        read.get("columns"),
+        read.get("limit"),
+        bool(read.get("include_unlabeled", False)),
+        bool(read.get("ordered", True)),
+    )
+    return filters, rows
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -55,6 +55,7 @@ from ._selection import (
     LabeledRead,
     Names,
     Read,
+    RowOptions,
     Selection,
     TimeBound,
     UserRead,
@@ -140,10 +141,8 @@ class _Query:
     """One read: a selection, and what to read of it (columns, limit, with labels or not)."""
 
     sel: Selection
-    columns: Sequence[str] | None
-    limit: int | None
+    rows: RowOptions
     labeled: bool
-    include_unlabeled: bool
 
     @property
     def label_lo(self) -> dt.datetime | None:
@@ -558,8 +557,8 @@ class Store:
         return self._relation(self._query(model, read))
 
     def _query(self, model: Names, read: Mapping[str, Any], *, labeled: bool = False) -> _Query:
-        filters, columns, limit, unlabeled = split_read(read)
-        return _Query(self.selection(model, **filters), columns, limit, labeled, unlabeled)
+        filters, rows = split_read(read, LabeledRead if labeled else Read)
+        return _Query(self.selection(model, **filters), rows, labeled)
 
     def _relation(self, q: _Query) -> duckdb.DuckDBPyRelation:
         def query(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> duckdb.DuckDBPyRelation:
@@ -588,7 +587,7 @@ class Store:
         self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, query: _Query, *, order: bool = True
     ) -> tuple[str, list[Any]]:
         """The SQL of a relation over ``snap``'s views: selection, labels, columns, order, limit."""
-        sel, columns, labeled = query.sel, query.columns, query.labeled
+        sel, columns, labeled = query.sel, query.rows.columns, query.labeled
         if labeled:
             self._narrow_labels(cur, snap, sel)
             joined, shape = labeled_sql(snap)
@@ -597,7 +596,7 @@ class Store:
             shape = snap.shape("predictions")
             source, what = "predictions", "the predictions"
         q = self.conditions(snap, sel, shape=shape, what=what)
-        if labeled and not query.include_unlabeled:
+        if labeled and not query.rows.include_unlabeled:
             q.conditions.append('"label_ts" IS NOT NULL')
         select = "*"
         if columns is not None:
@@ -612,9 +611,9 @@ class Store:
             select = ", ".join(exprs)
         params = q.params
         sql = f"SELECT {select} FROM {source}{q.clause()}"
-        if order:
+        if order and query.rows.ordered:
             sql += ' ORDER BY "ts", "prediction_id"'
-        sql += _limit(query.limit, params)
+        sql += _limit(query.rows.limit, params)
         return sql, params
 
     def _narrow_labels(self, cur: duckdb.DuckDBPyConnection, snap: Snapshot, sel: Selection) -> None:
@@ -663,7 +662,7 @@ class Store:
                 sql, params = transform(cur, snap, sql, params)
             table = cur.sql(sql, params=params).to_arrow_table()
             df = to_frame(table)
-            if q.columns is None:
+            if q.rows.columns is None:
                 df = _natural(df, snap, self)
             if LABEL_TYPE in df.columns:
                 df = decode_labels(df).drop(columns=[LABEL_TYPE])
@@ -680,7 +679,9 @@ class Store:
         """An empty result while live segments hold matching rows: say so, with the fix."""
         if not _has_segments(self.root):
             return
-        live = dataclasses.replace(q, sel=q.sel.replace(include_live=True), limit=None)
+        live = dataclasses.replace(
+            q, sel=q.sel.replace(include_live=True), rows=dataclasses.replace(q.rows, limit=None)
+        )
 
         def count(cur: duckdb.DuckDBPyConnection, snap: Snapshot) -> int:
             sql, params = self._select(cur, snap, live, order=False)
@@ -865,7 +866,7 @@ class Store:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MixedLabelTypesWarning)
-            q = _Query(sel, None, limit, labeled=True, include_unlabeled=False)
+            q = _Query(sel, RowOptions(limit=limit), labeled=True)
             return self._frame(q, index="prediction_id", transform=features_and_label)
 
     def sql(
