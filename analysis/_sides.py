@@ -15,7 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from ._summary import Field, Summary, kind_of, summarize
+from predlog.replay._shapes import ident, lit
+
+from ._summary import Field, Summary, kind_of, summarize, vector_fields
 
 if TYPE_CHECKING:
     import duckdb
@@ -70,6 +72,23 @@ def feature_path(name: str) -> str:
     """``"age"`` → ``"features.age"``; dotted paths under a known root stay as they are."""
     root = name.split(".", 1)[0]
     return name if root in _ROOTS else f"features.{name}"
+
+
+def _with_vectors(fields: dict[str, Field], side: StoreSide | FrameSide) -> dict[str, Field]:
+    """``fields`` and, for a prediction that is a list of numbers (probabilities), its argmax
+    (``prediction.class``) and elements (``prediction[0]``, ...)."""
+    out = dict(fields)
+    for path, f in fields.items():
+        if path.split(".", 1)[0] == "prediction" and f.kind is None and _numeric_list(f.dtype):
+            col = ident(path)
+            got = side.relation([path]).aggregate(f"max(len({col}))").fetchall()[0][0]
+            for d in vector_fields(path, f.dtype.removesuffix("[]"), int(got or 0)):
+                out[d.path] = d
+    return out
+
+
+def _numeric_list(dtype: str) -> bool:
+    return dtype.endswith("[]") and dtype[:-2].lower() in ("double", "float", "decimal", "bigint", "integer")
 
 
 def _flatten(prefix: str, dtype: DuckDBPyType, out: dict[str, Field]) -> None:
@@ -166,7 +185,7 @@ class StoreSide:
             for name, dtype in zip(rel.columns, rel.types, strict=True):
                 if name in ("features", "context", "prediction", "confidence", "latency_ms"):
                     _flatten(name, dtype, out)
-            self._fields = out
+            self._fields = _with_vectors(out, self)
         return self._fields
 
     def summarize(self, fields: Sequence[Field]) -> dict[str, Summary]:
@@ -213,12 +232,10 @@ class FrameSide:
             types = dict(zip(self._rel.columns, self._rel.types, strict=True))
             for path, column in self._columns.items():
                 _flatten(path, types[column], out)
-            self._fields = out
+            self._fields = _with_vectors(out, self)
         return self._fields
 
     def relation(self, columns: Sequence[str]) -> duckdb.DuckDBPyRelation:
-        from predlog.replay._shapes import ident
-
         exprs = []
         for path in columns:
             column = self._columns.get(path)
@@ -229,7 +246,7 @@ class FrameSide:
             for p, col in self._columns.items():
                 if path.startswith(p + "."):
                     inner = path[len(p) + 1 :].split(".")
-                    expr = ident(col) + "".join(f"[{_lit(part)}]" for part in inner)
+                    expr = ident(col) + "".join(f"[{lit(part)}]" for part in inner)
                     exprs.append(f"{expr} AS {ident(path)}")
                     break
             else:
@@ -243,12 +260,6 @@ class FrameSide:
         if not fields:
             return {}
         return summarize(self.relation, fields)
-
-
-def _lit(text: str) -> str:
-    from predlog.replay._shapes import lit
-
-    return lit(text)
 
 
 def _arrow(frame: Any) -> pa.Table:

@@ -41,6 +41,7 @@ __all__ = [
     "Summary",
     "kind_of",
     "summarize",
+    "vector_fields",
 ]
 
 EXACT_LIMIT = 10_000_000
@@ -79,17 +80,42 @@ _CATEGORY_TYPES = frozenset({"varchar", "boolean", "enum"})
 class Field:
     """A column one side can summarise: its dotted path, kind and DuckDB type.
 
-    ``kind`` is ``"number"``, ``"category"`` or None (not compared; ``note`` says why).
+    ``kind`` is ``"number"``, ``"category"`` or None (not compared; ``note`` says why). A
+    derived field (the argmax of a probability vector, one of its elements) reads ``source``
+    and is the SQL expression ``expr`` over it.
     """
 
     path: str
     kind: str | None
     dtype: str
     note: str = ""
+    source: str | None = None
+    expr: str | None = None
 
     @property
     def floating(self) -> bool:
         return self.dtype.lower() in ("float", "double")
+
+    @property
+    def column(self) -> str:
+        """The column a relation of the side must have for this field."""
+        return self.source or self.path
+
+    @property
+    def sql(self) -> str:
+        """The field's value in SQL over that relation."""
+        return self.expr or ident(self.path)
+
+
+def vector_fields(path: str, dtype: str, length: int) -> list[Field]:
+    """The fields derived from a probability vector: its argmax and each element."""
+    col = ident(path)
+    out = [Field(f"{path}.class", "category", "BIGINT", source=path, expr=f"list_position({col}, list_max({col})) - 1")]
+    out += [
+        Field(f"{path}[{k}]", "number", dtype, source=path, expr=f"CAST({col}[{k + 1}] AS DOUBLE)")
+        for k in range(length)
+    ]
+    return out
 
 
 def kind_of(dtype: DuckDBPyType) -> tuple[str | None, str]:
@@ -226,11 +252,11 @@ def summarize(
         return {}
     big = False
     if any(f.kind == "number" for f in fields):
-        counted = relation_of([fields[0].path]).aggregate("count(*)").fetchall()[0][0]
+        counted = relation_of([fields[0].column]).aggregate("count(*)").fetchall()[0][0]
         big = int(counted) > exact_limit
 
     def one(f: Field) -> Summary:
-        rel = relation_of([f.path, *weight_columns])
+        rel = relation_of([f.column, *weight_columns])
         if f.kind == "category":
             return _categories(rel, f, weight)
         if big:
@@ -254,7 +280,7 @@ def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
 def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numbers:
     import pyarrow.compute as pc
 
-    cols = f"CAST({ident(f.path)} AS DOUBLE) AS v" + (f", {weight} AS w" if weight else "")
+    cols = f"CAST({f.sql} AS DOUBLE) AS v" + (f", {weight} AS w" if weight else "")
     table = _query(rel, f"SELECT {cols} FROM side").to_arrow_table()
     n_rows = table.num_rows
     v = table.column("v")
@@ -284,7 +310,7 @@ def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numb
 def _sketch(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, points: int) -> Numbers:
     """The exact ECDF at the values where it crosses each 1/points step (more than EXACT_LIMIT rows)."""
     w = weight or "1.0"
-    col, ok = f"CAST({ident(f.path)} AS DOUBLE)", _present(ident(f.path), f)
+    col, ok = f"CAST({f.sql} AS DOUBLE)", _present(f.sql, f)
     sql = (
         f"SELECT v, w, cum, total, n_rows FROM ("
         f"SELECT v, w, sum(w) OVER (ORDER BY v) AS cum, sum(w) OVER () AS total FROM ("
@@ -317,7 +343,7 @@ def _sketch(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, points: 
 
 def _categories(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Categories:
     w = weight or "1.0"
-    col = ident(f.path)
+    col = f.sql
     sql = f"SELECT {col} AS v, count(*) AS n, sum({w}) AS w FROM side GROUP BY v ORDER BY w DESC, v"
     rows = _query(rel, sql).fetchall()
     missing = sum(int(r[1]) for r in rows if r[0] is None)
