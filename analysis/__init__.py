@@ -19,12 +19,17 @@ Results have ``.df`` (pandas), ``.summary``, ``to_dict()``, an HTML view for not
 
 from __future__ import annotations
 
+from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
+from ._monitor import Alert, Monitor
 from ._profile import Profile
 
 __all__ = [
+    "Alert",
     "DriftResult",
+    "Monitor",
     "Profile",
     "input_drift",
     "prediction_drift",
+    "rules",
 ]
