@@ -165,6 +165,7 @@ class StoreSide:
         store.selection(model, **self._filters)  # bad filters fail here, before any work
         self._label = label or describe_filters(self._filters)
         self._fields: dict[str, Field] | None = None
+        self._rows: tuple[int, bool] | None = None
 
     @property
     def label(self) -> str:
@@ -188,11 +189,22 @@ class StoreSide:
             self._fields = _with_vectors(out, self)
         return self._fields
 
+    def rows(self) -> tuple[int, bool]:
+        """The side's row count, and whether every row weighs the same (one sample rate)."""
+        if self._rows is None:
+            rel = self.relation(["sample_rate"])
+            n, same = rel.aggregate("count(*), coalesce(min(sample_rate) = max(sample_rate), true)").fetchall()[0]
+            self._rows = (int(n), bool(same))
+        return self._rows
+
     def summarize(self, fields: Sequence[Field]) -> dict[str, Summary]:
         fields = [f for f in fields if f.kind is not None]
         if not fields:
             return {}
-        return summarize(self.relation, fields, weight=WEIGHT, weight_columns=["sample_rate"])
+        n, same = self.rows()
+        if same:  # equal weights: counts give the same shares, and nothing more to read
+            return summarize(self.relation, fields, rows=n)
+        return summarize(self.relation, fields, weight=WEIGHT, weight_columns=["sample_rate"], rows=n)
 
 
 class FrameSide:
@@ -259,7 +271,7 @@ class FrameSide:
         fields = [f for f in fields if f.kind is not None]
         if not fields:
             return {}
-        return summarize(self.relation, fields)
+        return summarize(self.relation, fields, rows=self._table.num_rows)
 
 
 def _arrow(frame: Any) -> pa.Table:

@@ -228,6 +228,7 @@ def summarize(
     *,
     weight: str | None = None,
     weight_columns: Sequence[str] = (),
+    rows: int | None = None,
     exact_limit: int = EXACT_LIMIT,
     sketch_points: int = SKETCH_POINTS,
     threads: int | None = None,
@@ -243,17 +244,17 @@ def summarize(
 
     A number column comes back as one column (values, and weights when they vary) and is
     sorted in numpy; past ``exact_limit`` values it is sketched in DuckDB instead. A
-    category column comes back as its weight per category.
+    category column comes back as its weight per category. ``rows``, the side's row count
+    when the caller knows it, saves counting.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     fields = [f for f in fields if f.kind is not None]
     if not fields:
         return {}
-    big = False
-    if any(f.kind == "number" for f in fields):
-        counted = relation_of([fields[0].column]).aggregate("count(*)").fetchall()[0][0]
-        big = int(counted) > exact_limit
+    if rows is None and any(f.kind == "number" for f in fields):
+        rows = int(relation_of([fields[0].column]).aggregate("count(*)").fetchall()[0][0])
+    big = rows is not None and rows > exact_limit
 
     def one(f: Field) -> Summary:
         rel = relation_of([f.column, *weight_columns])
@@ -261,7 +262,8 @@ def summarize(
             return _categories(rel, f, weight)
         if big:
             return _sketch(rel, f, weight, sketch_points)
-        return _numbers(rel, f, weight)
+        assert rows is not None
+        return _numbers(rel, f, weight, rows)
 
     workers = threads or min(4, os.cpu_count() or 1)
     if workers <= 1 or len(fields) == 1:
@@ -277,21 +279,15 @@ def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
     return got
 
 
-def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numbers:
-    import pyarrow.compute as pc
-
+def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, rows: int) -> Numbers:
+    """One number column: its values (and weights) without nulls and NaN, sorted in numpy."""
     cols = f"CAST({f.sql} AS DOUBLE) AS v" + (f", {weight} AS w" if weight else "")
-    table = _query(rel, f"SELECT {cols} FROM side").to_arrow_table()
-    n_rows = table.num_rows
-    v = table.column("v")
-    keep = pc.invert(pc.is_nan(v)) if f.floating else None
-    values = pc.filter(v, pc.and_kleene(pc.is_valid(v), keep) if keep is not None else pc.is_valid(v))
-    x = values.to_numpy()
+    got = _query(rel, f"SELECT {cols} FROM side WHERE {_present(f.sql, f)}").fetchnumpy()
+    x = np.asarray(got["v"], dtype=float)
+    n = len(x)
     if weight is not None:
-        ws = table.column("w")
-        ws = pc.filter(ws, pc.and_kleene(pc.is_valid(v), keep) if keep is not None else pc.is_valid(v))
-        w = ws.to_numpy().astype(float)
-        if len(w) and w.min() != w.max():
+        w = np.asarray(got["w"], dtype=float)
+        if n and w.min() != w.max():
             order = np.argsort(x, kind="stable")
             x, w = x[order], w[order]
             total = w.sum()
@@ -299,12 +295,11 @@ def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numb
             q = float(np.sum(w * w))
             denom = total - q / total
             var = float(np.sum(w * (x - mean) ** 2) / denom) if denom > 0 else math.nan
-            return Numbers(x, w, len(x), n_rows - len(x), total * total / q, mean, var)
-    x = np.sort(x)
-    n = len(x)
+            return Numbers(x, w, n, rows - n, total * total / q, mean, var)
+    x.sort()
     mean = float(np.mean(x)) if n else math.nan
     var = float(np.var(x, ddof=1)) if n > 1 else math.nan
-    return Numbers(x, np.ones(n), n, n_rows - n, float(n), mean, var)
+    return Numbers(x, np.ones(n), n, rows - n, float(n), mean, var)
 
 
 def _sketch(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, points: int) -> Numbers:
