@@ -229,8 +229,8 @@ def summarize(
     weight: str | None = None,
     weight_columns: Sequence[str] = (),
     rows: int | None = None,
-    exact_limit: int = EXACT_LIMIT,
-    sketch_points: int = SKETCH_POINTS,
+    exact_limit: int | None = None,
+    sketch_points: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Summary]:
     """Summaries of ``fields`` (compared kinds only) over one side's rows.
@@ -245,7 +245,8 @@ def summarize(
     A number column comes back as one column (values, and weights when they vary) and is
     sorted in numpy; past ``exact_limit`` values it is sketched in DuckDB instead. A
     category column comes back as its weight per category. ``rows``, the side's row count
-    when the caller knows it, saves counting.
+    when the caller knows it, saves counting. ``exact_limit`` and ``sketch_points`` default
+    to :data:`EXACT_LIMIT` and :data:`SKETCH_POINTS`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -254,14 +255,16 @@ def summarize(
         return {}
     if rows is None and any(f.kind == "number" for f in fields):
         rows = int(relation_of([fields[0].column]).aggregate("count(*)").fetchall()[0][0])
-    big = rows is not None and rows > exact_limit
+    limit = EXACT_LIMIT if exact_limit is None else exact_limit
+    points = SKETCH_POINTS if sketch_points is None else sketch_points
+    big = rows is not None and rows > limit
 
     def one(f: Field) -> Summary:
         rel = relation_of([f.column, *weight_columns])
         if f.kind == "category":
             return _categories(rel, f, weight)
         if big:
-            return _sketch(rel, f, weight, sketch_points)
+            return _sketch(rel, f, weight, points)
         assert rows is not None
         return _numbers(rel, f, weight, rows)
 

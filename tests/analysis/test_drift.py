@@ -420,3 +420,27 @@ def test_current_defaults_to_the_last_day(cancer: Any) -> None:
         got = input_drift(s, {"version": "ref"})
     assert got.current.startswith("last day (")
     assert got.df["cur_rows"].max() == 569  # every row was written today
+
+
+def test_sides_past_the_exact_limit_are_sketched_within_the_stated_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from predlog.analysis import _summary
+
+    rng = np.random.default_rng(9)
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 6_000), "k": rng.integers(0, 40, 6_000)})
+    cur = pd.DataFrame({"x": rng.normal(0.1, 1.1, 5_000), "k": rng.integers(0, 42, 5_000)})
+    write(tmp_path, ref, version="a")
+    write(tmp_path, cur, version="b")
+    with Store(tmp_path) as s:
+        exact = input_drift(s, {"version": "a"}, {"version": "b"}).df.set_index("feature")
+        # The same rows, as if each side held more values than fit in memory.
+        monkeypatch.setattr(_summary, "EXACT_LIMIT", 1_000)
+        monkeypatch.setattr(_summary, "SKETCH_POINTS", 200)
+        sketched = input_drift(s, {"version": "a"}, {"version": "b"}).df.set_index("feature")
+    for name in ("features.x", "features.k"):
+        bound = sketched.loc[name, "error_bound"]
+        assert bound == pytest.approx(2 / 200)  # 1/200 for each sketched side
+        assert abs(sketched.loc[name, "ks"] - exact.loc[name, "ks"]) <= bound, name
+        assert sketched.loc[name, "ks_method"] == "asymp"
+    assert exact.loc["features.x", "error_bound"] == 0
