@@ -14,7 +14,8 @@ Decorate a predict function and every call becomes one row in a Parquet replay s
         pid = predlog.last_prediction_id()
     predlog.log_label(1, prediction_id=pid)
 
-The module-level functions act on one default :class:`Recorder`. Reading the store lives in
+History from before predlog, and labels in bulk, come in as frames: :func:`log_frame` and
+:func:`log_labels`. The module-level functions act on one default :class:`Recorder`. Reading the store lives in
 :mod:`predlog.replay` (extra ``predlog[query]``); this package imports neither pandas,
 duckdb nor scipy.
 """
@@ -44,7 +45,9 @@ __all__ = [
     "hash_id",
     "last_prediction_id",
     "last_prediction_ids",
+    "log_frame",
     "log_label",
+    "log_labels",
     "recover",
     "shutdown",
     "stats",
@@ -70,6 +73,8 @@ _default = Recorder()
 
 capture = _default.capture
 log_label = _default.log_label
+log_labels = _default.log_labels
+log_frame = _default.log_frame
 stats = _default.stats
 flush = _default.flush
 shutdown = _default.shutdown

@@ -6,6 +6,9 @@ bytes together), the column is rebuilt: dicts pivot into struct fields, scalars 
 types become their text (flagged ``text:<path>``), and only what Arrow cannot hold becomes
 JSON text (flagged ``json:<path>``). Strings and bytes longer than the cap are cut and
 flagged ``truncated:<path>``. Datetimes are stored in UTC, naive ones taken as UTC.
+
+Whole columns (a pandas Series, a numpy or Arrow array: :func:`frame_column`) follow the
+same rules without a Python value per row where their dtype says what they hold.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "column",
     "flags_column",
     "float_column",
+    "frame_column",
     "frame_columns",
     "has_empty_struct",
     "is_dataframe",
@@ -34,6 +38,7 @@ __all__ = [
     "is_series",
     "plain",
     "series_value",
+    "store_type",
     "str_column",
     "to_json",
     "to_utc",
@@ -557,3 +562,79 @@ def flags_column(flags: Flags, n: int) -> pa.Array:
     if flags.rows:
         return pa.array([flags.rows.get(i) for i in range(n)], type=pa.list_(pa.string()))
     return pa.nulls(n, pa.list_(pa.string()))
+
+
+def store_type(t: pa.DataType) -> pa.DataType:
+    """The type predlog stores for values of Arrow type ``t``, at any depth.
+
+    Categoricals (dictionaries) as their values, large and view strings, binaries and lists
+    as the plain ones, fixed-size lists as lists, timestamps as ``timestamp[us, UTC]`` (naive
+    ones taken as UTC), durations in µs, date64 as date32: the types capture gives the same
+    values when they come one by one as Python objects.
+    """
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return store_type(t.value_type)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_duration(t):
+        return pa.duration("us")
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_list_view(t):
+        return pa.list_(store_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, store_type(f.type)) for f in t])
+    return t
+
+
+def _missing_as_none(values: list[Any]) -> list[Any]:
+    """pandas' missing values (None, NaN, ``pd.NA``, ``pd.NaT``) of an object column as None."""
+    return [None if v is None or (isinstance(v, float) and v != v) or is_missing(v) else v for v in values]
+
+
+def frame_column(col: Any, path: str, flags: Flags) -> pa.Array:
+    """One column of a frame as capture stores its values, never failing.
+
+    ``col`` is a pandas Series, a numpy array, an Arrow array or a sequence of values. Typed
+    columns are converted whole (missing values and the NaN of float columns are null, as
+    for the rows of a batch call) and given their :func:`store_type`; object columns and
+    sequences go value by value through :func:`column` (mixed scalars become text, what
+    Arrow cannot hold JSON, flagged). A 2-D numpy array is a list per row.
+    """
+    import pyarrow as pa
+
+    arr: pa.Array | None = None
+    if isinstance(col, pa.ChunkedArray):
+        arr = col.combine_chunks()
+    elif isinstance(col, pa.Array):
+        arr = col
+    elif is_ndarray(col) or (type(col).__module__.startswith("pandas") and hasattr(col, "dtype")):
+        # numpy arrays and pandas columns (Series, Categorical, extension arrays): typed data
+        dtype = col.dtype
+        if getattr(dtype, "kind", "") == "O":
+            return column(_missing_as_none(col.tolist()), path, flags)
+        if is_ndarray(col) and col.ndim == 2 and dtype.kind in "biuf":
+            flat = pa.array(col.ravel(), from_pandas=True)
+            arr = pa.FixedSizeListArray.from_arrays(flat, col.shape[1])
+        elif not is_ndarray(col) or col.ndim == 1:
+            try:
+                arr = pa.array(col, from_pandas=True)
+            except Exception:  # a dtype Arrow has no converter for (periods, intervals, ...)
+                arr = None
+        if arr is None:
+            return column(_missing_as_none([clean(v) for v in col.tolist()]), path, flags)
+    else:
+        return column(list(col), path, flags)
+    if isinstance(arr.type, pa.BaseExtensionType) or has_empty_struct(arr.type) or _has_duplicate_fields(arr.type):
+        return column(arr.to_pylist(), path, flags)  # values Parquet cannot hold as such
+    target = store_type(arr.type)
+    if target != arr.type:
+        # Unsafe only for the cut of timestamps and durations to µs (Python's own precision).
+        arr = arr.cast(target, safe=False)
+    return arr

@@ -40,7 +40,16 @@ from ._record import L_EXTRA, L_LABEL, L_PREDICTION_ID, L_REQUEST_ID, L_TS, Spec
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ids_for", "label_kind", "labels_to_tables", "records_to_table", "shape_of"]
+__all__ = [
+    "finish_labels",
+    "finish_predictions",
+    "fixed_strings",
+    "ids_for",
+    "label_kind",
+    "labels_to_tables",
+    "records_to_table",
+    "shape_of",
+]
 
 
 def _length(x: Any) -> int | None:
@@ -324,7 +333,7 @@ def records_to_table(
     if ts:
         ts_arr = np.asarray(ts, dtype=np.int64)
         data, n = _ids.uuid7_array(ts_arr, np.asarray(seqs, dtype=np.uint64), None)
-        ids = _fixed_strings(data, n, 36)
+        ids = fixed_strings(data, n, 36)
         cols = {
             "prediction_id": ids,
             "ts": pa.array(ts_arr // 1000, type=pa.timestamp("us", tz="UTC")),
@@ -343,7 +352,7 @@ def records_to_table(
             "context": column(context, "context", flags),
             "sample_rate": pa.array(rate, type=pa.float64()),
         }
-        yield _finish(cols, flags, max_value_bytes), singles
+        yield finish_predictions(cols, flags, max_value_bytes), singles
     for _, shape, rec in batches:
         bflags = Flags()
         try:
@@ -424,7 +433,7 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
     cpu = np.array(cpus, dtype=np.float64)
     data, _ = _ids.uuid7_array(t0, np.array(seqs, dtype=np.uint64), None)
     cols = {
-        "prediction_id": _fixed_strings(data, n, 36),
+        "prediction_id": fixed_strings(data, n, 36),
         "ts": pa.array(t0 // 1000, type=pa.timestamp("us", tz="UTC")),
         "model": pa.repeat(pa.scalar(spec.model, pa.string()), n),
         "model_version": pa.repeat(pa.scalar(spec.version, pa.string()), n),
@@ -441,10 +450,10 @@ def _fast_singles(records: list[tuple[Any, ...]], flags: Flags, max_value_bytes:
         "context": context,
         "sample_rate": pa.array(np.full(n, spec.sample_rate, dtype=np.float64)),
     }
-    return _finish(cols, flags, max_value_bytes)
+    return finish_predictions(cols, flags, max_value_bytes)
 
 
-def _fixed_strings(data: bytes, n: int, width: int) -> pa.Array:
+def fixed_strings(data: bytes, n: int, width: int) -> pa.Array:
     import numpy as np
     import pyarrow as pa
 
@@ -479,9 +488,9 @@ _PREDICTION_COLUMNS = (
 )
 
 
-def _finish(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa.Table:
-    """Order the columns as the store format does, fill absent ones with nulls, truncate
-    long values and add the ``flags`` column."""
+def finish_predictions(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa.Table:
+    """Order the columns as the store format does, fill absent ones with nulls, store
+    datetimes in UTC, truncate long values and add the ``capture_flags`` column."""
     import pyarrow as pa
 
     n = len(cols["prediction_id"])
@@ -592,7 +601,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
     data, _ = _ids.uuid7_array(
         np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64)
     )
-    ids = _fixed_strings(data, n, 36)
+    ids = fixed_strings(data, n, 36)
     if exc is None:
         pred, conf = _batch_predictions(spec, output, n, flags)
         status, etype, emsg = "ok", None, None
@@ -628,7 +637,7 @@ def _batch_table(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_by
         "context": context,
         "sample_rate": rep(spec.sample_rate if exc is None else 1.0, pa.float64()),
     }
-    return _finish(cols, flags, max_value_bytes)
+    return finish_predictions(cols, flags, max_value_bytes)
 
 
 def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value_bytes: int) -> pa.Table:
@@ -661,7 +670,7 @@ def _batch_fallback(shape: _Shape, rec: tuple[Any, ...], flags: Flags, max_value
         np.full(n, t0, dtype=np.int64), np.full(n, seq, dtype=np.uint64), np.arange(n, dtype=np.uint64)
     )
     fixes = {
-        "prediction_id": _fixed_strings(data, n, 36),
+        "prediction_id": fixed_strings(data, n, 36),
         "batch_id": pa.repeat(pa.scalar(_ids.uuid7_str(t0, seq), pa.string()), n),
         "batch_index": pa.array(np.arange(n, dtype=np.int32)),
         "batch_size": pa.repeat(pa.scalar(n, pa.int32()), n),
@@ -751,10 +760,19 @@ def _labels_table(records: list[tuple[Any, ...]], max_value_bytes: int) -> pa.Ta
         "prediction_id": str_column([r[L_PREDICTION_ID] for r in records], "prediction_id", flags),
         "request_id": str_column([r[L_REQUEST_ID] for r in records], "request_id", flags),
         "ts": pa.array(ts // 1000, type=pa.timestamp("us", tz="UTC")),
-        "label": to_utc(column([plain(r[L_LABEL]) for r in records], "label", flags)),
-        "extra": to_utc(column([r[L_EXTRA] or None for r in records], "extra", flags)),
+        "label": column([plain(r[L_LABEL]) for r in records], "label", flags),
+        "extra": column([r[L_EXTRA] or None for r in records], "extra", flags),
     }
+    return finish_labels(cols, flags, max_value_bytes)
+
+
+def finish_labels(cols: dict[str, pa.Array], flags: Flags, max_value_bytes: int) -> pa.Table:
+    """A labels table from its columns (``prediction_id``, ``request_id``, ``ts``, ``label``,
+    ``extra``): datetimes in UTC, long values truncated, the ``capture_flags`` column added."""
+    import pyarrow as pa
+
+    cols = dict(cols)
     for name in ("label", "extra"):
-        cols[name] = truncate(cols[name], name, max_value_bytes, flags)
-    cols[FLAGS] = flags_column(flags, len(records))
+        cols[name] = truncate(to_utc(cols[name]), name, max_value_bytes, flags)
+    cols[FLAGS] = flags_column(flags, len(cols["ts"]))
     return pa.table(cols)

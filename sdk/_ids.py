@@ -11,9 +11,11 @@ Both paths use the same bit layout, so they agree:
     62 bits  rand_b  = low 20 bits of that number | space (1 bit) | counter (41 bits)
 
 ``space`` 0 holds single calls (counter = call number); space 1 holds the rows of batch
-calls (counter = call number mod 2**17, then row index mod 2**24). Ids are unique within a
-process and millisecond by construction and across processes by the 32 random bits, which
-are drawn again in a forked child.
+calls (counter = call number mod 2**17, then row index mod 2**24), and the rows of imported
+history (``log_frame``: one counter value per chunk of at most 2**24 rows, then the row's
+index in its chunk; the time is the row's own ``ts``). Ids are unique within a process and
+millisecond by construction and across processes by the 32 random bits, which are drawn
+again in a forked child.
 """
 
 from __future__ import annotations
@@ -67,11 +69,15 @@ def uuid7_str(ts_ns: int, seq: int, row: int | None = None) -> str:
 _HEX_TABLE: np.ndarray | None = None
 
 
-def uuid7_array(ts_ns: np.ndarray, seq: np.ndarray, row: np.ndarray | None) -> tuple[bytes, int]:
+def uuid7_array(
+    ts_ns: np.ndarray, seq: np.ndarray, row: np.ndarray | None, *, per_ms: int = 1_000_000
+) -> tuple[bytes, int]:
     """Ids for many rows at once, as the data buffer of a fixed-width (36 byte) string column.
 
-    ``row`` is None for single calls, else the row index within its batch call.
-    Returns (data, count); the caller builds the Arrow string array.
+    ``row`` is None for single calls, else the row index within its batch call (or within a
+    chunk of imported rows, which take the batch layout). ``per_ms`` is how many units of
+    ``ts_ns`` make a millisecond: 1000 for microseconds, whose range (unlike nanoseconds')
+    reaches past the year 2262. Returns (data, count); the caller builds the Arrow string array.
     """
     import numpy as np
 
@@ -81,7 +87,7 @@ def uuid7_array(ts_ns: np.ndarray, seq: np.ndarray, row: np.ndarray | None) -> t
         digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
         _HEX_TABLE = digits[(np.arange(65536)[:, None] >> np.array([12, 8, 4, 0])) & 0xF]
     n = len(ts_ns)
-    ts_ms = (ts_ns.astype(np.int64) // 1_000_000).astype(np.uint64) & np.uint64(0xFFFFFFFFFFFF)
+    ts_ms = (ts_ns.astype(np.int64) // per_ms).astype(np.uint64) & np.uint64(0xFFFFFFFFFFFF)
     seq = seq.astype(np.uint64)
     if row is None:
         counter = seq & np.uint64(_COUNTER_MASK)

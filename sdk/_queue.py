@@ -3,7 +3,8 @@
 Request threads put records; the writer takes them. A put never blocks (unless
 ``on_full="block"``, and then for at most ``block_timeout_s``), never raises and does no I/O:
 when the buffer is full the record is dropped and counted. Crossing the batch threshold
-wakes the writer; otherwise it wakes on its timer. The sync wrapper in :mod:`._capture`
+wakes the writer; otherwise it wakes on its timer. Tables of imported history are the
+exception: their caller is not serving, so it waits for room instead (:meth:`RecordQueue.put_table`). The sync wrapper in :mod:`._capture`
 inlines :meth:`RecordQueue.put` for speed (``items``, ``max``, ``wake_at``, ``wake``, ``full``).
 """
 
@@ -21,7 +22,11 @@ from ._health import Health
 from ._record import LABEL, SPAN_ONLY, SPEC, Record
 from ._recorder_state import remember
 
-__all__ = ["RecordQueue", "SpanTarget"]
+__all__ = ["TABLES_IN_FLIGHT", "RecordQueue", "SpanTarget"]
+
+# Tables of imported history queued or being written at once: the caller builds the next
+# while the writer writes these, and memory stays bounded (a table is at most a few tens of MB).
+TABLES_IN_FLIGHT = 4
 
 
 class SpanTarget(Protocol):
@@ -58,6 +63,8 @@ class RecordQueue:
         "after_fork",
         "random",
         "pid",
+        "tables",
+        "waiting",
     )
 
     def __init__(
@@ -79,6 +86,8 @@ class RecordQueue:
     def reset(self) -> None:
         """Empty, with new locks and randomness (at start, and in a forked child)."""
         self.items.clear()
+        self.tables = 0  # table records put and not yet written (see put_table)
+        self.waiting = 0  # callers of put_table waiting for room
         self.wakeup = threading.Event()
         self.space = threading.Condition(threading.Lock())
         self.random = random.Random().random  # each process samples on its own
@@ -182,13 +191,46 @@ class RecordQueue:
         except Exception:
             self.health.internal_error("full")
 
+    def put_table(self, rec: Record, timeout_s: float) -> bool:
+        """Put a table record of imported history, waiting for room; never drops it.
+
+        Room: fewer than ``TABLES_IN_FLIGHT`` tables not yet written, and the queue below
+        its bound. The writer is started and woken meanwhile. Returns False when no room
+        came within ``timeout_s`` (the record was not put). Not for request threads: it blocks.
+        """
+        if self.pid != os.getpid():  # forked without the at-fork hook running
+            self.after_fork()
+        deadline = time.monotonic() + timeout_s
+        with self.space:
+            self.waiting += 1
+            try:
+                while self.tables >= TABLES_IN_FLIGHT or len(self.items) >= self.max:
+                    self.wake()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    # Woken by table_done() or take(); the poll covers a writer that died.
+                    self.space.wait(min(left, 0.5))
+                self.tables += 1
+                self.items.append(rec)
+            finally:
+                self.waiting -= 1
+        self.wake()  # a table is a whole batch: no reason to wait for the timer
+        return True
+
+    def table_done(self) -> None:
+        """The writer is done with one table record (written, or dropped and counted)."""
+        with self.space:
+            self.tables = max(0, self.tables - 1)
+            self.space.notify_all()
+
     # ------------------------------------------------------------------ writer side
 
     def take(self, n: int) -> list[Record]:
         """The ``n`` oldest records (the writer's drain); blocked putters may go on."""
         batch = [self.items.popleft() for _ in range(n)]
         self.health.count("taken", len(batch))
-        if self.on_full == "block":
+        if self.on_full == "block" or self.waiting:
             with self.space:
                 self.space.notify_all()
         return batch

@@ -9,8 +9,10 @@ the call; ``otel`` is None (no tracing), the caller's OpenTelemetry context (the
 the span) or, under ``nest_spans``, the span started around the call (the writer ends it).
 
 A label record is ``(LABEL, prediction_id, request_id, label, extra, ts_ns)``; a call kept
-only for its span (sampled out of Parquet) is ``(SPAN_ONLY, record)``. The first element
-tells them apart: a :class:`Spec` for predictions, a marker otherwise.
+only for its span (sampled out of Parquet) is ``(SPAN_ONLY, record)``; a table of imported
+history (``log_frame``, ``log_labels``), already in the store's predictions or labels schema,
+is ``(TABLE, table, labels)``. The first element tells them apart: a :class:`Spec` for
+predictions, a marker otherwise.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ __all__ = [
     "SPAN_ONLY",
     "SPEC",
     "Spec",
+    "TABLE",
+    "TB_LABELS",
+    "TB_TABLE",
     "T0",
     "T1",
 ]
@@ -50,6 +55,9 @@ SPEC, ARGS, KWARGS, OUTPUT, EXC, T0, T1, CPU, CTX, SEQ, OTEL = range(11)
 
 # A label record, by position (LABEL first).
 L_PREDICTION_ID, L_REQUEST_ID, L_LABEL, L_EXTRA, L_TS = range(1, 6)
+
+# A table record, by position (TABLE first): a pyarrow Table, and whether it holds labels.
+TB_TABLE, TB_LABELS = range(1, 3)
 
 ASYNC_KINDS = frozenset({"async", "asyncgen"})
 
@@ -69,6 +77,9 @@ LABEL = _Marker("label")
 
 SPAN_ONLY = _Marker("span_only")
 """The head of ``(SPAN_ONLY, record)``: a call sampled out of Parquet, kept for its span."""
+
+TABLE = _Marker("table")
+"""The head of ``(TABLE, table, labels)``: rows of imported history, built in the caller's thread."""
 
 
 class Spec(Protocol):

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _ids
@@ -35,7 +35,7 @@ from ._context import CURRENT
 from ._health import Health
 from ._otel import Telemetry
 from ._queue import RecordQueue
-from ._record import LABEL, Record
+from ._record import LABEL, TABLE, Record
 from ._recorder_state import last
 from ._writer import Writer, preimport_fork_handlers, preimport_writer_modules
 
@@ -73,6 +73,7 @@ class Recorder:
         self._extra_sinks: list[Sink] = list(sinks or [])
         self._specs: weakref.WeakSet[FunctionSpec] = weakref.WeakSet()
         self._label_ts = 0  # the last label's time, ns (see log_label)
+        self._label_lock = threading.Lock()
         self._health = Health()
         self._telemetry = Telemetry(self._health, self.stats, self.config)
         # PREDLOG_OTLP=1 at import: the exporters are built later, not by `import predlog`.
@@ -142,6 +143,7 @@ class Recorder:
         self._fork_held = []
         self._busy = threading.Lock()
         self._writer_lock = threading.Lock()
+        self._label_lock = threading.Lock()
         self._health.reset()
         self._queue.reset()
         self._apply_limits()
@@ -295,12 +297,7 @@ class Recorder:
             )
             return
         self._health.count("labels_submitted")
-        # Stored in microseconds: a correction logged right after a label must still be later
-        # (the latest label wins), so the clock is made strictly increasing per process.
-        ts = time.time_ns() // 1000 * 1000
-        if ts <= self._label_ts:
-            ts = self._label_ts + 1000
-        self._label_ts = ts
+        ts = self._label_clock(1)
         self._queue.put(
             (
                 LABEL,
@@ -312,13 +309,184 @@ class Recorder:
             )
         )
 
+    def _label_clock(self, n: int) -> int:
+        """The time, in ns, of the first of ``n`` labels logged now, the next ones 1 µs apart.
+
+        Stored in microseconds: a correction logged right after a label must still be later
+        (the latest label wins), so the clock is made strictly increasing per process.
+        """
+        with self._label_lock:
+            ts = time.time_ns() // 1000 * 1000
+            if ts <= self._label_ts:
+                ts = self._label_ts + 1000
+            self._label_ts = ts + (n - 1) * 1000
+        return ts
+
+    def log_frame(
+        self,
+        df: Any,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        ts: str = "ts",
+        prediction: str = "prediction",
+        confidence: str | None = None,
+        features: str | Sequence[str] | None = None,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        context: str | Sequence[str] | None = None,
+        latency_ms: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> list[str]:
+        """Import past predictions: one row per row of ``df``, at the time of its ``ts`` column.
+
+        For prediction logs from before predlog and batch-scoring outputs. ``df`` is a pandas
+        DataFrame, a pyarrow Table or a dict of equal-length columns; the arguments name its
+        columns. The rows go through this recorder's processors (``drop_fields``, ``redact``,
+        ``hash_fields``, yours) into the store like captured calls and are stored as capture
+        stores the same values; each counts as one call in :meth:`stats`.
+
+        Imported rows are history, not live calls: they make no span and no latency metric;
+        ``status`` is ``"ok"``, ``sample_rate`` 1.0, ``cpu_ms`` null, ``latency_ms`` the
+        ``latency_ms`` column or null; ``batch_*``, ``trace_id`` and ``span_id`` are null.
+
+        Args:
+            df: The rows.
+            model: The model name for every row, or the name of a column holding each row's
+                (a string that names a column of ``df`` is that column). Default: the
+                recorder's ``model``.
+            version: The model version, or a column of versions, likewise. Default: the
+                recorder's ``version``.
+            ts: Column of each prediction's time: datetimes (aware ones converted to UTC,
+                naive ones taken as UTC), Arrow timestamps or ISO 8601 text, from 1970 on.
+                Rows land in the date partitions of their own UTC dates.
+            prediction: Column of predictions (scalars, or vectors as lists or arrays).
+            confidence: Column of confidences (numbers), if any.
+            features: Column name(s) whose values make the ``features`` struct. Default:
+                every column that no other argument names.
+            user_id, request_id: Columns of ids (stored as text, as ``predlog.context`` does).
+            context: Column name(s) whose values become fields of the ``context`` struct,
+                one per column, as ``predlog.context(name=value)`` would give.
+            latency_ms: Column of latencies in milliseconds, if any.
+            timeout_s: Longest wait for the writer to take the next chunk of rows when its
+                queue is full (an import waits for room, it never drops rows).
+
+        Returns:
+            The prediction ids of the rows, in row order: UUIDv7 whose time is the row's ``ts``.
+
+        Raises:
+            ValueError: ``df`` is not a frame, or a column is missing, of the wrong kind, or
+                has missing times or ids; nothing was queued.
+            TimeoutError: the writer took no chunk for ``timeout_s``; the message says how
+                many rows (the first ones) were queued, and those will be written.
+        """
+        from ._history import frame_import
+
+        cfg = self.config
+        plan = frame_import(
+            df,
+            default_model=cfg.model,
+            default_version=cfg.version,
+            max_value_bytes=cfg.max_value_bytes,
+            model=model,
+            version=version,
+            ts=ts,
+            prediction=prediction,
+            confidence=confidence,
+            features=features,
+            user_id=user_id,
+            request_id=request_id,
+            context=context,
+            latency_ms=latency_ms,
+        )
+        self._prepare()
+        ids: list[str] = []
+        for table, chunk_ids in plan.tables():
+            self._put_table(table, labels=False, timeout_s=timeout_s, done=len(ids), total=plan.n)
+            ids.extend(chunk_ids)
+        return ids
+
+    def log_labels(
+        self,
+        df: Any,
+        *,
+        label: str = "label",
+        prediction_id: str | None = "prediction_id",
+        request_id: str | None = None,
+        ts: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> int:
+        """Import labels in bulk: one label per row of ``df``, joined at query time.
+
+        Each label keeps its type, as with :meth:`log_label` (an int column stays ints, a
+        string column strings; an object column of mixed values keeps each value's own type).
+        Missing values of a typed column (NaN, ``pd.NA``, None) are null labels, and a null
+        label is its prediction's latest label like ``log_label(None)``: drop such rows
+        first if they mean "not labelled yet".
+
+        Args:
+            df: A pandas DataFrame, a pyarrow Table or a dict of equal-length columns.
+            label: Column of labels.
+            prediction_id: Column of the prediction ids the labels are for (the ids
+                :meth:`log_frame` returned, or ``predlog.last_prediction_id()`` gave).
+                May be absent (or None) when ``request_id`` is given.
+            request_id: Column of the request ids the predictions were made under.
+            ts: Column of the times the labels were made (as ``log_frame``'s ``ts``); the
+                latest label of a prediction wins. Without it, the labels are logged now,
+                row i 1 µs after row i-1 and before any label logged later in this process.
+            timeout_s: Longest wait for the writer to take the next chunk of labels.
+
+        Returns:
+            The number of labels queued (every row of ``df``).
+
+        Raises:
+            ValueError: ``df`` is not a frame, a column is missing, or an id column has
+                missing values (with both id columns: a row has neither); nothing was queued.
+            TimeoutError: as for :meth:`log_frame`.
+        """
+        from ._history import labels_import
+
+        plan = labels_import(
+            df,
+            max_value_bytes=self.config.max_value_bytes,
+            label=label,
+            prediction_id=prediction_id,
+            request_id=request_id,
+            ts=ts,
+        )
+        self._prepare()
+        first = self._label_clock(plan.n) // 1000 if plan.ts_us is None and plan.n else 0
+        done = 0
+        for table in plan.tables(first):
+            self._put_table(table, labels=True, timeout_s=timeout_s, done=done, total=plan.n)
+            done += table.num_rows
+        return plan.n
+
+    def _put_table(self, table: Any, *, labels: bool, timeout_s: float, done: int, total: int) -> None:
+        """Queue one table of imported rows for the writer, waiting for room (never dropped)."""
+        # Counted before the put: the writer may take the table before this thread goes on.
+        rows = 0 if labels else table.num_rows
+        self._health.count("tables_submitted")
+        self._health.count("table_rows_submitted", rows)
+        if not self._queue.put_table((TABLE, table, labels), timeout_s):
+            self._health.count("tables_submitted", -1)
+            self._health.count("table_rows_submitted", -rows)
+            what = "labels" if labels else "rows"
+            raise TimeoutError(
+                f"predlog: the writer took no {what} for {timeout_s} s (is the store writable? see stats()); "
+                f"the first {done} of {total} {what} were queued and will be written, the others were not: "
+                f"log those again (e.g. df.iloc[{done}:])"
+            )
+
     def stats(self) -> dict[str, Any]:
         """Counters of this process.
 
         Calls are counted, not rows: ``captured`` calls passed sampling; each ends up
         ``written`` (its rows reached the write-ahead segment) or in ``dropped`` by reason
         (``queue_full``, ``write_error``, ``processor``, ``processor_error``,
-        ``convert_error``). After :meth:`flush`, captured == written + dropped_total.
+        ``convert_error``). After :meth:`flush`, captured == written + dropped_total. A row
+        imported by :meth:`log_frame` counts as one call; a label of :meth:`log_labels` as
+        one label.
         ``rows_written`` counts rows (a batch call writes one row per input row),
         ``sealed_rows`` the rows now in Parquet, ``labels`` the label rows written.
         """
@@ -331,13 +499,19 @@ class Recorder:
         # The queue also holds labels and calls that are only traced (sampled out of Parquet).
         spans_taken = counts.get("span_only_taken", 0)
         spans_queued = counts.get("span_only_submitted", 0) - spans_taken - counts.get("span_only_queue_full", 0)
-        calls_taken -= spans_taken
-        calls_queued = max(0, depth - labels_queued - spans_queued)
+        # And tables of imported rows: one record each, whose rows were captured when queued.
+        tables_taken = counts.get("tables_taken", 0)
+        tables_queued = counts.get("tables_submitted", 0) - tables_taken
+        calls_taken -= spans_taken + tables_taken
+        calls_queued = max(0, depth - labels_queued - spans_queued - tables_queued)
         telemetry = self._telemetry.stats()
         span_drops = telemetry["spans_dropped"]
         span_drops["queue_full"] += counts.get("span_only_queue_full", 0)
         return {
-            "captured": calls_taken + calls_queued + dropped.get("queue_full", 0),
+            "captured": calls_taken
+            + calls_queued
+            + dropped.get("queue_full", 0)
+            + counts.get("table_rows_submitted", 0),
             "written": counts.get("written", 0),
             "dropped": {**dict.fromkeys(DROP_REASONS, 0), **dropped},
             "dropped_total": sum(dropped.values()),

@@ -5,6 +5,8 @@ queued, converts records to Arrow (:mod:`._convert`), runs the processor pipelin
 redact, hash, then the user's processors), makes the spans of the calls (:mod:`._otel`), and
 hands the same processed table to every sink: the Parquet sink (a frame of the write-ahead
 segment) and any extra sink. Every call ends up counted as written or dropped by reason.
+Tables of imported history arrive already converted: they go through the same processors
+and sinks, without spans, each row counted as a call.
 
 Threading: the writer runs Arrow under ``busy``, a lock a fork waits for (a fork in the
 middle of Arrow's lazy set-up would leave the child's writer hung).
@@ -26,7 +28,7 @@ from ._health import Health
 from ._otel import Telemetry, is_batch_table
 from ._processors import Pipeline
 from ._queue import RecordQueue
-from ._record import LABEL, SPAN_ONLY, SPEC, T0, T1, Record, Spec
+from ._record import LABEL, SPAN_ONLY, SPEC, T0, T1, TABLE, TB_LABELS, TB_TABLE, Record, Spec
 from ._sinks import ParquetSink, Sink
 
 if TYPE_CHECKING:
@@ -164,17 +166,22 @@ class Writer:
         from ._convert import labels_to_tables, records_to_table
 
         heads = set(map(itemgetter(0), batch))  # C-level: usually one spec, no labels
-        if LABEL in heads or SPAN_ONLY in heads:
-            preds = [r for r in batch if r[0] is not LABEL and r[0] is not SPAN_ONLY]
+        imported: list[Record] = []
+        if LABEL in heads or SPAN_ONLY in heads or TABLE in heads:
+            preds = [r for r in batch if r[0] is not LABEL and r[0] is not SPAN_ONLY and r[0] is not TABLE]
             labels = [r for r in batch if r[0] is LABEL]
             traced = [r[1] for r in batch if r[0] is SPAN_ONLY]
+            imported = [r for r in batch if r[0] is TABLE]
             self.health.count("labels_taken", len(labels))
+            if imported:
+                self.health.count("tables_taken", len(imported))
             if traced:
                 self.health.count("span_only_taken", len(traced))
                 self.telemetry.span_only(traced, self.pipeline)
                 self.telemetry.record_latency(traced)
             heads.discard(LABEL)
             heads.discard(SPAN_ONLY)
+            heads.discard(TABLE)
         else:
             preds, labels = batch, []
         cfg = self.config
@@ -211,6 +218,12 @@ class Writer:
             else:
                 for table in tables:
                     self._export(table, labels=True, calls=table.num_rows)
+        for rec in imported:
+            # History: no spans, no latency; each row counts as one call (or one label).
+            try:
+                self._export(rec[TB_TABLE], labels=rec[TB_LABELS], calls=rec[TB_TABLE].num_rows)
+            finally:
+                self.queue.table_done()
 
     def _observe_latency(self, preds: list[Record]) -> None:
         if self.config.cpu_time != "auto":
