@@ -36,6 +36,7 @@ __all__ = [
     "is_missing",
     "is_ndarray",
     "is_series",
+    "is_typed_column",
     "plain",
     "series_value",
     "store_type",
@@ -598,6 +599,19 @@ def _missing_as_none(values: list[Any]) -> list[Any]:
     return [None if v is None or (isinstance(v, float) and v != v) or is_missing(v) else v for v in values]
 
 
+def is_typed_column(col: Any) -> bool:
+    """Whether a column's type says what its values are: an Arrow array, or a numpy array or
+    pandas column (Series, Categorical, extension array) of any dtype but ``object``."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return True
+    if not (is_ndarray(col) or (type(col).__module__.startswith("pandas") and hasattr(col, "dtype"))):
+        return False
+    return not (isinstance(col.dtype, np.dtype) and col.dtype.kind == "O")
+
+
 def frame_column(col: Any, path: str, flags: Flags) -> pa.Array:
     """One column of a frame as capture stores its values, never failing.
 
@@ -615,10 +629,10 @@ def frame_column(col: Any, path: str, flags: Flags) -> pa.Array:
     elif isinstance(col, pa.Array):
         arr = col
     elif is_ndarray(col) or (type(col).__module__.startswith("pandas") and hasattr(col, "dtype")):
-        # numpy arrays and pandas columns (Series, Categorical, extension arrays): typed data
-        dtype = col.dtype
-        if getattr(dtype, "kind", "") == "O":
+        # numpy arrays and pandas columns (Series, Categorical, extension arrays)
+        if not is_typed_column(col):  # dtype object: the values say what they are
             return column(_missing_as_none(col.tolist()), path, flags)
+        dtype = col.dtype
         if is_ndarray(col) and col.ndim == 2 and dtype.kind in "biuf":
             flat = pa.array(col.ravel(), from_pandas=True)
             arr = pa.FixedSizeListArray.from_arrays(flat, col.shape[1])

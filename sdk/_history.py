@@ -18,7 +18,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _ids
-from ._columns import Flags, column, frame_column, is_dataframe, is_missing, is_ndarray, plain, str_column
+from ._columns import (
+    Flags,
+    column,
+    frame_column,
+    is_dataframe,
+    is_missing,
+    is_ndarray,
+    is_typed_column,
+    plain,
+    str_column,
+)
 from ._config import ConfigError, validate_model_name
 from ._convert import finish_labels, finish_predictions, fixed_strings, label_kind
 
@@ -111,15 +121,22 @@ class Columns:
         return self.data[name]
 
     @staticmethod
-    def rows(col: Any, lo: int, hi: int) -> Any:
-        """Rows ``lo:hi`` of a column, without copying where the column allows it."""
+    def rows(col: Any, lo: int, hi: int, at: np.ndarray | None = None) -> Any:
+        """Rows ``lo:hi`` of a column (without a copy where the column allows it), or with
+        ``at``, the rows at those positions."""
         import pyarrow as pa
 
+        if at is None:
+            if isinstance(col, (pa.Array, pa.ChunkedArray)):
+                return col.slice(lo, hi - lo)
+            if hasattr(col, "iloc"):
+                return col.iloc[lo:hi]
+            return col[lo:hi]
         if isinstance(col, (pa.Array, pa.ChunkedArray)):
-            return col.slice(lo, hi - lo)
-        if hasattr(col, "iloc"):
-            return col.iloc[lo:hi]
-        return col[lo:hi]
+            return col.take(pa.array(at))
+        if is_ndarray(col) or hasattr(col, "take"):
+            return col.take(at) if not is_ndarray(col) else col[at]
+        return [col[i] for i in at.tolist()]
 
 
 # ---------------------------------------------------------------- whole-column checks
@@ -263,11 +280,7 @@ def _strings(col: Any, what: str, *, nulls: bool = True) -> pa.Array:
     """A column of ids → strings, as ``predlog.context`` stores them (``str(value)``)."""
     import pyarrow as pa
 
-    typed = isinstance(col, (pa.Array, pa.ChunkedArray)) or (
-        getattr(getattr(col, "dtype", None), "kind", "") != "O"
-        and (is_ndarray(col) or type(col).__module__.startswith("pandas"))
-    )
-    arr = frame_column(col, what, Flags()) if typed else None
+    arr = frame_column(col, what, Flags()) if is_typed_column(col) else None
     if arr is not None and (
         pa.types.is_string(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_null(arr.type)
     ):
@@ -330,7 +343,12 @@ def _check_version(name: str, where: str) -> None:
 
 
 class FrameImport:
-    """A checked frame of past predictions, turned into tables chunk by chunk."""
+    """A checked frame of past predictions, turned into tables chunk by chunk.
+
+    Rows are taken in order of (model, UTC date) when the frame is not in that order already
+    (a stable order: rows of one day keep theirs), so that a chunk holds few partitions and
+    sealing cuts it into slices instead of copying it row by row.
+    """
 
     def __init__(
         self,
@@ -348,7 +366,8 @@ class FrameImport:
         request_id: pa.Array | None,
         max_value_bytes: int,
     ) -> None:
-        self.cols = cols
+        import numpy as np
+
         self.n = cols.n
         self.model = model
         self.version = version
@@ -361,70 +380,100 @@ class FrameImport:
         self.user_id = user_id
         self.request_id = request_id
         self.max_value_bytes = max_value_bytes
+        self.order = _partition_order(ts_us, model[1])
+        self._ids = np.empty(self.n, dtype="S36")
 
-    def tables(self) -> Iterator[tuple[pa.Table, list[str]]]:
-        """(table, prediction ids of its rows), chunk after chunk, in row order."""
+    def tables(self) -> Iterator[pa.Table]:
+        """The rows as tables in the predictions schema, chunk after chunk."""
         for lo in range(0, self.n, CHUNK_ROWS):
             hi = min(self.n, lo + CHUNK_ROWS)
-            yield from _cut(*self._chunk(lo, hi))
+            yield from _cut(self._chunk(lo, hi))
 
-    def _chunk(self, lo: int, hi: int) -> tuple[pa.Table, list[str]]:
+    def ids(self) -> list[str]:
+        """The prediction ids of every row, in row order (once :meth:`tables` is consumed)."""
+        ids: list[str] = fixed_strings(self._ids.tobytes(), self.n, 36).to_pylist()
+        return ids
+
+    def rows_of(self, done: int) -> list[int]:
+        """Positions in the frame of the first ``done`` rows handed out by :meth:`tables`."""
+        if self.order is None:
+            return list(range(done))
+        return sorted(self.order[:done].tolist())
+
+    def _chunk(self, lo: int, hi: int) -> pa.Table:
         import numpy as np
         import pyarrow as pa
 
         m = hi - lo
+        at = None if self.order is None else self.order[lo:hi]
         rows = Columns.rows
         flags = Flags()
-        ts_us = self.ts_us[lo:hi]
+        ts_us = self.ts_us[lo:hi] if at is None else self.ts_us[at]
         # One counter value per chunk, the row's index within it: the batch layout of ids,
         # with each row's own time.
         seq = _ids.next_seq()
         data, _ = _ids.uuid7_array(ts_us, np.full(m, seq, dtype=np.uint64), np.arange(m, dtype=np.uint64), per_ms=1000)
+        self._ids[slice(lo, hi) if at is None else at] = np.frombuffer(data, dtype="S36")
 
-        def const_or_slice(spec: tuple[str | None, pa.Array | None]) -> pa.Array:
+        def given(spec: tuple[str | None, pa.Array | None]) -> pa.Array:
             value, arr = spec
-            return arr.slice(lo, m) if arr is not None else pa.repeat(pa.scalar(value, pa.string()), m)
+            return rows(arr, lo, hi, at) if arr is not None else pa.repeat(pa.scalar(value, pa.string()), m)
 
         def optional(arr: pa.Array | None, typ: pa.DataType) -> pa.Array:
-            return arr.slice(lo, m) if arr is not None else pa.nulls(m, typ)
+            return rows(arr, lo, hi, at) if arr is not None else pa.nulls(m, typ)
+
+        def struct(fields: list[tuple[str, Any]], path: str) -> pa.Array:
+            if not fields:
+                return pa.nulls(m)
+            children = [frame_column(rows(col, lo, hi, at), f"{path}.{name}", flags) for name, col in fields]
+            return pa.StructArray.from_arrays(children, names=[name for name, _ in fields])
 
         cols = {
             "prediction_id": fixed_strings(data, m, 36),
             "ts": pa.array(ts_us, type=pa.timestamp("us", tz="UTC")),
-            "model": const_or_slice(self.model),
-            "model_version": const_or_slice(self.version),
+            "model": given(self.model),
+            "model_version": given(self.version),
             "latency_ms": optional(self.latency_ms, pa.float64()),
             "status": pa.repeat(pa.scalar("ok", pa.string()), m),
             "request_id": optional(self.request_id, pa.string()),
             "user_id": optional(self.user_id, pa.string()),
-            "features": _struct([(k, rows(c, lo, hi)) for k, c in self.features], "features", flags, m),
-            "prediction": frame_column(rows(self.prediction, lo, hi), "prediction", flags),
+            "features": struct(self.features, "features"),
+            "prediction": frame_column(rows(self.prediction, lo, hi, at), "prediction", flags),
             "confidence": optional(self.confidence, pa.float64()),
-            "context": _struct([(k, rows(c, lo, hi)) for k, c in self.context], "context", flags, m),
+            "context": struct(self.context, "context"),
             "sample_rate": pa.repeat(pa.scalar(1.0, pa.float64()), m),
         }
-        text = data.decode("ascii")
-        return finish_predictions(cols, flags, self.max_value_bytes), [text[i : i + 36] for i in range(0, 36 * m, 36)]
+        return finish_predictions(cols, flags, self.max_value_bytes)
 
 
-def _struct(fields: list[tuple[str, Any]], path: str, flags: Flags, n: int) -> pa.Array:
-    import pyarrow as pa
+def _partition_order(ts_us: np.ndarray, models: pa.Array | None) -> np.ndarray | None:
+    """The stable order of rows by (model, UTC date), or None when they are in it already."""
+    import numpy as np
+    import pyarrow.compute as pc
 
-    if not fields:
-        return pa.nulls(n)
-    children = [frame_column(col, f"{path}.{name}", flags) for name, col in fields]
-    return pa.StructArray.from_arrays(children, names=[name for name, _ in fields])
+    if not len(ts_us):
+        return None
+    key = ts_us // _US_PER_DAY
+    if models is not None:
+        codes = pc.dictionary_encode(models).indices.to_numpy().astype(np.int64)
+        key = codes * (int(key.max()) + 1) + key
+    if bool((key[1:] >= key[:-1]).all()):
+        return None
+    return np.argsort(key, kind="stable")
 
 
-def _cut(table: pa.Table, ids: list[str]) -> Iterator[tuple[pa.Table, list[str]]]:
+_US_PER_DAY = 86_400_000_000
+
+
+def _cut(table: pa.Table) -> Iterator[pa.Table]:
     """A chunk whose values are large, in pieces a write-ahead frame holds comfortably."""
     pieces = -(-table.nbytes // _MAX_TABLE_BYTES)
     if pieces <= 1:
-        yield table, ids
+        yield table
         return
     step = -(-table.num_rows // pieces)
     for lo in range(0, table.num_rows, step):
-        yield table.slice(lo, step), ids[lo : lo + step]
+        yield table.slice(lo, step)
 
 
 def frame_import(
@@ -540,7 +589,7 @@ class LabelsImport:
             "ts": pa.array(ts_us, type=pa.timestamp("us", tz="UTC")),
         }
         col = Columns.rows(self.label, lo, hi)
-        if not _typed(col):
+        if not is_typed_column(col):
             # Values one by one, as log_label() gets them: each keeps its own type family.
             values = [None if v is None or is_missing(v) or (isinstance(v, float) and v != v) else v for v in col]
             groups: dict[str, list[int]] = {}
@@ -561,16 +610,6 @@ class LabelsImport:
 
         cols = {**keys, "label": label, "extra": pa.nulls(len(label))}
         return finish_labels(cols, flags, self.max_value_bytes)
-
-
-def _typed(col: Any) -> bool:
-    """Whether a column's type says what its values are (else they are looked at one by one)."""
-    import pyarrow as pa
-
-    if isinstance(col, (pa.Array, pa.ChunkedArray)):
-        return True
-    kind = getattr(getattr(col, "dtype", None), "kind", None)
-    return kind is not None and kind != "O" and (is_ndarray(col) or type(col).__module__.startswith("pandas"))
 
 
 def labels_import(

@@ -377,8 +377,8 @@ class Recorder:
         Raises:
             ValueError: ``df`` is not a frame, or a column is missing, of the wrong kind, or
                 has missing times or ids; nothing was queued.
-            TimeoutError: the writer took no chunk for ``timeout_s``; the message says how
-                many rows (the first ones) were queued, and those will be written.
+            TimeoutError: the writer took no chunk for ``timeout_s``. The rows queued before
+                will be written; their positions in ``df`` are in the error's ``queued_rows``.
         """
         from ._history import frame_import
 
@@ -400,11 +400,11 @@ class Recorder:
             latency_ms=latency_ms,
         )
         self._prepare()
-        ids: list[str] = []
-        for table, chunk_ids in plan.tables():
-            self._put_table(table, labels=False, timeout_s=timeout_s, done=len(ids), total=plan.n)
-            ids.extend(chunk_ids)
-        return ids
+        done = 0
+        for table in plan.tables():
+            self._put_table(table, labels=False, timeout_s=timeout_s, done=done, total=plan.n, rows_of=plan.rows_of)
+            done += table.num_rows
+        return plan.ids()
 
     def log_labels(
         self,
@@ -458,12 +458,25 @@ class Recorder:
         first = self._label_clock(plan.n) // 1000 if plan.ts_us is None and plan.n else 0
         done = 0
         for table in plan.tables(first):
-            self._put_table(table, labels=True, timeout_s=timeout_s, done=done, total=plan.n)
+            self._put_table(table, labels=True, timeout_s=timeout_s, done=done, total=plan.n, rows_of=range)
             done += table.num_rows
         return plan.n
 
-    def _put_table(self, table: Any, *, labels: bool, timeout_s: float, done: int, total: int) -> None:
-        """Queue one table of imported rows for the writer, waiting for room (never dropped)."""
+    def _put_table(
+        self,
+        table: Any,
+        *,
+        labels: bool,
+        timeout_s: float,
+        done: int,
+        total: int,
+        rows_of: Callable[[int], Sequence[int]],
+    ) -> None:
+        """Queue one table of imported rows for the writer, waiting for room (never dropped).
+
+        On timeout, raise TimeoutError with ``queued_rows``: the positions in the frame of
+        the ``done`` rows queued before (``rows_of(done)``).
+        """
         # Counted before the put: the writer may take the table before this thread goes on.
         rows = 0 if labels else table.num_rows
         self._health.count("tables_submitted")
@@ -472,11 +485,13 @@ class Recorder:
             self._health.count("tables_submitted", -1)
             self._health.count("table_rows_submitted", -rows)
             what = "labels" if labels else "rows"
-            raise TimeoutError(
+            err = TimeoutError(
                 f"predlog: the writer took no {what} for {timeout_s} s (is the store writable? see stats()); "
-                f"the first {done} of {total} {what} were queued and will be written, the others were not: "
-                f"log those again (e.g. df.iloc[{done}:])"
+                f"{done} of the {total} {what} were queued and will be written, the others were not: log "
+                f"those again (this error's queued_rows holds the positions in the frame of the queued ones)"
             )
+            err.queued_rows = list(rows_of(done))  # type: ignore[attr-defined]
+            raise err
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process.

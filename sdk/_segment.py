@@ -44,6 +44,19 @@ KIND_LABELS = 2
 _KINDS = (KIND_PREDICTIONS, KIND_LABELS)
 
 
+def _write_stream(sink: Any, table: pa.Table | pa.RecordBatch) -> None:
+    """A frame's payload, written to ``sink``: one Arrow IPC stream (schema, one record batch,
+    end-of-stream)."""
+    import pyarrow as pa
+
+    batch = table.combine_chunks().to_batches()[0] if isinstance(table, pa.Table) and table.num_rows else table
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        if isinstance(batch, pa.Table):
+            writer.write_table(batch)
+        else:
+            writer.write_batch(batch)
+
+
 def encode_frame_parts(kind: int, table: pa.Table | pa.RecordBatch) -> tuple[bytes, pa.Buffer]:
     """One frame holding ``table`` as a single record batch: (header, payload).
 
@@ -52,14 +65,36 @@ def encode_frame_parts(kind: int, table: pa.Table | pa.RecordBatch) -> tuple[byt
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
-    batch = table.combine_chunks().to_batches()[0] if isinstance(table, pa.Table) and table.num_rows else table
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        if isinstance(batch, pa.Table):
-            writer.write_table(batch)
-        else:
-            writer.write_batch(batch)
+    _write_stream(sink, table)
     payload = sink.getvalue()
     return _FRAME.pack(FRAME_MAGIC, kind, payload.size, zlib.crc32(payload)), payload
+
+
+class _Checksum:
+    """A write-only file keeping the size and CRC-32 of what goes through it, and writing it
+    on to ``out`` (a callable) if given. Arrow hands it its own buffers: nothing is copied."""
+
+    closed = False
+
+    def __init__(self, out: Any = None) -> None:
+        self.out = out
+        self.crc = 0
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        if self.out is not None:
+            self.out(data)
+        else:
+            self.crc = zlib.crc32(data, self.crc)
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
@@ -118,6 +153,26 @@ class SegmentWriter:
             self.bytes += self._write_all(part)
         self.rows += rows
 
+    def append_table(self, kind: int, table: pa.Table | pa.RecordBatch) -> None:
+        """Write ``table`` as one frame, straight from Arrow's buffers.
+
+        A first pass over the IPC stream takes its size and CRC without copying it, then the
+        header and the stream are written to the file: the payload is never copied in memory
+        (for a table of tens of MB that copy, and the fresh pages it takes, cost more than the
+        write). On error the segment may end in a torn frame, which readers cut.
+        """
+        import pyarrow as pa
+
+        check = _Checksum()
+        _write_stream(pa.PythonFile(check, mode="w"), table)
+        self.bytes += self._write_all(_FRAME.pack(FRAME_MAGIC, kind, check.size, check.crc))
+        out = _Checksum(self._write_all)
+        _write_stream(pa.PythonFile(out, mode="w"), table)
+        self.bytes += out.size
+        self.rows += table.num_rows
+        if out.size != check.size:  # the stream came out different the second time: never seen
+            raise OSError(f"predlog: frame of {check.size} bytes written as {out.size}")
+
     def sync(self) -> None:
         os.fdatasync(self.fd)
 
@@ -157,12 +212,17 @@ def read_segment(path: str) -> SegmentContents:
             out.valid_header = False
             return out
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # Payloads are read in place from Arrow's own map of the file (no copy: the tables keep
+    # the mapping alive); the Python map serves the scan for frame markers.
+    mapped = pa.memory_map(path, "r")
+    whole = mapped.read_buffer()
+    mapped.close()
     try:
         pos = len(HEADER)
         if data[: len(HEADER)] != HEADER:
             out.valid_header = False
             pos = 0
-        n = len(data)
+        n = min(len(data), whole.size)  # a live writer may have appended between the two maps
         while pos < n:
             if n - pos < _FRAME.size:
                 if data.find(FRAME_MAGIC, pos + 1) < 0:
@@ -180,10 +240,10 @@ def read_segment(path: str) -> SegmentContents:
                     out.corrupt_frames += 1
                     pos = nxt
                     continue
-                payload = data[pos + _FRAME.size : end]
+                payload = whole.slice(pos + _FRAME.size, length)
                 if zlib.crc32(payload) == crc:
                     try:
-                        table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+                        table = pa.ipc.open_stream(payload).read_all()
                     except (pa.ArrowException, OSError, ValueError):
                         out.corrupt_frames += 1
                     else:

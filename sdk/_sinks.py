@@ -19,7 +19,7 @@ from ._context import mute_thread
 from ._health import Health
 from ._layout import segment_name, wal_dir
 from ._sealing import ensure_store, recover_orphans, seal_segment
-from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter, encode_frame_parts
+from ._segment import KIND_LABELS, KIND_PREDICTIONS, SegmentWriter
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -115,11 +115,10 @@ class ParquetSink:
         return seg
 
     def export(self, table: pa.Table, *, labels: bool = False) -> None:
-        frame = encode_frame_parts(KIND_LABELS if labels else KIND_PREDICTIONS, table)
         if self.segment is None:
             self.segment = self._open()
         try:
-            self.segment.append(frame, table.num_rows)
+            self.segment.append_table(KIND_LABELS if labels else KIND_PREDICTIONS, table)
         except OSError:
             # The segment may now end in a torn frame; readers cut it. Start a new one.
             self._rotate()
@@ -143,6 +142,13 @@ class ParquetSink:
                 seg.sync()
             self.synced_at = now
             self.dirty = False
+
+    def seal_from(self, rows: int) -> None:
+        """Close the open segment for the sealer if it holds ``rows`` rows or more (an import
+        is sealed while it goes on, not all at its end)."""
+        seg = self.segment
+        if seg is not None and seg.rows >= rows:
+            self._rotate()
 
     @property
     def handed(self) -> int:

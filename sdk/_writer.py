@@ -36,11 +36,15 @@ if TYPE_CHECKING:
 
     from ._config import Config
 
-__all__ = ["DRAIN_MAX", "Writer", "preimport_fork_handlers", "preimport_writer_modules"]
+__all__ = ["DRAIN_MAX", "IMPORT_SEGMENT_ROWS", "Writer", "preimport_fork_handlers", "preimport_writer_modules"]
 
 # Records converted per step: small enough that the writer gives the GIL back to request
 # threads often, large enough that Arrow's per-call costs vanish.
 DRAIN_MAX = 8192
+
+# Rows of imported history after which the segment goes to the sealer: sealing overlaps the
+# rest of the import, and an import (sent in date order) still makes few files per day.
+IMPORT_SEGMENT_ROWS = 262_144
 
 
 class Writer:
@@ -222,6 +226,7 @@ class Writer:
             # History: no spans, no latency; each row counts as one call (or one label).
             try:
                 self._export(rec[TB_TABLE], labels=rec[TB_LABELS], calls=rec[TB_TABLE].num_rows)
+                self.sink.seal_from(IMPORT_SEGMENT_ROWS)
             finally:
                 self.queue.table_done()
 
