@@ -321,9 +321,9 @@ def _value_or_column(
     if value in cols:
         arr = _strings(cols.get(value, arg, ""), f"{cols.fn}(): column {value!r} ({arg}=)", nulls=False)
         for name in arr.unique().to_pylist():
-            check(name, f"column {value!r} ({arg}=)")
+            check(name, f"{cols.fn}(): column {value!r} ({arg}=)")
         return None, arr
-    check(value, arg)
+    check(value, f"{cols.fn}(): {arg}=")
     return value, None
 
 
