@@ -25,6 +25,7 @@ from ._columns import (
     is_dataframe,
     is_missing,
     is_ndarray,
+    is_series,
     is_typed_column,
     plain,
     str_column,
@@ -132,10 +133,16 @@ class Columns:
             if hasattr(col, "iloc"):
                 return col.iloc[lo:hi]
             return col[lo:hi]
+        import numpy as np
+
         if isinstance(col, (pa.Array, pa.ChunkedArray)):
             return col.take(pa.array(at))
-        if is_ndarray(col) or hasattr(col, "take"):
-            return col.take(at) if not is_ndarray(col) else col[at]
+        if is_ndarray(col):
+            return col[at]
+        if is_series(col):  # its values, without the index pandas would take along
+            return col.to_numpy(copy=False)[at] if isinstance(col.dtype, np.dtype) else col.array.take(at)
+        if hasattr(col, "take"):  # pandas extension arrays
+            return col.take(at)
         return [col[i] for i in at.tolist()]
 
 

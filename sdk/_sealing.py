@@ -8,6 +8,7 @@ rewrites the same files with the same rows instead of duplicating them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -65,6 +66,8 @@ class SealResult:
 
 
 _US_PER_DAY = 86_400_000_000
+# Rows in a segment of several partitions above which they are written two at a time.
+_PARALLEL_ROWS = 32_768
 
 
 def _partitions(table: pa.Table, by_model: bool) -> Iterator[tuple[str | None, str, pa.Table]]:
@@ -269,15 +272,30 @@ def seal_segment(store: str, segment_path: str, *, row_group_size: int = 131_072
     files = []
     rows = {PREDICTIONS: 0, LABELS: 0}
     dictionaries: dict[pa.Schema, list[str]] = {}  # one choice per schema, not per file
+    jobs: list[tuple[str, str, pa.Schema, list[pa.Table]]] = []
     for part, tables in sorted(by_part.items()):
         directory = os.path.join(store, *part)
         strict = ("label",) if part[0] == LABELS else ()
         for i, (schema, members) in enumerate(_schema_groups(tables, strict)):
-            path = os.path.join(directory, sealed_name(stem, i))
+            jobs.append((part[0], os.path.join(directory, sealed_name(stem, i)), schema, members))
             if schema not in dictionaries:
                 dictionaries[schema] = _dictionary_columns(members[0])
-            rows[part[0]] += _write_parquet(path, schema, members, row_group_size, dictionaries[schema])
-            files.append(path)
+
+    def write(job: tuple[str, str, pa.Schema, list[pa.Table]]) -> int:
+        _, path, schema, members = job
+        return _write_parquet(path, schema, members, row_group_size, dictionaries[schema])
+
+    total = sum(t.num_rows for job in jobs for t in job[3])
+    if len(jobs) > 1 and total >= _PARALLEL_ROWS:
+        # Many partitions (an import over many days): two files at a time. Parquet encoding
+        # releases the GIL, so the second one uses a second core.
+        with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="predlog-sealer") as pool:
+            counts = list(pool.map(write, jobs))
+    else:
+        counts = [write(job) for job in jobs]
+    for (root, path, _, _), count in zip(jobs, counts):
+        rows[root] += count
+        files.append(path)
     os.unlink(segment_path)
     with contextlib.suppress(OSError):
         fsync_dir(os.path.dirname(segment_path))

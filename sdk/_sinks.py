@@ -145,22 +145,28 @@ class ParquetSink:
 
     def seal_from(self, rows: int) -> None:
         """Close the open segment for the sealer if it holds ``rows`` rows or more (an import
-        is sealed while it goes on, not all at its end)."""
+        is sealed while it goes on, not all at its end).
+
+        Without an fdatasync: the sealer makes the rows durable in Parquet sooner than the
+        next sync was due (``flush_interval_s``), and a segment it cannot seal is synced
+        then. Syncing here would stall the writer on the disk for every few hundred MB.
+        """
         seg = self.segment
         if seg is not None and seg.rows >= rows:
-            self._rotate()
+            self._rotate(sync=False)
 
     @property
     def handed(self) -> int:
         """How many segments were handed to the sealer so far."""
         return self._handed
 
-    def _rotate(self) -> None:
+    def _rotate(self, *, sync: bool = True) -> None:
         seg, self.segment = self.segment, None
         if seg is None:
             return
-        with contextlib.suppress(OSError):
-            seg.sync()
+        if sync:
+            with contextlib.suppress(OSError):
+                seg.sync()
         self.dirty = False
         if seg.rows == 0:
             with contextlib.suppress(OSError):
@@ -235,6 +241,10 @@ class ParquetSink:
             self._release(path)
             return True
         except OSError as exc:
+            held = self._held.get(path)
+            if held is not None:  # it waits for a retry: on disk, as a segment should be
+                with contextlib.suppress(OSError):
+                    held.sync()
             health.error_once(
                 f"seal:{exc.errno}", "predlog: cannot seal %s (%s); will retry, rows are safe in the segment", path, exc
             )

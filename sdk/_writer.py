@@ -44,7 +44,7 @@ DRAIN_MAX = 8192
 
 # Rows of imported history after which the segment goes to the sealer: sealing overlaps the
 # rest of the import, and an import (sent in date order) still makes few files per day.
-IMPORT_SEGMENT_ROWS = 262_144
+IMPORT_SEGMENT_ROWS = 131_072
 
 
 class Writer:
