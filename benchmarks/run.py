@@ -1,4 +1,4 @@
-"""Run every benchmark (capture, spans), each in its own process, and print one table.
+"""Run every benchmark (capture, spans, queries, history import), each in its own process, and print one table.
 
     python benchmarks/run.py            # full run (a few minutes)
     python benchmarks/run.py --quick    # short run
@@ -32,6 +32,8 @@ SCRIPTS = {**{n: "bench_capture.py" for n in CAPTURE}, **{n: "bench_otel.py" for
 # to keep the generated store between runs (see benchmarks/README.md).
 SCRIPTS.update({"replay": "bench_replay.py", "user": "bench_replay.py", "summary": "bench_replay.py"})
 SCRIPTS.update({"drift": "bench_drift.py"})
+# Imported history: log_frame of a 1M-row frame and log_labels of 1M labels, sealed in Parquet.
+SCRIPTS["history"] = "bench_history.py"
 BENCHMARKS = SCRIPTS
 
 
