@@ -12,9 +12,10 @@ columns. pandas is never imported here: a DataFrame brings its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _ids
@@ -349,45 +350,33 @@ def _check_version(name: str, where: str) -> None:
 # ---------------------------------------------------------------- predictions
 
 
+@dataclasses.dataclass
 class FrameImport:
     """A checked frame of past predictions, turned into tables chunk by chunk.
 
     Rows are taken in order of (model, UTC date) when the frame is not in that order already
     (a stable order: rows of one day keep theirs), so that a chunk holds few partitions and
-    sealing cuts it into slices instead of copying it row by row.
+    sealing cuts it into slices instead of copying it row by row. ``model`` and ``version``
+    are (value, None) or (None, a column of values).
     """
 
-    def __init__(
-        self,
-        cols: Columns,
-        *,
-        model: tuple[str | None, pa.Array | None],
-        version: tuple[str | None, pa.Array | None],
-        ts_us: np.ndarray,
-        prediction: Any,
-        features: list[tuple[str, Any]],
-        context: list[tuple[str, Any]],
-        confidence: pa.Array | None,
-        latency_ms: pa.Array | None,
-        user_id: pa.Array | None,
-        request_id: pa.Array | None,
-        max_value_bytes: int,
-    ) -> None:
+    n: int
+    model: tuple[str | None, pa.Array | None]
+    version: tuple[str | None, pa.Array | None]
+    ts_us: np.ndarray
+    prediction: Any
+    features: list[tuple[str, Any]]
+    context: list[tuple[str, Any]]
+    confidence: pa.Array | None
+    latency_ms: pa.Array | None
+    user_id: pa.Array | None
+    request_id: pa.Array | None
+    max_value_bytes: int
+
+    def __post_init__(self) -> None:
         import numpy as np
 
-        self.n = cols.n
-        self.model = model
-        self.version = version
-        self.ts_us = ts_us
-        self.prediction = prediction
-        self.features = features
-        self.context = context
-        self.confidence = confidence
-        self.latency_ms = latency_ms
-        self.user_id = user_id
-        self.request_id = request_id
-        self.max_value_bytes = max_value_bytes
-        self.order = _partition_order(ts_us, model[1])
+        self.order = _partition_order(self.ts_us, self.model[1])
         self._ids = np.empty(self.n, dtype="S36")
 
     def tables(self) -> Iterator[pa.Table]:
@@ -513,19 +502,17 @@ def frame_import(
     ts_us = timestamps(named("ts", ts, "the time of each prediction"), where(ts, "ts"))
     pred = named("prediction", prediction, "the predictions")
     used: list[Any] = [ts, prediction]
-    conf = lat = uid = rid = None
-    if confidence is not None:
-        conf = _floats(named("confidence", confidence, "the confidences"), where(confidence, "confidence"))
-        used.append(confidence)
-    if latency_ms is not None:
-        lat = _floats(named("latency_ms", latency_ms, "the latencies in ms"), where(latency_ms, "latency_ms"))
-        used.append(latency_ms)
-    if user_id is not None:
-        uid = _strings(named("user_id", user_id, "the user ids"), where(user_id, "user_id"))
-        used.append(user_id)
-    if request_id is not None:
-        rid = _strings(named("request_id", request_id, "the request ids"), where(request_id, "request_id"))
-        used.append(request_id)
+
+    def optional(arg: str, name: str | None, what: str, convert: Callable[[Any, str], pa.Array]) -> pa.Array | None:
+        if name is None:
+            return None
+        used.append(name)
+        return convert(named(arg, name, what), where(name, arg))
+
+    conf = optional("confidence", confidence, "the confidences", _floats)
+    lat = optional("latency_ms", latency_ms, "the latencies in ms", _floats)
+    uid = optional("user_id", user_id, "the user ids", _strings)
+    rid = optional("request_id", request_id, "the request ids", _strings)
     ctx = [(str(name), named("context", name, "context values")) for name in _names(context)]
     used.extend(_names(context))
     model_spec = _value_or_column(cols, model, "model", default_model, _check_model)
@@ -539,7 +526,7 @@ def frame_import(
     else:
         feats = [(str(name), named("features", name, "features")) for name in _names(features)]
     return FrameImport(
-        cols,
+        cols.n,
         model=model_spec,
         version=version_spec,
         ts_us=ts_us,
@@ -557,24 +544,16 @@ def frame_import(
 # ---------------------------------------------------------------- labels
 
 
+@dataclasses.dataclass
 class LabelsImport:
     """A checked frame of labels, turned into tables (one per label type family) chunk by chunk."""
 
-    def __init__(
-        self,
-        n: int,
-        label: Any,
-        prediction_id: pa.Array,
-        request_id: pa.Array,
-        ts_us: np.ndarray | None,
-        max_value_bytes: int,
-    ) -> None:
-        self.n = n
-        self.label = label
-        self.prediction_id = prediction_id
-        self.request_id = request_id
-        self.ts_us = ts_us
-        self.max_value_bytes = max_value_bytes
+    n: int
+    label: Any
+    prediction_id: pa.Array
+    request_id: pa.Array
+    ts_us: np.ndarray | None
+    max_value_bytes: int
 
     def tables(self, first_ts_us: int) -> Iterator[pa.Table]:
         """Labels tables in row order; without a ``ts`` column, row i is logged at

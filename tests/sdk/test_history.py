@@ -419,9 +419,10 @@ def test_labels_in_bulk_are_all_written_with_their_type(make_rec: Any, tmp_path:
 # ---------------------------------------------------------------- bad input
 
 
-def _bad_frames() -> list[tuple[str, Any, dict[str, Any], str]]:
+def _bad_input() -> list[tuple[str, str, Any, dict[str, Any], str]]:
+    """(case, the function, the frame, its arguments, the column the error must name)."""
     ok = {"ts": ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"], "prediction": [1.0, 2.0], "x": [1, 2]}
-    return [
+    frames = [
         ("not a frame", [1, 2, 3], {}, "DataFrame"),
         ("no ts column", {"when": ok["ts"], "prediction": [1, 2]}, {}, "'ts'"),
         ("no prediction column", {"ts": ok["ts"], "score": [1, 2]}, {}, "'prediction'"),
@@ -437,10 +438,7 @@ def _bad_frames() -> list[tuple[str, Any, dict[str, Any], str]]:
         ("a missing context column", ok, {"context": ["region"]}, "'region'"),
         ("two columns of one name", pd.DataFrame([[1, 2]], columns=["x", "x"]), {}, "'x'"),
     ]
-
-
-def _bad_labels() -> list[tuple[str, Any, dict[str, Any], str]]:
-    return [
+    labels = [
         ("not a frame", "p1,1", {}, "DataFrame"),
         ("no label column", {"prediction_id": ["p1"], "y": [1]}, {}, "'label'"),
         ("no prediction_id column", {"pid": ["p1"], "label": [1]}, {}, "'prediction_id'"),
@@ -454,33 +452,25 @@ def _bad_labels() -> list[tuple[str, Any, dict[str, Any], str]]:
         ("unparseable ts", {"prediction_id": ["p1"], "label": [1], "at": ["soon"]}, {"ts": "at"}, "'at'"),
         ("columns of unequal length", {"prediction_id": ["p1", "p2"], "label": [1]}, {}, "'label'"),
     ]
+    return [(case, "log_frame", *rest) for case, *rest in frames] + [
+        (case, "log_labels", *rest) for case, *rest in labels
+    ]
 
 
-@pytest.mark.parametrize(("case", "frame", "kwargs", "names"), _bad_frames(), ids=[c[0] for c in _bad_frames()])
-def test_a_bad_frame_is_refused_before_anything_is_written(
-    make_rec: Any, tmp_path: Path, case: str, frame: Any, kwargs: dict[str, Any], names: str
+@pytest.mark.parametrize(
+    ("case", "fn", "frame", "kwargs", "names"), _bad_input(), ids=[f"{c[1]}: {c[0]}" for c in _bad_input()]
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    make_rec: Any, tmp_path: Path, case: str, fn: str, frame: Any, kwargs: dict[str, Any], names: str
 ) -> None:
     rec = make_rec()
-    with pytest.raises(ValueError, match="log_frame") as err:
-        rec.log_frame(frame, **kwargs)
+    with pytest.raises(ValueError, match=fn) as err:
+        getattr(rec, fn)(frame, **kwargs)
     assert names in str(err.value), str(err.value)
     assert rec.flush(timeout_s=10)
     s = rec.stats()
-    assert (s["captured"], s["written"], s["queue_depth"]) == (0, 0, 0)
+    assert (s["captured"], s["written"], s["labels"], s["queue_depth"]) == (0, 0, 0, 0)
     assert not parquet(tmp_path) and not parquet(tmp_path, "labels")
-
-
-@pytest.mark.parametrize(("case", "frame", "kwargs", "names"), _bad_labels(), ids=[c[0] for c in _bad_labels()])
-def test_bad_labels_are_refused_before_anything_is_written(
-    make_rec: Any, tmp_path: Path, case: str, frame: Any, kwargs: dict[str, Any], names: str
-) -> None:
-    rec = make_rec()
-    with pytest.raises(ValueError, match="log_labels") as err:
-        rec.log_labels(frame, **kwargs)
-    assert names in str(err.value), str(err.value)
-    assert rec.flush(timeout_s=10)
-    assert (rec.stats()["labels"], rec.stats()["queue_depth"]) == (0, 0)
-    assert not parquet(tmp_path, "labels")
 
 
 def test_times_in_every_form_are_utc(make_rec: Any, tmp_path: Path) -> None:
