@@ -236,6 +236,8 @@ def timestamps(col: Any, what: str) -> np.ndarray:
             f"{what} has {arr.null_count} missing value(s) (the first at row {first}); every row needs its time: "
             "fill them or drop those rows first"
         )
+    if pa.types.is_null(t):  # no rows at all
+        return np.zeros(0, dtype=np.int64)
     if t.unit == "ns":  # cut to µs, predlog's precision (floor, as for negative values too)
         us = arr.cast(pa.int64()).to_numpy() // 1000
     else:

@@ -349,6 +349,9 @@ class Recorder:
         Imported rows are history, not live calls: they make no span and no latency metric;
         ``status`` is ``"ok"``, ``sample_rate`` 1.0, ``cpu_ms`` null, ``latency_ms`` the
         ``latency_ms`` column or null; ``batch_*``, ``trace_id`` and ``span_id`` are null.
+        They are written whatever ``enabled`` says (it is for decorated functions), as with
+        :meth:`log_label`, and never dropped for room: a full queue makes this call wait.
+        They are in Parquet, and durable, once :meth:`flush` returns True.
 
         Args:
             df: The rows.

@@ -225,6 +225,15 @@ def test_a_pyarrow_table_and_a_dict_of_columns_import_alike(make_rec: Any, tmp_p
     assert [id_ms(i) for i in ids_a] == [id_ms(i) for i in ids_b] == [int(t.timestamp() * 1000) for t in ts]
 
 
+def test_an_empty_frame_writes_nothing(make_rec: Any, tmp_path: Path) -> None:
+    rec = make_rec()
+    assert rec.log_frame(pd.DataFrame({"ts": pd.to_datetime([], utc=True), "prediction": []})) == []
+    assert rec.log_frame({"ts": [], "prediction": []}) == []
+    assert rec.log_labels({"prediction_id": [], "label": []}) == 0
+    flush(rec)
+    assert rec.stats()["captured"] == 0 and not parquet(tmp_path)
+
+
 def test_model_and_version_from_columns_and_vector_predictions(make_rec: Any, tmp_path: Path) -> None:
     rec = make_rec()
     frame = pd.DataFrame(
