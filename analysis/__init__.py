@@ -20,15 +20,20 @@ Results have ``.df`` (pandas), ``.summary``, ``to_dict()``, an HTML view for not
 
 from __future__ import annotations
 
+from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
+from ._monitor import Alert, Monitor
 from ._performance import PerformanceResult, performance
 from ._profile import Profile
 
 __all__ = [
+    "Alert",
     "DriftResult",
+    "Monitor",
     "PerformanceResult",
     "Profile",
     "input_drift",
     "performance",
     "prediction_drift",
+    "rules",
 ]
