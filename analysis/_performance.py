@@ -71,19 +71,6 @@ _ORIGIN_US = 946_857_600_000_000
 _DAY_US = 86_400_000_000
 _INTERVALS = ("accuracy", "precision", "recall")
 _LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
-_FILTERS = (
-    "version",
-    "start",
-    "end",
-    "last",
-    "days",
-    "user_id",
-    "status",
-    "request_id",
-    "where",
-    "include_live",
-    "include_replays",
-)
 _INTEGER = frozenset(
     {"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger", "ubigint"}
 )
@@ -282,13 +269,7 @@ def performance(
 
     if not isinstance(s, Store):
         raise TypeError(f"the first argument must be a predlog.replay.Store, got {type(s).__name__}")
-    for key in filters:
-        if key not in _FILTERS:
-            close = difflib.get_close_matches(key, _FILTERS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(
-                f"performance() got an unexpected keyword argument {key!r}{hint}; the filters are {', '.join(_FILTERS)}"
-            )
+    _check_filters(filters)
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if average not in AVERAGES:
@@ -352,26 +333,13 @@ def performance(
 
 
 def _window(window: Any) -> tuple[int, str]:
-    """``(width in microseconds, label)`` of a window given as text or a timedelta."""
-    import pandas as pd
+    """``(width in microseconds, label)`` of a window: text as the store's durations
+    (``"1D"``, ``"1h"``, ``"7d"``, ``"30min"``, ``"1w"``) or a timedelta."""
+    from predlog.replay._timebounds import parse_duration
 
-    if isinstance(window, str):
-        try:
-            width = pd.Timedelta(window)
-        except ValueError as exc:
-            raise ValueError(
-                f"window={window!r} is not a duration; use e.g. '1D', '1h', '7D', '30min' or a timedelta"
-            ) from exc
-        label = window
-    elif isinstance(window, (dt.timedelta, pd.Timedelta)):
-        width = pd.Timedelta(window)
-        label = _duration(int(width.value // 1000))
-    else:
-        raise ValueError(f"window must be a duration ('1D', '1h', '7D') or a timedelta, got {type(window).__name__}")
-    ns = int(width.value)
-    if ns <= 0 or ns % 1000:
-        raise ValueError(f"window={window!r} must be a positive whole number of microseconds")
-    return ns // 1000, label
+    width = parse_duration(window, "window")
+    us = (width.days * 86_400 + width.seconds) * 1_000_000 + width.microseconds
+    return us, window.strip() if isinstance(window, str) else _duration(us)
 
 
 def _duration(us: int) -> str:
@@ -379,6 +347,20 @@ def _duration(us: int) -> str:
         if us % size == 0:
             return f"{us // size}{unit}"
     return f"{us}us"
+
+
+def _check_filters(filters: dict[str, Any]) -> None:
+    """``filters`` must be ``Store.predictions`` filters (not row options such as ``columns=``)."""
+    from predlog.replay._selection import Filters
+
+    names = sorted(Filters.__required_keys__ | Filters.__optional_keys__)
+    for key in filters:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"performance() got an unexpected keyword argument {key!r}{hint}; the filters are {', '.join(names)}"
+            )
 
 
 def _segments(by: str | Sequence[str] | None) -> list[str]:
@@ -992,13 +974,11 @@ def _classify(frame: pd.DataFrame, cells: pd.DataFrame, keys: list[str], plan: _
     out["accuracy"] = _ratio(out["sw_hit"], out["sw_sc"])
     out["accuracy_low"], out["accuracy_high"] = wilson(out["accuracy"], _kish(out["sw_sc"], out["sw2_sc"]))
     if plan.probabilities:
-        lo = _by_key(g["pmin_sc"].min(), keys)["pmin_sc"].to_numpy(dtype=float)
-        hi = _by_key(g["pmax_sc"].max(), keys)["pmax_sc"].to_numpy(dtype=float)
+        # Groups come in the same (sorted) order as ``out``'s.
+        lo, hi = g["pmin_sc"].min().to_numpy(dtype=float), g["pmax_sc"].max().to_numpy(dtype=float)
         valid = (lo >= 0) & (hi <= 1)
         if plan.kind == "vector":
-            kmin = _by_key(g["kmin"].min(), keys)["kmin"].to_numpy(dtype=float)
-            kmax = _by_key(g["kmax"].max(), keys)["kmax"].to_numpy(dtype=float)
-            valid &= kmin == kmax
+            valid &= g["kmin"].min().to_numpy(dtype=float) == g["kmax"].max().to_numpy(dtype=float)
         out["log_loss"] = np.where(valid, _ratio(out["wll"], out["sw_sc"]), np.nan)
     else:
         out["log_loss"] = np.nan
