@@ -1,7 +1,8 @@
 """Is the model still right: metrics against the labels, per time window and per segment.
 
 :func:`performance` joins the selected predictions with their latest labels through the
-store's query core (``Store.labeled_relation``) and aggregates in DuckDB, in one pass:
+store's query core (``Store.labeled_relation``) and aggregates in DuckDB, in one pass (two
+with ROC AUC):
 
 - one row per window × segment × weight × (true class, predicted class) with counts, the
   log-loss sum and, for regression, the sums of errors and the mean and variance of the
@@ -343,7 +344,7 @@ def _window(window: Any) -> tuple[int, str]:
 
 
 def _duration(us: int) -> str:
-    for unit, size in (("D", 86_400_000_000), ("h", 3_600_000_000), ("min", 60_000_000), ("s", 1_000_000)):
+    for unit, size in (("D", _DAY_US), ("h", _DAY_US // 24), ("min", _DAY_US // 1440), ("s", 1_000_000)):
         if us % size == 0:
             return f"{us // size}{unit}"
     return f"{us}us"
@@ -1238,13 +1239,13 @@ def _short(x: Any) -> str:
 
 
 def _when(ts: Any, width_us: int) -> str:
-    if width_us % 86_400_000_000 == 0:
+    if width_us % _DAY_US == 0:
         return f"{ts:%Y-%m-%d}"
     return f"{ts:%Y-%m-%d %H:%M}"
 
 
 def _span(windows: int, label: str, width_us: int) -> str:
-    units = {86_400_000_000: "day", 3_600_000_000: "hour", 604_800_000_000: "week", 60_000_000: "minute"}
+    units = {_DAY_US: "day", _DAY_US // 24: "hour", 7 * _DAY_US: "week", _DAY_US // 1440: "minute"}
     unit = units.get(width_us)
     if unit:
         return f"{windows:,} {unit}{'s' if windows != 1 else ''}"
@@ -1271,7 +1272,7 @@ def _summary(
         "rule": plan.rule,
         "average": plan.average if plan.task == "classification" else None,
         "threshold": plan.threshold if plan.kind == "score" else None,
-        "positive_label": _plain(plan.positive),
+        "positive_label": _plain(plan.positive) if plan.task == "classification" else None,
         "metrics": metrics,
         "window": window,
         "by": segments or None,
