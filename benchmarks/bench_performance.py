@@ -106,14 +106,16 @@ def _one(args: argparse.Namespace, tmp: str, compacted: bool) -> list[Row]:
     )
     agree = bool(agree and worst <= 1e-9)
     state = f"after compact(), {desc['compact']['files_after']} files" if compacted else f"{desc['files']} files"
-    labeled = int(got.overall["labeled_rows"].iloc[0])
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    note = (
-        f"{desc['rows']:,} rows, {labeled:,} labeled, {len(got.df)} day x country groups ({state}); median of "
-        f"{runs} runs {', '.join(f'{t:.2f}' for t in times)} s; baseline = pandas read_parquet (6 columns, pyarrow "
-        f"dtypes) + labels (latest per prediction) merged + sklearn MAE/RMSE/R² per group, one run; results agree "
-        f"(≤ 1e-9 relative): {agree} (largest difference {worst:.1e}); load average {load:.1f} on "
-        f"{os.cpu_count()} cpus"
+    note = "; ".join(
+        [
+            f"{desc['rows']:,} rows, {int(got.overall['labeled_rows'].iloc[0]):,} labeled, "
+            f"{len(got.df)} day x country groups ({state})",
+            f"median of {runs} runs {', '.join(f'{t:.2f}' for t in times)} s",
+            "baseline = pandas read_parquet (6 columns, pyarrow dtypes) + labels (latest per prediction) merged "
+            "+ sklearn MAE/RMSE/R² per group, one run",
+            f"results agree (≤ 1e-9 relative): {agree} (largest difference {worst:.1e})",
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus",
+        ]
     )
     return [
         Row(

@@ -67,6 +67,15 @@ def features_of(X: np.ndarray, k: int = 4) -> pd.DataFrame:
     return pd.DataFrame({f"x{j}": X[:, j] for j in range(k)})
 
 
+def truth_of(ts: pd.Series, prediction: Any, label: Any, segments: dict[str, Any], status: Any = "ok") -> pd.DataFrame:
+    """What was logged, one row per call: its time, day, segments, prediction, label (NaN:
+    none), status and weight (1: every call kept)."""
+    frame = pd.DataFrame({"row": np.arange(len(ts)), "ts": ts, "day": ts.dt.floor("D"), **segments})
+    frame["prediction"] = list(prediction) if np.ndim(prediction) == 2 else prediction
+    frame["label"], frame["status"], frame["weight"] = label, status, 1.0
+    return frame
+
+
 # ---------------------------------------------------------------- stores
 
 
@@ -95,18 +104,8 @@ def cancer(tmp_path_factory: pytest.TempPathFactory, write: Any) -> Logged:
     write.labels(root, 1 - y[corrected], prediction_ids=[ids[r] for r in corrected])  # the latest label wins
     label = np.where(labeled, y, np.nan)
     label[corrected] = 1 - y[corrected]
-    truth = pd.DataFrame(
-        {
-            "row": np.arange(len(y)),
-            "ts": ts,
-            "day": ts.dt.floor("D"),
-            "context.country": country,
-            "prediction": np.where(fail, np.nan, score),
-            "label": label,
-            "status": np.where(fail, "error", "ok"),
-            "weight": 1.0,
-        }
-    )
+    status = np.where(fail, "error", "ok")
+    truth = truth_of(ts, np.where(fail, np.nan, score), label, {"context.country": country}, status)
     return Logged(root, truth)
 
 
@@ -124,13 +123,9 @@ def iris(tmp_path_factory: pytest.TempPathFactory, write: Any) -> Logged:
     stored = write.history(root, "iris", features_of(X).assign(site=site), proba, ts)
     rows = np.flatnonzero(rng.random(len(y)) < 0.9)
     write.labels(root, y[rows], prediction_ids=list(stored.set_index("row")["prediction_id"][rows]))
-    truth = pd.DataFrame(
-        {"row": np.arange(len(y)), "ts": ts, "day": ts.dt.floor("D"), "features.site": site, "label": np.nan}
-    )
-    truth.loc[rows, "label"] = y[rows]
-    truth["prediction"] = list(proba)
-    truth["status"], truth["weight"] = "ok", 1.0
-    return Logged(root, truth)
+    label = np.full(len(y), np.nan)
+    label[rows] = y[rows]
+    return Logged(root, truth_of(ts, proba, label, {"features.site": site}))
 
 
 @pytest.fixture(scope="module")
@@ -148,27 +143,14 @@ def wine(tmp_path_factory: pytest.TempPathFactory, write: Any) -> Logged:
     ts = write.days_apart(START, len(y), 3, seed=7)
     stored = write.history(root, "wine", features_of(X), predicted, ts, context=[{"country": c} for c in country])
     write.labels(root, names[y], prediction_ids=list(stored["prediction_id"]))
-    truth = pd.DataFrame(
-        {
-            "row": np.arange(len(y)),
-            "ts": ts,
-            "day": ts.dt.floor("D"),
-            "context.country": country,
-            "prediction": predicted,
-            "label": names[y],
-            "status": "ok",
-            "weight": 1.0,
-        }
-    )
+    truth = truth_of(ts, predicted, names[y], {"context.country": country})
     Xc, yc = datasets.load_breast_cancer(return_X_y=True)
     diagnosis = np.array(["malignant", "benign"], dtype=object)
     said = diagnosis[weak_model(Xc, yc, 30, seed=8).predict(Xc)]
     ts_c = write.days_apart(START, len(yc), 3, seed=8)
     stored_c = write.history(root, "cancer-names", features_of(Xc), said, ts_c)
     write.labels(root, diagnosis[yc], prediction_ids=list(stored_c["prediction_id"]))
-    truth.attrs["names"] = pd.DataFrame(
-        {"ts": ts_c, "day": ts_c.dt.floor("D"), "prediction": said, "label": diagnosis[yc], "weight": 1.0}
-    )
+    truth.attrs["names"] = truth_of(ts_c, said, diagnosis[yc], {})
     return Logged(root, truth)
 
 
@@ -186,19 +168,7 @@ def diabetes(tmp_path_factory: pytest.TempPathFactory, write: Any) -> Logged:
     write.labels(root, y[rows], prediction_ids=list(stored.set_index("row")["prediction_id"][rows]))
     label = np.full(len(y), np.nan)
     label[rows] = y[rows]
-    truth = pd.DataFrame(
-        {
-            "row": np.arange(len(y)),
-            "ts": ts,
-            "day": ts.dt.floor("D"),
-            "context.country": country,
-            "prediction": pred,
-            "label": label,
-            "status": "ok",
-            "weight": 1.0,
-        }
-    )
-    return Logged(root, truth)
+    return Logged(root, truth_of(ts, pred, label, {"context.country": country}))
 
 
 # ---------------------------------------------------------------- references
@@ -211,42 +181,8 @@ def scored(truth: pd.DataFrame) -> pd.DataFrame:
     return truth[ok]
 
 
-def sk_binary(rows: pd.DataFrame, threshold: float = 0.5, average: str = "macro") -> dict[str, float]:
-    y = rows["label"].to_numpy().astype(int)
-    p = rows["prediction"].to_numpy(dtype=float)
-    w = rows["weight"].to_numpy()
-    yp = (p >= threshold).astype(int)
-    kw: dict[str, Any] = {"average": average, "zero_division": np.nan, "sample_weight": w}
-    return {
-        "accuracy": quiet(metrics.accuracy_score, y, yp, sample_weight=w),
-        "precision": quiet(metrics.precision_score, y, yp, **kw),
-        "recall": quiet(metrics.recall_score, y, yp, **kw),
-        "f1": quiet(metrics.f1_score, y, yp, **kw),
-        "roc_auc": quiet(metrics.roc_auc_score, y, p, sample_weight=w),
-        "log_loss": quiet(metrics.log_loss, y, p, sample_weight=w, labels=[0, 1]),
-    }
-
-
-def sk_vectors(rows: pd.DataFrame, average: str) -> dict[str, float]:
-    y = rows["label"].to_numpy().astype(int)
-    P = np.vstack(rows["prediction"].to_list())
-    w = rows["weight"].to_numpy()
-    yp = P.argmax(axis=1)
-    kw: dict[str, Any] = {"average": average, "zero_division": np.nan, "sample_weight": w}
-    return {
-        "accuracy": quiet(metrics.accuracy_score, y, yp, sample_weight=w),
-        "precision": quiet(metrics.precision_score, y, yp, **kw),
-        "recall": quiet(metrics.recall_score, y, yp, **kw),
-        "f1": quiet(metrics.f1_score, y, yp, **kw),
-        "roc_auc": quiet(
-            metrics.roc_auc_score, y, P, sample_weight=w, multi_class="ovr", average=average, labels=[0, 1, 2]
-        ),
-        "log_loss": quiet(metrics.log_loss, y, P, sample_weight=w, labels=[0, 1, 2]),
-    }
-
-
-def sk_classes(rows: pd.DataFrame, average: str, pos_label: Any = 1) -> dict[str, float]:
-    y, yp, w = rows["label"].to_numpy(), rows["prediction"].to_numpy(), rows["weight"].to_numpy()
+def sk_labels(y: Any, yp: Any, w: Any, average: str, pos_label: Any = 1) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of classes ``yp`` against ``y``, as performance() computes them."""
     kw: dict[str, Any] = {"average": average, "zero_division": np.nan, "sample_weight": w, "pos_label": pos_label}
     return {
         "accuracy": quiet(metrics.accuracy_score, y, yp, sample_weight=w),
@@ -254,6 +190,30 @@ def sk_classes(rows: pd.DataFrame, average: str, pos_label: Any = 1) -> dict[str
         "recall": quiet(metrics.recall_score, y, yp, **kw),
         "f1": quiet(metrics.f1_score, y, yp, **kw),
     }
+
+
+def sk_binary(rows: pd.DataFrame, threshold: float = 0.5, average: str = "macro") -> dict[str, float]:
+    y, p, w = rows["label"].to_numpy().astype(int), rows["prediction"].to_numpy(dtype=float), rows["weight"].to_numpy()
+    out = sk_labels(y, (p >= threshold).astype(int), w, average)
+    out["roc_auc"] = quiet(metrics.roc_auc_score, y, p, sample_weight=w)
+    out["log_loss"] = quiet(metrics.log_loss, y, p, sample_weight=w, labels=[0, 1])
+    return out
+
+
+def sk_vectors(rows: pd.DataFrame, average: str) -> dict[str, float]:
+    y, P, w = rows["label"].to_numpy().astype(int), np.vstack(rows["prediction"].to_list()), rows["weight"].to_numpy()
+    out = sk_labels(y, P.argmax(axis=1), w, average)
+    out["roc_auc"] = quiet(
+        metrics.roc_auc_score, y, P, sample_weight=w, multi_class="ovr", average=average, labels=[0, 1, 2]
+    )
+    out["log_loss"] = quiet(metrics.log_loss, y, P, sample_weight=w, labels=[0, 1, 2])
+    return out
+
+
+def sk_classes(rows: pd.DataFrame, average: str, pos_label: Any = 1) -> dict[str, float]:
+    return sk_labels(
+        rows["label"].to_numpy(), rows["prediction"].to_numpy(), rows["weight"].to_numpy(), average, pos_label
+    )
 
 
 def sk_regression(rows: pd.DataFrame) -> dict[str, float]:
@@ -404,7 +364,7 @@ def test_binary_average_of_named_classes(wine: Logged) -> None:
         with pytest.raises(ValueError, match="needs two classes"):
             performance(s, model="wine", average="binary", positive_label="barolo")
     ref = lambda r: sk_classes(r, "binary", "malignant")  # noqa: E731
-    compare(res.df, names.assign(status="ok"), ["window_start"], ref, res.metrics)
+    compare(res.df, names, ["window_start"], ref, res.metrics)
 
 
 # ---------------------------------------------------------------- regression
