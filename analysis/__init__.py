@@ -9,6 +9,8 @@ is it still right.
     s = Store("predlog-store")
     input_drift(s, reference={"version": "1.3"}, current={"last": "1d"})
     prediction_drift(s, reference=train_df)
+    drift_over_time(s, reference=train_df, window="1D")   # every day against the reference
+    when_shifted(s, "prediction", window="1h")            # when did the predictions move?
 
 Every function aggregates in DuckDB through the store's query core (``Store.relation``
 over a selection) and brings back only aggregates, histograms or one sorted column. Each
@@ -20,11 +22,19 @@ Results have ``.df`` (pandas), ``.summary``, ``to_dict()``, an HTML view for not
 from __future__ import annotations
 
 from ._drift import DriftResult, input_drift, prediction_drift
+from ._over_time import DriftOverTime, drift_over_time
 from ._profile import Profile
+from ._shift import ChangePoint, Shift, change_points, when_shifted
 
 __all__ = [
+    "ChangePoint",
+    "DriftOverTime",
     "DriftResult",
     "Profile",
+    "Shift",
+    "change_points",
+    "drift_over_time",
     "input_drift",
     "prediction_drift",
+    "when_shifted",
 ]
