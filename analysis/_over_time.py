@@ -54,6 +54,7 @@ __all__ = [
     "drift_over_time",
     "number_text",
     "utc_times",
+    "weighted_mean",
     "when",
 ]
 
@@ -141,6 +142,15 @@ def when(ts: Any, windows: Windows) -> str:
     return f"{t:%Y-%m-%d}" if windows.daily else f"{t:%Y-%m-%d %H:%M} UTC"
 
 
+def weighted_mean(v: str) -> str:
+    """Two aggregates over a window: the count of ``v`` (NULL where a row has no value) and its
+    mean weighted by ``_wt`` (Kahan-summed: ``fsum``).
+
+    NULLs from a CASE, not ``FILTER`` clauses: DuckDB runs this twice as fast.
+    """
+    return f"count({v}), fsum(_wt * {v}) / fsum(CASE WHEN {v} IS NOT NULL THEN _wt END)"
+
+
 def number_text(value: float) -> str:
     """A number for a sentence: three significant digits."""
     return "-" if value is None or math.isnan(value) else f"{value:.3g}"
@@ -214,7 +224,7 @@ class DriftOverTime(Result):
         missing = [n for n in names if n not in wide.columns]
         if missing:
             raise ValueError(f"not in this result: {', '.join(missing)}; fields: {', '.join(wide.columns)}")
-        values = wide[names].to_numpy(dtype=float).T
+        values = wide[names].to_numpy(dtype=float).T.copy()
         stat = str(self.summary["statistic"])
         label = _NAMES[stat]
         if stat == "mean":
@@ -524,18 +534,13 @@ class _Cells:
         """One query: per window its rows, and each field's values (and weighted mean)."""
         from predlog.replay._shapes import ident
 
-        aggs = ["count(*)"]
-        for p in (*moments, *samples):
+        values, aggs = [], ["count(*)"]
+        for i, p in enumerate((*moments, *samples)):
             col = ident(p.field.path)
-            ok = p.present_sql(col)
-            aggs.append(f"count(*) FILTER (WHERE {ok})")
-            if p.stat == "mean":
-                aggs.append(f"fsum(_wt * CAST({col} AS DOUBLE)) FILTER (WHERE {ok}) / fsum(_wt) FILTER (WHERE {ok})")
-        cols = ", ".join(ident(p.field.path) for p in (*moments, *samples))
-        sql = (
-            f"SELECT _w, {', '.join(aggs)} FROM (SELECT {self.windows.sql()} AS _w, {WEIGHT} AS _wt, {cols} FROM side) "
-            "GROUP BY _w"
-        )
+            values.append(f"CASE WHEN {p.present_sql(col)} THEN CAST({col} AS DOUBLE) END AS _v{i}")
+            aggs.append(weighted_mean(f"_v{i}") if p.stat == "mean" else f"count(_v{i})")
+        inner = ", ".join([f"{self.windows.sql()} AS _w", f"{WEIGHT} AS _wt", *values])
+        sql = f"SELECT _w, {', '.join(aggs)} FROM (SELECT {inner} FROM side) GROUP BY _w"
         got = _query(self._relation([p.field.path for p in (*moments, *samples)]), sql).fetchall()
         for row in got:
             w, rows = int(row[0]), int(row[1])
@@ -543,12 +548,11 @@ class _Cells:
             k = 2
             for p in (*moments, *samples):
                 n = int(row[k])
-                k += 1
                 value = math.nan
                 if p.stat == "mean":
-                    value = float(row[k]) if row[k] is not None and n >= self.min_rows else math.nan
-                    k += 1
+                    value = float(row[k + 1]) if row[k + 1] is not None and n >= self.min_rows else math.nan
                 self.cells[p.field.path][w] = (n, rows - n, value, math.nan)
+                k += 2 if p.stat == "mean" else 1
 
     def _samples(self, p: _Plan) -> dict[int, tuple[int, int, float, float]]:
         """The KS statistic of every window of one field: its values come back, sorted by window."""

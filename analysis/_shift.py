@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._over_time import Windows, number_text, utc_times
+from ._over_time import Windows, number_text, utc_times, weighted_mean
 from ._result import Result, figure
 from ._sides import WEIGHT, StoreSide, feature_path, resolve_model
 from ._summary import _query
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CUSUM_DRIFT",
     "CUSUM_THRESHOLD",
+    "MAD_TO_SIGMA",
     "METHODS",
     "ChangePoint",
     "Shift",
@@ -77,8 +78,13 @@ class ChangePoint:
     alarm: Any = None
 
 
+MAD_TO_SIGMA = 1.482602218505602
+"""``1 / Φ⁻¹(3/4)``: a normal sample's MAD times this is its sigma (scipy's ``scale="normal"``)."""
+
+
 def robust_sigma(values: np.ndarray) -> float:
-    """The noise level of a series: ``1.4826 * MAD(first differences) / sqrt(2)``.
+    """The noise level of a series: ``MAD(first differences) * 1.4826 / sqrt(2)``, i.e.
+    ``scipy.stats.median_abs_deviation(np.diff(x), scale="normal") / sqrt(2)``.
 
     First differences cancel the level (a step moves one of them), and the MAD ignores the few
     that a change moves; the difference of two independent values has twice their variance.
@@ -88,7 +94,7 @@ def robust_sigma(values: np.ndarray) -> float:
     d = np.diff(np.asarray(values, dtype=float))
     if len(d) == 0:
         return 0.0
-    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2)
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2)
     if sigma == 0:
         sigma = float(np.std(d)) / math.sqrt(2)
     return sigma
@@ -396,20 +402,17 @@ def when_shifted(
         measure = f"{path} mean class index (argmax)"
     else:
         raise ValueError(f"{path!r} is {field.note or field.dtype}: give a number, class or probability vector column")
-    sql = (
-        f"SELECT {windows.sql()} AS _w, count(*) FILTER (WHERE {present}) AS n, "
-        f"fsum({WEIGHT} * {value}) FILTER (WHERE {present}) / fsum({WEIGHT}) FILTER (WHERE {present}) AS v "
-        "FROM side GROUP BY _w ORDER BY _w"
-    )
-    got = _query(side.relation([path, "ts", "sample_rate"]), sql).fetchnumpy()
-    found_w = np.asarray(got["_w"], dtype=np.int64)
+    inner = f"{windows.sql()} AS _w, {WEIGHT} AS _wt, CASE WHEN {present} THEN {value} END AS _v"
+    sql = f"SELECT _w, {weighted_mean('_v')} FROM (SELECT {inner} FROM side) GROUP BY _w ORDER BY _w"
+    got = _query(side.relation([path, "ts", "sample_rate"]), sql).fetchall()
+    found_w = np.array([r[0] for r in got], dtype=np.int64)
     span = windows.span(list(found_w))
     index = pd.Index(utc_times(span), name="window_start")
     rows = pd.Series(0, index=index, dtype=np.int64)
     series = pd.Series(math.nan, index=index, dtype=float, name=measure)
     at = np.searchsorted(span, found_w)
-    n = np.asarray(got["n"], dtype=np.int64)
-    v = np.asarray(got["v"], dtype=float)
+    n = np.array([r[1] for r in got], dtype=np.int64)
+    v = np.array([math.nan if r[2] is None else r[2] for r in got], dtype=float)
     rows.iloc[at] = n
     series.iloc[at] = np.where(n >= min_rows, v, math.nan)
     points = change_points(series, method=method, penalty=penalty)

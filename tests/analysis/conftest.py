@@ -26,11 +26,14 @@ from predlog._segment import KIND_PREDICTIONS, SegmentWriter, encode_frame
 _STEMS = itertools.count()
 
 
-def _column(values: Any) -> pa.Array:
-    """A frame column as Arrow, NaN kept as NaN (not null) and None as null."""
-    if isinstance(values, pd.Series) and values.dtype == object:
+def _column(values: pd.Series) -> pa.Array:
+    """A frame column as Arrow: in number and object columns NaN stays NaN and None is null;
+    in string columns a missing value is null."""
+    if values.dtype == object:
         return pa.array(values.tolist(), from_pandas=False)
-    return pa.array(np.asarray(values), from_pandas=False)
+    if pd.api.types.is_numeric_dtype(values):
+        return pa.array(values.to_numpy(), from_pandas=False)
+    return pa.array(values, from_pandas=True)
 
 
 def write_store(
@@ -112,6 +115,7 @@ def hourly(start: str, rows: int, per_hour: int, seed: int = 0) -> pd.Series:
     return pd.Series(t0 + pd.to_timedelta(np.sort(offsets), unit="us"))
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+@pytest.fixture(scope="session")
+def store_writer() -> Any:
+    """:func:`write_store`, for test modules (and their module-scoped fixtures)."""
+    return write_store
