@@ -130,9 +130,10 @@ def change_points(
             when either passes ``h``.
             ``"page_hinkley"``: the two-sided Page–Hinkley test around the running mean,
             ``m = sum(x - running mean -+ delta)``, alarm when ``m`` moves ``h`` away from its
-            extreme. Both detectors are streams: the change starts after the statistic last
-            left zero (its extreme), they restart from there with the new level, and each
-            change point carries where the alarm fired.
+            extreme. Both detectors read the series as a stream: each change point carries
+            where the alarm fired (``alarm``) and the change's estimated start (``at``: the
+            least-squares split, into two levels, of the values read since the detector last
+            (re)started); after an alarm the detector restarts from the next value.
         penalty: PELT's penalty; default :func:`default_penalty`, ``2 * sigma**2 * ln(n)``
             with sigma the robust noise level of the series (:func:`robust_sigma`, from the
             MAD of first differences).
@@ -192,18 +193,15 @@ def _cusum(x: np.ndarray, h: float, k: float) -> tuple[list[int], list[int]]:
     while begin + CUSUM_WARMUP < len(x):
         total, count = float(np.sum(x[begin : begin + CUSUM_WARMUP])), CUSUM_WARMUP
         up = down = 0.0
-        zero_up = zero_down = begin + CUSUM_WARMUP - 1
         for t in range(begin + CUSUM_WARMUP, len(x)):
             level = total / count
             total, count = total + x[t], count + 1
             up = max(0.0, up + x[t] - level - k)
             down = max(0.0, down + level - x[t] - k)
-            zero_up = t if up == 0 else zero_up
-            zero_down = t if down == 0 else zero_down
             if up > h or down > h:
-                begin = (zero_up if up > h else zero_down) + 1
-                starts.append(begin)
+                starts.append(_split(x, begin, t))
                 alarms.append(t)
+                begin = t + 1
                 break
         else:
             break
@@ -216,25 +214,33 @@ def _page_hinkley(x: np.ndarray, h: float, delta: float) -> tuple[list[int], lis
     alarms: list[int] = []
     begin = 0
     while begin < len(x) - 1:
-        mean = up = down = 0.0
-        low = high = 0.0
-        at_low = at_high = begin
+        mean = up = down = low = high = 0.0
         for i, t in enumerate(range(begin, len(x)), 1):
             mean += (x[t] - mean) / i
             up += x[t] - mean - delta  # falls while the level holds, rises after an increase
             down += x[t] - mean + delta  # rises while the level holds, falls after a decrease
-            if up < low:
-                low, at_low = up, t
-            if down > high:
-                high, at_high = down, t
+            low, high = min(low, up), max(high, down)
             if up - low > h or high - down > h:
-                begin = (at_low if up - low > h else at_high) + 1
-                starts.append(begin)
+                starts.append(_split(x, begin, t))
                 alarms.append(t)
+                begin = t + 1
                 break
         else:
             break
     return starts, alarms
+
+
+def _split(x: np.ndarray, begin: int, alarm: int) -> int:
+    """Where the change that raised an alarm began: the least-squares split of the values
+    since the (re)start up to the alarm into two levels (the first value of the second)."""
+    seg = x[begin : alarm + 1]
+    n = len(seg)
+    if n < 2:
+        return alarm
+    left = np.cumsum(seg)[:-1]  # sums of seg[:j] for j = 1 .. n-1
+    j = np.arange(1, n)
+    gain = (left - j * seg.sum() / n) ** 2 * n / (j * (n - j))  # between-segment sum of squares
+    return begin + 1 + int(np.argmax(gain))
 
 
 # ---------------------------------------------------------------------------- when_shifted
