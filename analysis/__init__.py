@@ -21,20 +21,25 @@ Results have ``.df`` (pandas), ``.summary``, ``to_dict()``, an HTML view for not
 
 from __future__ import annotations
 
+from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
+from ._monitor import Alert, Monitor
 from ._over_time import DriftOverTime, drift_over_time
 from ._profile import Profile
 from ._shift import ChangePoint, Shift, change_points, when_shifted
 
 __all__ = [
+    "Alert",
     "ChangePoint",
     "DriftOverTime",
     "DriftResult",
+    "Monitor",
     "Profile",
     "Shift",
     "change_points",
     "drift_over_time",
     "input_drift",
     "prediction_drift",
+    "rules",
     "when_shifted",
 ]

@@ -277,8 +277,14 @@ def prediction_drift(
     """
     ref, cur, name = _sides(s, reference, current, model)
     rf, cf = ref.fields(), cur.fields()
+    every = {**cf, **rf}
     paths = sorted(
-        {p for p in (*rf, *cf) if p == "prediction" or p.startswith("prediction.") or p == "confidence"},
+        {
+            p
+            for p, f in every.items()
+            if (p == "confidence" or p.split(".", 1)[0].split("[", 1)[0] == "prediction")
+            and not (f.kind is None and f"{p}.class" in every)  # a vector: compared by its derived fields
+        },
         key=_natural,
     )
     if not paths:
@@ -343,6 +349,9 @@ def _compare(
             return row
         kept[0][p], kept[1][p] = _small(a), _small(b)
         row.update(ref_rows=a.n, cur_rows=b.n, ref_missing=_share(a.missing, a.n), cur_missing=_share(b.missing, b.n))
+        if (a.n == 0) != (b.n == 0):  # in the other side's schema, but never given a value there
+            row["note"] = "only in reference" if a.n else "only in current"
+            return row
         if a.n < min_rows or b.n < min_rows:
             row["note"] = f"insufficient data (fewer than {min_rows} values)"
             return row

@@ -38,7 +38,18 @@ from . import _stats
 from ._drift import THRESHOLDS, _natural
 from ._result import Result, figure
 from ._sides import WEIGHT, Side, StoreSide, feature_path, resolve_model, side_of
-from ._summary import MAX_CATEGORIES, OTHER, Categories, Field, Numbers, Summary, _plain, _query, merge_categories
+from ._summary import (
+    MAX_CATEGORIES,
+    OTHER,
+    Categories,
+    Field,
+    Numbers,
+    Summary,
+    _plain,
+    _present,
+    _query,
+    merge_categories,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -332,9 +343,16 @@ def _fields(ref: Side, cur: Side, features: Sequence[str] | None) -> tuple[dict[
     """The fields to compare (path → the current side's field) and those skipped (→ why)."""
     rf, cf = ref.fields(), cur.fields()
     if features is None:
-        names = sorted({p for p in (*rf, *cf) if p.startswith("features.")}, key=_natural)
+        every = {**rf, **cf}
+        names = sorted({p for p in every if p.startswith("features.")}, key=_natural)
         names += sorted(
-            {p for p in (*rf, *cf) if p == "prediction" or p.startswith("prediction.")} - set(names), key=_natural
+            {
+                p
+                for p, f in every.items()
+                if p.split(".", 1)[0].split("[", 1)[0] == "prediction"
+                and not (f.kind is None and f"{p}.class" in every)  # a vector: by its derived fields
+            },
+            key=_natural,
         )
         names += ["confidence"] if "confidence" in cf else []
     else:
@@ -384,17 +402,17 @@ class _Plan:
             return math.sqrt(_stats._population_var(self.ref))
         return math.nan
 
-    def bin_sql(self, col: str) -> str:
+    def bin_sql(self) -> str:
         """Each row's bin: its category, or its decile bin's number; NULL without a value."""
+        col = self.field.sql
         if self.field.kind == "category":
             return col
         v = f"CAST({col} AS DOUBLE)"
-        missing = f"{col} IS NULL" + (f" OR isnan({col})" if self.field.floating else "")
         arms = "".join(f" WHEN {v} <= CAST('{float(e)!r}' AS DOUBLE) THEN {i}" for i, e in enumerate(self.edges))
-        return f"CASE WHEN {missing} THEN NULL{arms} ELSE {len(self.edges)} END"
+        return f"CASE WHEN NOT ({self.present_sql()}) THEN NULL{arms} ELSE {len(self.edges)} END"
 
-    def present_sql(self, col: str) -> str:
-        return f"{col} IS NOT NULL AND NOT isnan({col})" if self.field.floating else f"{col} IS NOT NULL"
+    def present_sql(self) -> str:
+        return _present(self.field.sql, self.field)
 
     def distance(self, counts: Mapping[Any, float]) -> float:
         """PSI or JS of one window's weight per bin (or per category) against the reference."""
@@ -439,8 +457,9 @@ class _Cells:
         # path -> window -> (values, missing, value, p_value)
         self.cells: dict[str, dict[int, tuple[int, int, float, float]]] = {p.field.path: {} for p in plans}
 
-    def _relation(self, paths: Sequence[str]) -> duckdb.DuckDBPyRelation:
-        return self.relation_of(["ts", "sample_rate", *paths])
+    def _relation(self, plans: Sequence[_Plan]) -> duckdb.DuckDBPyRelation:
+        """The windows' rows with the columns ``plans`` read (a derived field reads its source)."""
+        return self.relation_of(["ts", "sample_rate", *dict.fromkeys(p.field.column for p in plans)])
 
     def frame(self) -> pd.DataFrame:
         import pandas as pd
@@ -493,9 +512,7 @@ class _Cells:
 
     def _binned(self, plans: Sequence[_Plan]) -> None:
         """One query: per window, the weight in each bin of every binned field (GROUPING SETS)."""
-        from predlog.replay._shapes import ident
-
-        cols = [f"{p.bin_sql(ident(p.field.path))} AS _b{i}" for i, p in enumerate(plans)]
+        cols = [f"{p.bin_sql()} AS _b{i}" for i, p in enumerate(plans)]
         inner = ", ".join([f"{self.windows.sql()} AS _w", f"{WEIGHT} AS _wt", *cols])
         sets = ", ".join(["(_w)", *(f"(_w, _b{i})" for i in range(len(plans)))])
         picks = "".join(f", _b{i}, GROUPING(_b{i}) AS _g{i}" for i in range(len(plans)))
@@ -503,7 +520,7 @@ class _Cells:
             f"SELECT _w{picks}, count(*) AS _n, sum(_wt) AS _s FROM (SELECT {inner} FROM side) "
             f"GROUP BY GROUPING SETS ({sets})"
         )
-        got = _query(self._relation([p.field.path for p in plans]), sql).fetchall()
+        got = _query(self._relation(plans), sql).fetchall()
         counts: list[dict[int, dict[Any, float]]] = [{} for _ in plans]
         present: list[dict[int, int]] = [{} for _ in plans]
         nulls: list[dict[int, int]] = [{} for _ in plans]
@@ -532,16 +549,13 @@ class _Cells:
 
     def _moments(self, moments: Sequence[_Plan], samples: Sequence[_Plan]) -> None:
         """One query: per window its rows, and each field's values (and weighted mean)."""
-        from predlog.replay._shapes import ident
-
         values, aggs = [], ["count(*)"]
         for i, p in enumerate((*moments, *samples)):
-            col = ident(p.field.path)
-            values.append(f"CASE WHEN {p.present_sql(col)} THEN CAST({col} AS DOUBLE) END AS _v{i}")
+            values.append(f"CASE WHEN {p.present_sql()} THEN CAST({p.field.sql} AS DOUBLE) END AS _v{i}")
             aggs.append(weighted_mean(f"_v{i}") if p.stat == "mean" else f"count(_v{i})")
         inner = ", ".join([f"{self.windows.sql()} AS _w", f"{WEIGHT} AS _wt", *values])
         sql = f"SELECT _w, {', '.join(aggs)} FROM (SELECT {inner} FROM side) GROUP BY _w"
-        got = _query(self._relation([p.field.path for p in (*moments, *samples)]), sql).fetchall()
+        got = _query(self._relation([*moments, *samples]), sql).fetchall()
         for row in got:
             w, rows = int(row[0]), int(row[1])
             self.rows[w] = rows
@@ -556,14 +570,11 @@ class _Cells:
 
     def _samples(self, p: _Plan) -> dict[int, tuple[int, int, float, float]]:
         """The KS statistic of every window of one field: its values come back, sorted by window."""
-        from predlog.replay._shapes import ident
-
-        col = ident(p.field.path)
         sql = (
-            f"SELECT {self.windows.sql()} AS _w, CAST({col} AS DOUBLE) AS v, {WEIGHT} AS wt FROM side "
-            f"WHERE {p.present_sql(col)}"
+            f"SELECT {self.windows.sql()} AS _w, CAST({p.field.sql} AS DOUBLE) AS v, {WEIGHT} AS wt FROM side "
+            f"WHERE {p.present_sql()}"
         )
-        got = _query(self._relation([p.field.path]), sql).fetchnumpy()
+        got = _query(self._relation([p]), sql).fetchnumpy()
         w, v, wt = (np.asarray(got[k]) for k in ("_w", "v", "wt"))
         order = np.lexsort((v, w))
         w, v, wt = w[order], v[order], wt[order]

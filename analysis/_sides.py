@@ -15,7 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from ._summary import Field, Summary, kind_of, summarize
+from predlog.replay._shapes import ident, lit
+
+from ._summary import Field, Summary, kind_of, summarize, vector_fields
 
 if TYPE_CHECKING:
     import duckdb
@@ -70,6 +72,23 @@ def feature_path(name: str) -> str:
     """``"age"`` → ``"features.age"``; dotted paths under a known root stay as they are."""
     root = name.split(".", 1)[0]
     return name if root in _ROOTS else f"features.{name}"
+
+
+def _with_vectors(fields: dict[str, Field], side: StoreSide | FrameSide) -> dict[str, Field]:
+    """``fields`` and, for a prediction that is a list of numbers (probabilities), its argmax
+    (``prediction.class``) and elements (``prediction[0]``, ...)."""
+    out = dict(fields)
+    for path, f in fields.items():
+        if path.split(".", 1)[0] == "prediction" and f.kind is None and _numeric_list(f.dtype):
+            col = ident(path)
+            got = side.relation([path]).aggregate(f"max(len({col}))").fetchall()[0][0]
+            for d in vector_fields(path, f.dtype.removesuffix("[]"), int(got or 0)):
+                out[d.path] = d
+    return out
+
+
+def _numeric_list(dtype: str) -> bool:
+    return dtype.endswith("[]") and dtype[:-2].lower() in ("double", "float", "decimal", "bigint", "integer")
 
 
 def _flatten(prefix: str, dtype: DuckDBPyType, out: dict[str, Field]) -> None:
@@ -146,6 +165,7 @@ class StoreSide:
         store.selection(model, **self._filters)  # bad filters fail here, before any work
         self._label = label or describe_filters(self._filters)
         self._fields: dict[str, Field] | None = None
+        self._rows: tuple[int, bool] | None = None
 
     @property
     def label(self) -> str:
@@ -166,14 +186,25 @@ class StoreSide:
             for name, dtype in zip(rel.columns, rel.types, strict=True):
                 if name in ("features", "context", "prediction", "confidence", "latency_ms"):
                     _flatten(name, dtype, out)
-            self._fields = out
+            self._fields = _with_vectors(out, self)
         return self._fields
+
+    def rows(self) -> tuple[int, bool]:
+        """The side's row count, and whether every row weighs the same (one sample rate)."""
+        if self._rows is None:
+            rel = self.relation(["sample_rate"])
+            n, same = rel.aggregate("count(*), coalesce(min(sample_rate) = max(sample_rate), true)").fetchall()[0]
+            self._rows = (int(n), bool(same))
+        return self._rows
 
     def summarize(self, fields: Sequence[Field]) -> dict[str, Summary]:
         fields = [f for f in fields if f.kind is not None]
         if not fields:
             return {}
-        return summarize(self.relation, fields, weight=WEIGHT, weight_columns=["sample_rate"])
+        n, same = self.rows()
+        if same:  # equal weights: counts give the same shares, and nothing more to read
+            return summarize(self.relation, fields, rows=n)
+        return summarize(self.relation, fields, weight=WEIGHT, weight_columns=["sample_rate"], rows=n)
 
 
 class FrameSide:
@@ -213,12 +244,10 @@ class FrameSide:
             types = dict(zip(self._rel.columns, self._rel.types, strict=True))
             for path, column in self._columns.items():
                 _flatten(path, types[column], out)
-            self._fields = out
+            self._fields = _with_vectors(out, self)
         return self._fields
 
     def relation(self, columns: Sequence[str]) -> duckdb.DuckDBPyRelation:
-        from predlog.replay._shapes import ident
-
         exprs = []
         for path in columns:
             column = self._columns.get(path)
@@ -229,7 +258,7 @@ class FrameSide:
             for p, col in self._columns.items():
                 if path.startswith(p + "."):
                     inner = path[len(p) + 1 :].split(".")
-                    expr = ident(col) + "".join(f"[{_lit(part)}]" for part in inner)
+                    expr = ident(col) + "".join(f"[{lit(part)}]" for part in inner)
                     exprs.append(f"{expr} AS {ident(path)}")
                     break
             else:
@@ -242,13 +271,7 @@ class FrameSide:
         fields = [f for f in fields if f.kind is not None]
         if not fields:
             return {}
-        return summarize(self.relation, fields)
-
-
-def _lit(text: str) -> str:
-    from predlog.replay._shapes import lit
-
-    return lit(text)
+        return summarize(self.relation, fields, rows=self._table.num_rows)
 
 
 def _arrow(frame: Any) -> pa.Table:

@@ -41,6 +41,7 @@ __all__ = [
     "Summary",
     "kind_of",
     "summarize",
+    "vector_fields",
 ]
 
 EXACT_LIMIT = 10_000_000
@@ -79,17 +80,42 @@ _CATEGORY_TYPES = frozenset({"varchar", "boolean", "enum"})
 class Field:
     """A column one side can summarise: its dotted path, kind and DuckDB type.
 
-    ``kind`` is ``"number"``, ``"category"`` or None (not compared; ``note`` says why).
+    ``kind`` is ``"number"``, ``"category"`` or None (not compared; ``note`` says why). A
+    derived field (the argmax of a probability vector, one of its elements) reads ``source``
+    and is the SQL expression ``expr`` over it.
     """
 
     path: str
     kind: str | None
     dtype: str
     note: str = ""
+    source: str | None = None
+    expr: str | None = None
 
     @property
     def floating(self) -> bool:
         return self.dtype.lower() in ("float", "double")
+
+    @property
+    def column(self) -> str:
+        """The column a relation of the side must have for this field."""
+        return self.source or self.path
+
+    @property
+    def sql(self) -> str:
+        """The field's value in SQL over that relation."""
+        return self.expr or ident(self.path)
+
+
+def vector_fields(path: str, dtype: str, length: int) -> list[Field]:
+    """The fields derived from a probability vector: its argmax and each element."""
+    col = ident(path)
+    out = [Field(f"{path}.class", "category", "BIGINT", source=path, expr=f"list_position({col}, list_max({col})) - 1")]
+    out += [
+        Field(f"{path}[{k}]", "number", dtype, source=path, expr=f"CAST({col}[{k + 1}] AS DOUBLE)")
+        for k in range(length)
+    ]
+    return out
 
 
 def kind_of(dtype: DuckDBPyType) -> tuple[str | None, str]:
@@ -202,8 +228,9 @@ def summarize(
     *,
     weight: str | None = None,
     weight_columns: Sequence[str] = (),
-    exact_limit: int = EXACT_LIMIT,
-    sketch_points: int = SKETCH_POINTS,
+    rows: int | None = None,
+    exact_limit: int | None = None,
+    sketch_points: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Summary]:
     """Summaries of ``fields`` (compared kinds only) over one side's rows.
@@ -217,25 +244,29 @@ def summarize(
 
     A number column comes back as one column (values, and weights when they vary) and is
     sorted in numpy; past ``exact_limit`` values it is sketched in DuckDB instead. A
-    category column comes back as its weight per category.
+    category column comes back as its weight per category. ``rows``, the side's row count
+    when the caller knows it, saves counting. ``exact_limit`` and ``sketch_points`` default
+    to :data:`EXACT_LIMIT` and :data:`SKETCH_POINTS`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     fields = [f for f in fields if f.kind is not None]
     if not fields:
         return {}
-    big = False
-    if any(f.kind == "number" for f in fields):
-        counted = relation_of([fields[0].path]).aggregate("count(*)").fetchall()[0][0]
-        big = int(counted) > exact_limit
+    if rows is None and any(f.kind == "number" for f in fields):
+        rows = int(relation_of([fields[0].column]).aggregate("count(*)").fetchall()[0][0])
+    limit = EXACT_LIMIT if exact_limit is None else exact_limit
+    points = SKETCH_POINTS if sketch_points is None else sketch_points
+    big = rows is not None and rows > limit
 
     def one(f: Field) -> Summary:
-        rel = relation_of([f.path, *weight_columns])
+        rel = relation_of([f.column, *weight_columns])
         if f.kind == "category":
             return _categories(rel, f, weight)
         if big:
-            return _sketch(rel, f, weight, sketch_points)
-        return _numbers(rel, f, weight)
+            return _sketch(rel, f, weight, points)
+        assert rows is not None
+        return _numbers(rel, f, weight, rows)
 
     workers = threads or min(4, os.cpu_count() or 1)
     if workers <= 1 or len(fields) == 1:
@@ -251,21 +282,15 @@ def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
     return got
 
 
-def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numbers:
-    import pyarrow.compute as pc
-
-    cols = f"CAST({ident(f.path)} AS DOUBLE) AS v" + (f", {weight} AS w" if weight else "")
-    table = _query(rel, f"SELECT {cols} FROM side").to_arrow_table()
-    n_rows = table.num_rows
-    v = table.column("v")
-    keep = pc.invert(pc.is_nan(v)) if f.floating else None
-    values = pc.filter(v, pc.and_kleene(pc.is_valid(v), keep) if keep is not None else pc.is_valid(v))
-    x = values.to_numpy()
+def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, rows: int) -> Numbers:
+    """One number column: its values (and weights) without nulls and NaN, sorted in numpy."""
+    cols = f"CAST({f.sql} AS DOUBLE) AS v" + (f", {weight} AS w" if weight else "")
+    got = _query(rel, f"SELECT {cols} FROM side WHERE {_present(f.sql, f)}").fetchnumpy()
+    x = np.asarray(got["v"], dtype=float)
+    n = len(x)
     if weight is not None:
-        ws = table.column("w")
-        ws = pc.filter(ws, pc.and_kleene(pc.is_valid(v), keep) if keep is not None else pc.is_valid(v))
-        w = ws.to_numpy().astype(float)
-        if len(w) and w.min() != w.max():
+        w = np.asarray(got["w"], dtype=float)
+        if n and w.min() != w.max():
             order = np.argsort(x, kind="stable")
             x, w = x[order], w[order]
             total = w.sum()
@@ -273,18 +298,17 @@ def _numbers(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Numb
             q = float(np.sum(w * w))
             denom = total - q / total
             var = float(np.sum(w * (x - mean) ** 2) / denom) if denom > 0 else math.nan
-            return Numbers(x, w, len(x), n_rows - len(x), total * total / q, mean, var)
-    x = np.sort(x)
-    n = len(x)
+            return Numbers(x, w, n, rows - n, total * total / q, mean, var)
+    x.sort()
     mean = float(np.mean(x)) if n else math.nan
     var = float(np.var(x, ddof=1)) if n > 1 else math.nan
-    return Numbers(x, np.ones(n), n, n_rows - n, float(n), mean, var)
+    return Numbers(x, np.ones(n), n, rows - n, float(n), mean, var)
 
 
 def _sketch(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, points: int) -> Numbers:
     """The exact ECDF at the values where it crosses each 1/points step (more than EXACT_LIMIT rows)."""
     w = weight or "1.0"
-    col, ok = f"CAST({ident(f.path)} AS DOUBLE)", _present(ident(f.path), f)
+    col, ok = f"CAST({f.sql} AS DOUBLE)", _present(f.sql, f)
     sql = (
         f"SELECT v, w, cum, total, n_rows FROM ("
         f"SELECT v, w, sum(w) OVER (ORDER BY v) AS cum, sum(w) OVER () AS total FROM ("
@@ -317,7 +341,7 @@ def _sketch(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None, points: 
 
 def _categories(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> Categories:
     w = weight or "1.0"
-    col = ident(f.path)
+    col = f.sql
     sql = f"SELECT {col} AS v, count(*) AS n, sum({w}) AS w FROM side GROUP BY v ORDER BY w DESC, v"
     rows = _query(rel, sql).fetchall()
     missing = sum(int(r[1]) for r in rows if r[0] is None)

@@ -804,7 +804,22 @@ def _seconds(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
+Command = Callable[[argparse.Namespace, "Output", "Progress"], int]
+"""A subcommand: runs with the parsed arguments and returns the exit code."""
+
+Extend = Callable[
+    [
+        Callable[[str, Command, list[argparse.ArgumentParser]], argparse.ArgumentParser],
+        dict[str, argparse.ArgumentParser],
+    ],
+    None,
+]
+"""Adds subcommands: called with ``command(name, run, parents)`` and the shared option groups
+(``common``, ``fmt``, ``window``). The analysis package adds ``monitor`` this way, so that
+this module never imports it."""
+
+
+def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     # Global options are accepted before and after the command name.
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("store and diagnostics")
@@ -933,6 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", metavar="TIME", help="until this time, exclusive")
     p.add_argument("--last", metavar="DURATION", help="only the last DURATION, e.g. 1h, 7d")
     p.add_argument("--record-as", metavar="VERSION", help="record the new outputs in the store as this version")
+    if extend is not None:
+        extend(command, {"common": common, "fmt": fmt, "window": window})
     commands.update(sub.choices)
     return parser
 
@@ -961,9 +978,9 @@ def _is_expected(exc: BaseException) -> bool:
     return mod.startswith("duckdb") or mod.startswith("_duckdb")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
     """Run the ``predlog`` command line; returns the exit code."""
-    parser = build_parser()
+    parser = build_parser(extend)
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)

@@ -218,8 +218,13 @@ class Selection:
         include_live, include_replays = f.get("include_live", False), f.get("include_replays")
         unknown = set(f) - set(Filters.__annotations__)
         if unknown:
+            import difflib
+
+            near = [m for u in sorted(unknown) for m in difflib.get_close_matches(u, list(Filters.__annotations__), 1)]
+            hint = f"; did you mean {near[0]!r}?" if near else ""
             raise TypeError(
-                f"unknown filter(s): {', '.join(sorted(unknown))}; the filters are {', '.join(Filters.__annotations__)}"
+                f"unknown filter(s): {', '.join(sorted(unknown))}{hint} The filters are "
+                f"{', '.join(Filters.__annotations__)}"
             )
         if statuses is not None:
             bad = [s for s in statuses if s not in STATUSES]

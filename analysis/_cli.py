@@ -1,0 +1,126 @@
+"""The ``predlog`` command line: the store's commands (``predlog.replay``) and ``monitor``.
+
+The console script points here, at the top of the import graph, so that the reading side's
+command line never imports the analysis package: this module adds its commands to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from predlog.replay import _cli as store_cli
+
+if TYPE_CHECKING:
+    from predlog.replay._cli import Output, Progress
+
+__all__ = ["main"]
+
+EXIT_ALERT = 1
+
+
+def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
+    """Check alert rules; exit 1 when an alert fires.
+
+    Rules come from a TOML file: optional settings, then one [[rules]] table per rule, named
+    by ``rule`` with the arguments of predlog.analysis.rules as the other keys:
+
+        model = "fraud"                       # optional when the store holds one model
+        [reference]                           # what drift rules compare against:
+        version = "1.3"                       #   store filters, or profile = "train.json"
+
+        [[rules]]
+        rule = "metric_below"
+        metric = "accuracy"
+        min = 0.85
+        window = "1D"
+        consecutive = 3                       # must hold on 3 windows in a row
+
+        [[rules]]
+        rule = "error_rate_above"
+        max = 0.01
+        window = "1h"
+
+    Exit codes: 0 no alert, 1 an alert fired (for cron and CI), 2 a usage error (a bad rules
+    file). The alerts are printed (``--format json`` for machines); ``--all`` prints every
+    reading, fired or not.
+    """
+    from ._monitor import Monitor, load_rules
+    from ._profile import Profile
+
+    if args.store_path:
+        args.store = args.store_path
+    try:
+        rules, settings = load_rules(args.rules)
+    except (OSError, ValueError) as exc:
+        raise store_cli.UsageError(str(exc)) from exc
+    model = args.model or settings.pop("model", None)
+    reference = settings.pop("reference", None)
+    if isinstance(reference, dict) and "profile" in reference:
+        path = os.path.join(os.path.dirname(os.path.abspath(args.rules)), str(reference["profile"]))
+        reference = Profile.load(path)
+    filters = settings.pop("filters", {})
+    if settings:
+        raise store_cli.UsageError(
+            f"{args.rules}: unknown settings {', '.join(sorted(settings))}; the file takes model, reference, "
+            "filters and [[rules]]"
+        )
+    with store_cli._open(args) as s, progress.task("checking…", quiet=True):
+        monitor = Monitor(s, rules, model=model, reference=reference, **filters)
+        alerts = monitor.check(at=args.at)
+    if args.all:
+        assert monitor.last is not None
+        out.frame(monitor.last)
+    elif out.format == "table":
+        with out._text() as f:
+            if not alerts:
+                f.write(f"no alert: {len(rules)} rule{'s' if len(rules) != 1 else ''} checked for {monitor.model}\n")
+            for a in alerts:
+                f.write(f"ALERT {a.rule}: {a.reason}\n")
+    else:
+        import pandas as pd
+
+        out.frame(
+            pd.DataFrame(
+                [
+                    {
+                        "rule": a.rule,
+                        "condition": a.condition,
+                        "model": a.model,
+                        "reason": a.reason,
+                        "value": a.value,
+                        "start": a.start,
+                        "end": a.end,
+                    }
+                    for a in alerts
+                ],
+                columns=["rule", "condition", "model", "reason", "value", "start", "end"],
+            )
+        )
+    return EXIT_ALERT if alerts else store_cli.EXIT_OK
+
+
+def _extend(
+    command: Callable[[str, store_cli.Command, list[argparse.ArgumentParser]], argparse.ArgumentParser],
+    groups: dict[str, argparse.ArgumentParser],
+) -> None:
+    p = command("monitor", cmd_monitor, [groups["common"], groups["fmt"]])
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("store_path", nargs="?", metavar="STORE", help="the store directory (or --store)")
+    p.add_argument("--rules", required=True, metavar="FILE", help="the rules file (TOML)")
+    p.add_argument("--model", metavar="NAME", help="the model (default: the file's, else the store's only model)")
+    p.add_argument("--at", metavar="TIME", help="the windows end at TIME (ISO 8601, UTC unless it says; default now)")
+    p.add_argument("--all", action="store_true", help="print every rule's reading on every window")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``predlog`` command line; returns the exit code."""
+    return store_cli.main(argv, extend=_extend)
+
+
+if __name__ == "__main__":  # python -m predlog.analysis._cli
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The monitor: rules over consecutive windows, alerts with their rows, the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import predlog
+from predlog.analysis import Alert, Monitor, Profile, rules
+from predlog.replay import Store
+
+DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+DAYS = 10
+PER_DAY = 400
+BAD_DAYS = {5, 6, 7}  # accuracy drops for three days in a row
+BLIP_DAY = 2  # and for one day alone
+
+
+def day(i: int) -> dt.datetime:
+    return DAY0 + dt.timedelta(days=i)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten days of a classifier's predictions, imported with their labels.
+
+    Accuracy is 0.95 on good days and 0.6 on the bad days and the blip day; feature ``x``
+    shifts by one standard deviation on the bad days; latency is 5 ms, 50 ms on the bad days.
+    """
+    store = tmp_path_factory.mktemp("history")
+    rng = np.random.default_rng(1)
+    frames = []
+    for i in range(DAYS):
+        bad = i in BAD_DAYS or i == BLIP_DAY
+        labels = rng.integers(0, 2, PER_DAY)
+        wrong = rng.random(PER_DAY) < (0.4 if bad else 0.05)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ts": day(i) + pd.to_timedelta(np.sort(rng.integers(0, 86_400_000, PER_DAY)), unit="ms"),
+                    "prediction": np.where(wrong, 1 - labels, labels),
+                    "label": labels,
+                    "x": rng.normal(1.0 if i in BAD_DAYS else 0.0, 1.0, PER_DAY),
+                    "country": rng.choice(["DE", "FR"], PER_DAY),
+                    "lat": np.full(PER_DAY, 50.0 if i in BAD_DAYS else 5.0),
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    rec = predlog.Recorder(store=str(store), model="churn", version="1.0")
+    try:
+        ids = rec.log_frame(frame, features=["x", "country"], latency_ms="lat")
+        late = frame.assign(prediction_id=ids).iloc[: len(frame) * 9 // 10]  # the last day: 60% labeled
+        late = pd.concat(
+            [late, frame.assign(prediction_id=ids).iloc[len(frame) * 9 // 10 :].sample(frac=0.6, random_state=1)]
+        )
+        rec.log_labels(late[["prediction_id", "label"]])
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    return store
+
+
+def test_a_drop_lasting_three_windows_fires_and_a_blip_does_not(history: Path) -> None:
+    with Store(history) as s:
+        three = Monitor(s, [rules.metric_below("accuracy", 0.85, window="1D", consecutive=3)])
+        assert [a.rule for a in three.check(at=day(8))] == ["metric_below"]
+        assert three.check(at=day(7)) == []  # only two bad days so far
+        assert three.check(at=day(3)) == []  # the blip alone
+        one = Monitor(s, [rules.metric_below("accuracy", 0.85, window="1D")])
+        assert len(one.check(at=day(3))) == 1  # with consecutive=1 the blip is an alert
+        (alert,) = three.check(at=day(8))
+    assert isinstance(alert, Alert)
+    assert alert.start == day(5) and alert.end == day(8)
+    assert [w["breached"] for w in alert.windows] == [True, True, True]
+    assert all(0.5 < w["value"] < 0.7 for w in alert.windows)
+    assert "accuracy below 0.85 on 3 consecutive 1D windows ending 2026-11-08 00:00 UTC" in alert.reason
+    json.dumps(alert.to_dict(), allow_nan=False)
+    with Store(history) as s:
+        rows = s.predictions(**alert.filters)
+    assert len(rows) == 3 * PER_DAY and rows["ts"].min() >= day(5)
+
+
+def test_operational_rules_and_label_coverage(history: Path) -> None:
+    with Store(history) as s:
+        monitor = Monitor(
+            s,
+            [
+                rules.latency_above(p95_ms=20, window="1D", consecutive=2),
+                rules.error_rate_above(0.01, window="1D"),
+                rules.label_coverage_below(0.8, window="1D"),
+            ],
+        )
+        fired = {a.rule: a for a in monitor.check(at=day(7))}
+        assert set(fired) == {"latency_above"}
+        assert fired["latency_above"].value == pytest.approx(50.0)
+        fired = {a.rule: a for a in monitor.check(at=day(10))}
+        assert set(fired) == {"label_coverage_below"}  # the last day is 60 % labeled
+        assert fired["label_coverage_below"].value == pytest.approx(0.6, abs=0.02)
+        last = monitor.last
+    assert last is not None and set(last["rule"]) == {"latency_above", "error_rate_above", "label_coverage_below"}
+    assert (last.loc[last["rule"] == "error_rate_above", "value"] == 0).all()
+
+
+def test_drift_rules_compare_against_the_reference(history: Path, tmp_path: Path) -> None:
+    with Store(history) as s:
+        ref = {"start": day(0), "end": day(2)}
+        monitor = Monitor(
+            s,
+            [rules.feature_drift(["x"], window="1D", consecutive=2), rules.share_drifted(max=0.3, window="1D")],
+            reference=ref,
+        )
+        fired = monitor.check(at=day(7))
+        assert {a.rule for a in fired} == {"feature_drift", "share_drifted"}
+        assert "drifted: features.x" in fired[0].reason
+        assert monitor.check(at=day(10)) == []
+        profile = Profile.from_store(s, **ref)
+        again = Monitor(s, [rules.feature_drift(["x"], window="1D")], reference=profile)
+        assert len(again.check(at=day(6))) == 1
+        shift = Monitor(s, [rules.prediction_shift(window="1D")], reference=ref)
+        assert shift.check(at=day(10)) == []
+        with pytest.raises(ValueError, match="compare against a reference"):
+            Monitor(s, [rules.share_drifted()])
+
+
+def test_callbacks_see_every_alert_and_a_failing_one_is_logged(history: Path, caplog: Any) -> None:
+    seen: list[Alert] = []
+
+    def broken(alert: Alert) -> None:
+        raise RuntimeError("webhook down")
+
+    with Store(history) as s:
+        monitor = Monitor(s, [rules.latency_above(p50_ms=20, window="1D")], on_alert=[broken, seen.append])
+        with caplog.at_level(logging.ERROR, logger="predlog.analysis"):
+            alerts = monitor.check(at=day(6))
+    assert seen == alerts and len(alerts) == 1
+    assert "on_alert callback" in caplog.text and "webhook down" in caplog.text
+
+
+def test_rules_check_their_arguments() -> None:
+    with pytest.raises(ValueError, match="consecutive must be"):
+        rules.error_rate_above(0.1, consecutive=0)
+    with pytest.raises(ValueError, match="needs a limit"):
+        rules.latency_above()
+    with pytest.raises(ValueError, match="unknown rule 'nope'.*error_rate_above"):
+        rules.from_dict({"rule": "nope"})
+    with pytest.raises(ValueError, match="rule 'error_rate_above'.*unexpected keyword argument 'maximum'"):
+        rules.from_dict({"rule": "error_rate_above", "maximum": 0.1})
+    assert rules.from_dict({"rule": "metric_below", "metric": "f1", "min": 0.5}).describe() == "f1 below 0.5"
+
+
+def test_errors_in_live_traffic_fire_the_error_rate_rule(tmp_path: Path) -> None:
+    rec = predlog.Recorder(store=str(tmp_path), model="m")
+    predict = rec.capture(lambda x: 1 / x["d"])
+    for i in range(200):
+        try:
+            predict({"d": 0 if i % 10 == 0 else 1})
+        except ZeroDivisionError:
+            pass
+    assert rec.flush(timeout_s=30)
+    rec.shutdown()
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    with Store(tmp_path) as s:
+        (alert,) = Monitor(s, [rules.error_rate_above(0.05, window="1h")]).check(at=now)
+    assert alert.value == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "predlog.analysis._cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_command_line_exits_1_on_an_alert(history: Path, tmp_path: Path) -> None:
+    with Store(history) as s:
+        Profile.from_store(s, start=day(0), end=day(2)).save(tmp_path / "ref.json")
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(
+        """
+model = "churn"
+[reference]
+profile = "ref.json"
+
+[[rules]]
+rule = "latency_above"
+p95_ms = 20
+window = "1D"
+consecutive = 2
+
+[[rules]]
+rule = "feature_drift"
+features = ["x"]
+window = "1D"
+"""
+    )
+    bad = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-07", "--format", "json")
+    assert bad.returncode == 1, bad.stderr
+    alerts = json.loads(bad.stdout)
+    assert {a["rule"] for a in alerts} == {"latency_above", "feature_drift"}
+    good = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-03")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("no alert: 2 rules checked for churn")
+    every = run_cli(
+        "monitor", "--store", str(history), "--rules", str(rules_file), "--at", "2026-11-03", "--all", "-f", "csv"
+    )
+    assert every.returncode == 0 and every.stdout.count("latency_above") == 2
+    rules_file.write_text('[[rules]]\nrule = "nope"\n')
+    usage = run_cli("monitor", str(history), "--rules", str(rules_file))
+    assert usage.returncode == 2 and "unknown rule 'nope'" in usage.stderr
+    query = run_cli("query", "--store", str(history), "select count(*) as n from predictions", "-f", "json")
+    assert query.returncode == 0 and json.loads(query.stdout) == [{"n": DAYS * PER_DAY}]
