@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._drift import _natural
 from ._over_time import Windows, number_text, utc_times, weighted_mean
 from ._result import Result, figure
 from ._sides import WEIGHT, StoreSide, feature_path, resolve_model
-from ._summary import _query
+from ._summary import _present, _query
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -378,39 +379,39 @@ def when_shifted(
     """
     import pandas as pd
 
-    from predlog.replay._shapes import ident, lit
+    from predlog.replay._shapes import lit
 
     windows = Windows.of(window)
     name = resolve_model(s, model)
     side = StoreSide(s, name, filters)
     path = feature_path(column)
     fields = side.fields()
-    col = ident(path)
     field = fields.get(path)
     if field is None:
-        known = ", ".join(sorted(fields)) or "none"
+        known = ", ".join(sorted(fields, key=_natural)) or "none"
         raise ValueError(f"{path!r} is not a column of model {name!r}; fields: {known}")
-    if field.kind == "number":
+    measure = f"{path} mean"
+    if field.kind is None and f"{path}.class" in fields:  # a probability vector: its argmax
+        field = fields[f"{path}.class"]
+        measure = f"{path} mean class index (argmax)"
+    col = field.sql
+    if field.kind == "number" or field.path.endswith(".class"):
         value = f"CAST({col} AS DOUBLE)"
-        present = f"{col} IS NOT NULL" + (f" AND NOT isnan({col})" if field.floating else "")
-        measure = f"{path} mean"
+        present = _present(col, field)
     elif field.kind == "category":
         sql = f"SELECT {col} AS c, sum({WEIGHT}) AS w FROM side GROUP BY c ORDER BY w DESC, c"
-        classes = [c for c, _ in _query(side.relation([path, "sample_rate"]), sql).fetchall() if c is not None]
+        got = _query(side.relation([field.column, "sample_rate"]), sql).fetchall()
+        classes = [c for c, _ in got if c is not None]
         if not classes:
             return None
         value = f"CAST({col} = {lit(classes[0])} AS DOUBLE)"
         present = f"{col} IS NOT NULL"
         measure = f"share of {classes[0]!r} in {path}"
-    elif field.dtype.upper() in ("DOUBLE[]", "FLOAT[]"):
-        value = f"CAST(list_position({col}, list_max({col})) - 1 AS DOUBLE)"
-        present = f"{col} IS NOT NULL AND len({col}) > 0"
-        measure = f"{path} mean class index (argmax)"
     else:
         raise ValueError(f"{path!r} is {field.note or field.dtype}: give a number, class or probability vector column")
     inner = f"{windows.sql()} AS _w, {WEIGHT} AS _wt, CASE WHEN {present} THEN {value} END AS _v"
     sql = f"SELECT _w, {weighted_mean('_v')} FROM (SELECT {inner} FROM side) GROUP BY _w ORDER BY _w"
-    got = _query(side.relation([path, "ts", "sample_rate"]), sql).fetchall()
+    got = _query(side.relation([field.column, "ts", "sample_rate"]), sql).fetchall()
     found_w = np.array([r[0] for r in got], dtype=np.int64)
     span = windows.span(list(found_w))
     index = pd.Index(utc_times(span), name="window_start")

@@ -340,3 +340,30 @@ def test_plot_is_a_heat_map(cancer: dict[str, Any]) -> None:
             fig = drift_over_time(s, cancer["ref"], window="1D", statistic=statistic).plot()
             ax = fig.axes[0]
             assert ax.images and ax.images[0].get_array().shape == (33, 6)
+
+
+def test_nan_in_files_without_nulls_is_missing(tmp_path: Path, store_writer: Any) -> None:
+    """Parquet writers leave NaN out of a column's min/max statistics, and DuckDB 2.0 folds
+    ``isnan()`` to false from them: NaN must still count as missing where a file has no null."""
+    from predlog.analysis import when_shifted
+
+    rng = np.random.default_rng(8)
+    n = 3 * 60
+    x = rng.normal(size=n)
+    x[::7] = math.nan
+    frame = pd.DataFrame({"ts": T0 + pd.to_timedelta(np.arange(n) * 1440, unit="s"), "x": x, "prediction": x * 2})
+    store_writer(tmp_path / "store", frame)
+    day = window_of(frame["ts"])
+    with Store(tmp_path / "store") as s:
+        side = StoreSide(s, "m", {"start": T0 + DAY})
+        got = side.summarize([side.fields()["features.x"]])["features.x"]
+        assert got.n == frame.loc[day >= T0 + DAY, "x"].notna().sum() and not math.isnan(got.mean)
+        for statistic in ("psi", "mean", "ks"):
+            r = drift_over_time(s, {"end": T0 + DAY}, statistic=statistic, features=["x", "prediction"])
+            checked = check_cells(r, frame, frame[day < T0 + DAY], StoreSide(s, "m", {"end": T0 + DAY}))
+            assert checked == 6
+            assert list(r.df["missing"]) == [int(frame.loc[day == t, "x"].isna().sum()) for t in r.df["window_start"]]
+        shift = when_shifted(s, "x", window="6h", min_rows=1, penalty=1e-9)
+    assert shift is not None
+    want = frame.set_index("ts")["x"].resample("6h").mean()
+    np.testing.assert_allclose(shift.series.to_numpy(), want.to_numpy(), rtol=1e-12)
