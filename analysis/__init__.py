@@ -4,12 +4,14 @@ is it still right.
 ::
 
     from predlog.replay import Store
-    from predlog.analysis import input_drift, performance, prediction_drift
+    from predlog.analysis import drift_over_time, input_drift, performance, prediction_drift, when_shifted
 
     s = Store("predlog-store")
     input_drift(s, reference={"version": "1.3"}, current={"last": "1d"})
     prediction_drift(s, reference=train_df)
     performance(s, window="1D", by="context.country")
+    drift_over_time(s, reference=train_df, window="1D")   # every day against the reference
+    when_shifted(s, "prediction", window="1h")            # when did the predictions move?
 
 Every function aggregates in DuckDB through the store's query core (``Store.relation``
 over a selection) and brings back only aggregates, histograms or one sorted column. Each
@@ -23,17 +25,25 @@ from __future__ import annotations
 from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
 from ._monitor import Alert, Monitor
+from ._over_time import DriftOverTime, drift_over_time
 from ._performance import PerformanceResult, performance
 from ._profile import Profile
+from ._shift import ChangePoint, Shift, change_points, when_shifted
 
 __all__ = [
     "Alert",
+    "ChangePoint",
+    "DriftOverTime",
     "DriftResult",
     "Monitor",
     "PerformanceResult",
     "Profile",
+    "Shift",
+    "change_points",
+    "drift_over_time",
     "input_drift",
     "performance",
     "prediction_drift",
     "rules",
+    "when_shifted",
 ]

@@ -215,7 +215,9 @@ Summary = Numbers | Categories
 
 
 def _present(col: str, field: Field) -> str:
-    return f"{col} IS NOT NULL AND NOT isnan({col})" if field.floating else f"{col} IS NOT NULL"
+    # Not ``NOT isnan(col)``: DuckDB (2.0.1) folds isnan() to false from a Parquet column's
+    # min/max statistics, which writers compute without NaN, and keeps the NaN rows.
+    return f"{col} IS NOT NULL AND (isfinite({col}) OR isinf({col}))" if field.floating else f"{col} IS NOT NULL"
 
 
 RelationOf = Callable[[Sequence[str]], "duckdb.DuckDBPyRelation"]
