@@ -638,9 +638,11 @@ def frame_column(col: Any, path: str, flags: Flags) -> pa.Array:
             arr = pa.FixedSizeListArray.from_arrays(flat, col.shape[1])
         elif not is_ndarray(col) or col.ndim == 1:
             try:
-                arr = pa.array(col, from_pandas=True)
+                got = pa.array(col, from_pandas=True)
             except Exception:  # a dtype Arrow has no converter for (periods, intervals, ...)
-                arr = None
+                got = None
+            # Arrow-backed pandas columns come back chunked when they were concatenated
+            arr = got.combine_chunks() if isinstance(got, pa.ChunkedArray) else got
         if arr is None:
             return column(_missing_as_none([clean(v) for v in col.tolist()]), path, flags)
     else:

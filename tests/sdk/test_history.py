@@ -225,6 +225,25 @@ def test_a_pyarrow_table_and_a_dict_of_columns_import_alike(make_rec: Any, tmp_p
     assert [id_ms(i) for i in ids_a] == [id_ms(i) for i in ids_b] == [int(t.timestamp() * 1000) for t in ts]
 
 
+def test_concatenated_frames_with_arrow_backed_columns(make_rec: Any, tmp_path: Path) -> None:
+    """pandas' string columns are Arrow-backed: after ``pd.concat`` they convert to chunked
+    arrays, which import as any other column."""
+    days = [
+        pd.DataFrame({"ts": [START + pd.Timedelta(days=d)] * 2, "prediction": [0.1, 0.9], "country": ["DE", "FR"]})
+        for d in range(3)
+    ]
+    frame = pd.concat(days, ignore_index=True)
+    assert isinstance(pa.array(frame["country"], from_pandas=True), pa.ChunkedArray)
+    rec = make_rec()
+    ids = rec.log_frame(frame)
+    flush(rec)
+    with Store(tmp_path) as s:
+        got = (
+            s.predictions(model="m", columns=["prediction_id", "features.country"]).set_index("prediction_id").loc[ids]
+        )
+    assert got["features.country"].tolist() == ["DE", "FR"] * 3
+
+
 def test_an_empty_frame_writes_nothing(make_rec: Any, tmp_path: Path) -> None:
     rec = make_rec()
     assert rec.log_frame(pd.DataFrame({"ts": pd.to_datetime([], utc=True), "prediction": []})) == []
