@@ -31,7 +31,7 @@ SCRIPTS = {**{n: "bench_capture.py" for n in CAPTURE}, **{n: "bench_otel.py" for
 # Query benchmarks on a generated 10M-row store (1M with --quick); set PREDLOG_BENCH_CACHE=DIR
 # to keep the generated store between runs (see benchmarks/README.md).
 SCRIPTS.update({"replay": "bench_replay.py", "user": "bench_replay.py", "summary": "bench_replay.py"})
-SCRIPTS.update({"drift": "bench_drift.py", "performance": "bench_performance.py"})
+SCRIPTS.update({"drift": "bench_drift.py", "performance": "bench_performance.py", "over_time": "bench_over_time.py"})
 # Imported history: log_frame of a 1M-row frame and log_labels of 1M labels, sealed in Parquet.
 SCRIPTS["history"] = "bench_history.py"
 BENCHMARKS = SCRIPTS

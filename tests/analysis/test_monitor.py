@@ -83,7 +83,7 @@ def test_a_drop_lasting_three_windows_fires_and_a_blip_does_not(history: Path) -
     assert alert.start == day(5) and alert.end == day(8)
     assert [w["breached"] for w in alert.windows] == [True, True, True]
     assert all(0.5 < w["value"] < 0.7 for w in alert.windows)
-    assert "accuracy below 0.85 on 3 consecutive 1D windows ending 2026-11-08 00:00 UTC" in alert.reason
+    assert "accuracy below 0.85 on 3 consecutive 1D windows ending 2026-11-09 00:00 UTC" in alert.reason  # day(8)
     json.dumps(alert.to_dict(), allow_nan=False)
     with Store(history) as s:
         rows = s.predictions(**alert.filters)
@@ -205,7 +205,7 @@ features = ["x"]
 window = "1D"
 """
     )
-    bad = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-07", "--format", "json")
+    bad = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-08", "--format", "json")
     assert bad.returncode == 1, bad.stderr
     alerts = json.loads(bad.stdout)
     assert {a["rule"] for a in alerts} == {"latency_above", "feature_drift"}
