@@ -129,7 +129,54 @@ def main(store: Path) -> None:
         .df()
         .to_string(index=False)
     )
+    monitor(store, X_train, X_serve, y_serve, model)
     print(f"\nstore: {store}")
+
+
+def monitor(
+    store: Path, X_train: pd.DataFrame, X_serve: pd.DataFrame, y_serve: pd.Series, model: HistGradientBoostingClassifier
+) -> None:
+    """predlog.analysis: drift against the training set, accuracy by region, and when a shift began.
+
+    Two weeks of the model's past predictions are imported with ``log_frame`` (batch scoring
+    from before predlog, say), their labels with ``log_labels``; from day 9 on an upstream
+    change scales ``mean_texture`` by 1.3. The analysis finds the day.
+    """
+    from predlog.analysis import input_drift, performance, when_shifted
+    from predlog.replay import Store
+
+    rng = np.random.default_rng(0)
+    days = 14
+    per_day = 400
+    rows = rng.integers(0, len(X_serve), days * per_day)
+    past = X_serve.iloc[rows].reset_index(drop=True)
+    day = np.repeat(np.arange(days), per_day)
+    past.loc[day >= 9, "mean_texture"] *= 1.3  # the upstream change
+    start = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
+    past.insert(0, "ts", start + pd.to_timedelta(day * 86_400 + rng.integers(0, 86_400, len(day)), unit="s"))
+    past["prediction"] = model.predict_proba(past[X_serve.columns])[:, 1]
+    past["region"] = rng.choice(["eu", "us", "apac"], len(past))
+
+    rec = predlog.Recorder(store=str(store), model="cancer-history", version="1.0.0")
+    ids = rec.log_frame(past, features=list(X_serve.columns), context=["region"])
+    rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": y_serve.to_numpy()[rows]}))
+    rec.shutdown()
+
+    with Store(store) as s:
+        print("\nInput drift, the last day against the training set:")
+        drift = input_drift(s, X_train, model="cancer-history")
+        print(drift)
+        print(drift.df[["feature", "ks", "ks_p_value", "psi", "drifted"]].head(4).to_string(index=False))
+        print("\nAccuracy by region over the two weeks:")
+        perf = performance(s, model="cancer-history", by="context.region")
+        print(perf)
+        print(
+            perf.by_group[["context.region", "labeled_rows", "accuracy", "accuracy_low", "accuracy_high"]].to_string(
+                index=False
+            )
+        )
+        print("\nWhen did it start?")
+        print(when_shifted(s, "features.mean_texture", window="1D", model="cancer-history"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""The README's demo runs, and its monitoring part finds what it plants."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from predlog.replay import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_quickstart_finds_the_planted_shift(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"^1 of 30 features drifted .* strongest: features\.mean_texture", out, re.M), out
+    shifted = re.search(r"features\.mean_texture mean moved from [\d.]+ to [\d.]+ starting (\S+) 00:00 UTC", out)
+    assert shifted, out
+    with Store(store) as s:
+        first = s.predictions(model="cancer-history", columns=["ts"])["ts"].min()
+    assert pd.Timestamp(shifted.group(1), tz="UTC") == first.floor("D") + pd.Timedelta(days=9)
+    assert "accuracy by region" in out.lower() and re.search(r"^accuracy 0\.9\d\d \[", out, re.M)
