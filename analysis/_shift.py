@@ -391,11 +391,12 @@ def when_shifted(
         known = ", ".join(sorted(fields, key=_natural)) or "none"
         raise ValueError(f"{path!r} is not a column of model {name!r}; fields: {known}")
     measure = f"{path} mean"
-    if field.kind is None and f"{path}.class" in fields:  # a probability vector: its argmax
+    vector = field.kind is None and f"{path}.class" in fields
+    if vector:  # a probability vector: its argmax
         field = fields[f"{path}.class"]
         measure = f"{path} mean class index (argmax)"
     col = field.sql
-    if field.kind == "number" or field.path.endswith(".class"):
+    if field.kind == "number" or vector:
         value = f"CAST({col} AS DOUBLE)"
         present = _present(col, field)
     elif field.kind == "category":

@@ -11,6 +11,7 @@ a private in-memory DuckDB connection.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
@@ -69,8 +70,9 @@ class Side(Protocol):
 
 
 def feature_path(name: str) -> str:
-    """``"age"`` → ``"features.age"``; dotted paths under a known root stay as they are."""
-    root = name.split(".", 1)[0]
+    """``"age"`` → ``"features.age"``; paths under a known root (``context.country``,
+    ``prediction[0]``) stay as they are."""
+    root = re.split(r"[.\[]", name, maxsplit=1)[0]
     return name if root in _ROOTS else f"features.{name}"
 
 

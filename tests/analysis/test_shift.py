@@ -227,3 +227,28 @@ def test_shift_result_views(shifted_store: Any) -> None:
     assert "<table" in shift._repr_html_()
     fig = shift.plot()
     assert fig.axes and fig.axes[0].lines
+
+
+def test_vector_elements_by_name_and_a_feature_called_class(
+    shifted_store: Any, tmp_path: Any, store_writer: Any
+) -> None:
+    """``prediction[1]`` names an element of a probability vector (not a feature), and a
+    string feature named ``class`` is a class, not a vector's argmax."""
+    with Store(shifted_store) as s:
+        element = when_shifted(s, "prediction[1]", window="1D", model="vec")
+        plain = when_shifted(s, window="1D", model="m")
+        r = drift_over_time(s, {"end": T0 + pd.Timedelta(days=3)}, window="1D", model="vec", features=["prediction[1]"])
+    assert element is not None and plain is not None and element.column == "prediction[1]"
+    np.testing.assert_allclose(element.series.to_numpy(), plain.series.to_numpy(), rtol=1e-12)
+    assert list(r.df["feature"].unique()) == ["prediction[1]"]
+    rng = np.random.default_rng(3)
+    n = 6 * 24 * 10
+    ts = T0 + pd.to_timedelta(np.arange(n) * 360, unit="s")
+    frame = pd.DataFrame(
+        {"ts": ts, "prediction": rng.random(n), "class": np.where(ts >= T0 + pd.Timedelta(days=3), "b", "a")}
+    )
+    store_writer(tmp_path / "store", frame, model="c")
+    with Store(tmp_path / "store") as s:
+        shift = when_shifted(s, "class", window="1D", model="c")
+    assert shift is not None and shift.at == T0 + pd.Timedelta(days=3)
+    assert shift.measure == "share of 'a' in features.class" or shift.measure == "share of 'b' in features.class"
