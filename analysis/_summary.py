@@ -214,10 +214,17 @@ class Categories:
 Summary = Numbers | Categories
 
 
+def not_nan(x: str) -> str:
+    """SQL: the float ``x`` is not NaN.
+
+    Not ``NOT isnan(x)``: DuckDB (2.0.1) folds ``isnan()`` to false from a Parquet column's
+    min/max statistics, which writers compute without NaN, and keeps the NaN rows.
+    """
+    return f"(isfinite({x}) OR isinf({x}))"
+
+
 def _present(col: str, field: Field) -> str:
-    # Not ``NOT isnan(col)``: DuckDB (2.0.1) folds isnan() to false from a Parquet column's
-    # min/max statistics, which writers compute without NaN, and keeps the NaN rows.
-    return f"{col} IS NOT NULL AND (isfinite({col}) OR isinf({col}))" if field.floating else f"{col} IS NOT NULL"
+    return f"{col} IS NOT NULL AND {not_nan(col)}" if field.floating else f"{col} IS NOT NULL"
 
 
 RelationOf = Callable[[Sequence[str]], "duckdb.DuckDBPyRelation"]

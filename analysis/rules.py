@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import duckdb
+
     from predlog.replay import Store
 
     from ._sides import Side
@@ -111,6 +113,30 @@ def _pct(x: float) -> str:
 # ---------------------------------------------------------------- operational signals
 
 
+_PERFORMANCE_OPTIONS = ("task", "threshold", "positive_label", "average")
+"""What :func:`metric_below` passes on to :func:`~predlog.analysis.performance`."""
+
+
+def _known(what: str, name: str, names: Sequence[str], error: type[Exception]) -> None:
+    """Raise ``error`` naming the closest of ``names`` when ``name`` is not one of them."""
+    import difflib
+
+    if name in names:
+        return
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise error(f"{what} {name!r} is unknown: {hint}one of {', '.join(names)}")
+
+
+def _weighted_share(rel: duckdb.DuckDBPyRelation, condition: str) -> tuple[int, float]:
+    """The rows of ``rel``, and the share of them (weighted by ``1 / sample_rate``) where
+    ``condition`` holds (NaN without rows)."""
+    from ._sides import WEIGHT
+
+    n, total, hits = rel.aggregate(f"count(*), sum({WEIGHT}), sum({WEIGHT}) FILTER (WHERE {condition})").fetchall()[0]
+    return int(n), float(hits or 0.0) / float(total) if n else math.nan
+
+
 @dataclasses.dataclass(frozen=True)
 class ErrorRateAbove:
     """The share of calls that raised (weighted by ``1 / sample_rate``) is above ``max``."""
@@ -125,18 +151,13 @@ class ErrorRateAbove:
         return f"error rate above {_pct(self.max)}"
 
     def evaluate(self, ctx: Context, start: dt.datetime, end: dt.datetime) -> Reading:
-        from ._sides import WEIGHT
-
         rel = ctx.store.relation(
             ctx.model, columns=["status", "sample_rate"], ordered=False, **_window_filters(ctx, start, end)
         )
-        n, total, errors = rel.aggregate(
-            f"count(*), sum({WEIGHT}), sum({WEIGHT}) FILTER (WHERE status = 'error')"
-        ).fetchall()[0]
-        if int(n) < self.min_rows:
-            return Reading(math.nan, None, {"rows": int(n)})
-        rate = float(errors or 0.0) / float(total)
-        return Reading(rate, rate > self.max, {"rows": int(n), "error_rate": rate})
+        n, rate = _weighted_share(rel, "status = 'error'")
+        if n < self.min_rows:
+            return Reading(math.nan, None, {"rows": n})
+        return Reading(rate, rate > self.max, {"rows": n, "error_rate": rate})
 
 
 def error_rate_above(
@@ -235,7 +256,12 @@ class MetricBelow:
         row = res.overall.iloc[0]
         labeled = int(row.get("labeled_rows", 0) or 0)
         if self.metric not in res.overall.columns:
-            raise ValueError(f"metric_below: {self.metric!r} is not a metric of this model ({res.summary.get('task')})")
+            task = res.summary.get("task")
+            given = [m for m in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS) if m in res.overall.columns]
+            raise ValueError(
+                f"metric_below: {self.metric!r} is not a metric of model {ctx.model!r} ({task}); "
+                f"its metrics are {', '.join(given) or 'none (no labels scored)'}"
+            )
         value = float(row[self.metric])
         if labeled < self.min_labeled or math.isnan(value):
             return Reading(math.nan, None, {"labeled_rows": labeled})
@@ -254,6 +280,11 @@ def metric_below(
     """Fires when ``metric`` (``"accuracy"``, ``"f1"``, ``"mae"``...: a column of
     :func:`~predlog.analysis.performance`) is below ``min`` on windows with at least
     ``min_labeled`` labeled predictions. Options such as ``threshold=`` go to ``performance``."""
+    from ._performance import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    _known("metric_below(): metric", metric, (*CLASSIFICATION_METRICS, *REGRESSION_METRICS), ValueError)
+    for key in performance_options:
+        _known("metric_below(): unexpected argument", key, _PERFORMANCE_OPTIONS, TypeError)
     _check(consecutive, window)
     return MetricBelow(metric, float(min), window, consecutive, min_labeled, tuple(sorted(performance_options.items())))
 
@@ -272,8 +303,6 @@ class LabelCoverageBelow:
         return f"label coverage below {_pct(self.min)}"
 
     def evaluate(self, ctx: Context, start: dt.datetime, end: dt.datetime) -> Reading:
-        from ._sides import WEIGHT
-
         rel = ctx.store.labeled_relation(
             ctx.model,
             columns=["label_ts", "sample_rate"],
@@ -281,13 +310,10 @@ class LabelCoverageBelow:
             ordered=False,
             **_window_filters(ctx, start, end),
         )
-        n, total, labeled = rel.aggregate(
-            f"count(*), sum({WEIGHT}), sum({WEIGHT}) FILTER (WHERE label_ts IS NOT NULL)"
-        ).fetchall()[0]
-        if int(n) < self.min_rows:
-            return Reading(math.nan, None, {"rows": int(n)})
-        share = float(labeled or 0.0) / float(total)
-        return Reading(share, share < self.min, {"rows": int(n), "label_coverage": share})
+        n, share = _weighted_share(rel, "label_ts IS NOT NULL")
+        if n < self.min_rows:
+            return Reading(math.nan, None, {"rows": n})
+        return Reading(share, share < self.min, {"rows": n, "label_coverage": share})
 
 
 def label_coverage_below(

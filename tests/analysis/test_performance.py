@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import predlog
 from predlog.analysis import PerformanceResult, performance
 from predlog.replay import Store
 
@@ -570,6 +571,38 @@ def test_one_class_in_a_window_a_single_row_and_bool_labels(store: Path, write: 
     assert np.isnan(first["roc_auc"]) and first["accuracy"] == 0.75
     assert single["scored_rows"] == 1 and np.isnan(single["roc_auc"]) and single["accuracy"] == 1.0
     assert not np.isnan(res.overall.iloc[0]["roc_auc"])
+
+
+def test_nan_predictions_and_labels_are_not_scored(tmp_path: Path, store_writer: Any) -> None:
+    """NaN in files that have no null: DuckDB folds isnan() from Parquet statistics, which
+    leave NaN out; NaN scores and labels must still count as missing."""
+    rng = np.random.default_rng(4)
+    n = 200
+    score = rng.random(n)
+    score[::10] = np.nan
+    label = (rng.random(n) < 0.5).astype(float)
+    label[5::20] = np.nan
+    ts = pd.Timestamp(START, tz="UTC") + pd.to_timedelta(np.arange(n) * 600, unit="s")
+    store_writer(tmp_path / "s", pd.DataFrame({"ts": ts, "prediction": score, "x": rng.random(n)}))
+    with Store(tmp_path / "s") as s:
+        rows = s.predictions("m", columns=["prediction_id"])
+        labels = rng.permutation(len(rows))  # any order
+    frame = rows.iloc[labels].assign(label=label[labels])
+    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m")
+    try:
+        rec.log_labels(frame[["prediction_id", "label"]])
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    ok = ~np.isnan(score) & ~np.isnan(label)
+    with Store(tmp_path / "s") as s:
+        res = performance(s, window="7D", task="classification")
+    o = res.overall.iloc[0]
+    assert o["scored_rows"] == ok.sum()
+    close(
+        [o["roc_auc"], o["accuracy"]],
+        [metrics.roc_auc_score(label[ok], score[ok]), metrics.accuracy_score(label[ok], score[ok] >= 0.5)],
+    )
 
 
 def test_a_single_regression_row(store: Path, write: Any) -> None:
