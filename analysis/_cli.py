@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_ALERT = 1
+EXIT_CANNOT_CHECK = 2
 
 
 def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
@@ -43,10 +45,22 @@ def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> in
         max = 0.01
         window = "1h"
 
-    Exit codes: 0 no alert, 1 an alert fired (for cron and CI), 2 a usage error (a bad rules
-    file). The alerts are printed (``--format json`` for machines); ``--all`` prints every
-    reading, fired or not.
+    Exit codes: 0 no alert, 1 an alert fired (for cron and CI), 2 the check could not run (a
+    bad rules file, a store, model, version or profile that is not there). The alerts are
+    printed (``--format json`` for machines); ``--all`` prints every reading, fired or not.
     """
+    try:
+        return _monitor(args, out, progress)
+    except (store_cli.UsageError, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:  # an alert is exit 1: anything that stops the check must not look like one
+        if getattr(args, "debug", False):
+            raise
+        print(f"{store_cli.PROG} monitor: error: {store_cli._one_line(exc)}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+
+
+def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
     from ._monitor import Monitor, load_rules
     from ._profile import Profile
 
@@ -60,7 +74,10 @@ def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> in
     reference = settings.pop("reference", None)
     if isinstance(reference, dict) and "profile" in reference:
         path = os.path.join(os.path.dirname(os.path.abspath(args.rules)), str(reference["profile"]))
-        reference = Profile.load(path)
+        try:
+            reference = Profile.load(path)
+        except (OSError, ValueError) as exc:
+            raise store_cli.UsageError(f"{args.rules}: [reference] profile = {reference['profile']!r}: {exc}") from exc
     filters = settings.pop("filters", {})
     if settings:
         raise store_cli.UsageError(

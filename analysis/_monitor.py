@@ -103,6 +103,12 @@ class Monitor:
         if needs and reference is None:
             raise ValueError(f"{', '.join(needs)} compare against a reference: pass Monitor(..., reference=...)")
         self.reference = None if reference is None else side_of(s, self.model, reference, "reference")
+        timed = sorted(set(filters) & {"start", "end", "last", "days"})
+        if timed:
+            raise ValueError(
+                f"Monitor(..., {', '.join(f'{k}=' for k in timed)}): the rules choose their windows (window=, "
+                "consecutive=) ending at check(at=...); pass the time to check(at=...) instead"
+            )
         s.selection(self.model, **filters)  # bad filters fail now, not at the first check
         self.filters = dict(filters)
         self.on_alert = [on_alert] if callable(on_alert) else list(on_alert)

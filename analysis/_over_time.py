@@ -39,8 +39,7 @@ from ._drift import THRESHOLDS, _natural
 from ._result import Result, figure
 from ._sides import WEIGHT, Side, StoreSide, feature_path, resolve_model, side_of
 from ._summary import (
-    MAX_CATEGORIES,
-    OTHER,
+    KEPT_CATEGORIES,
     Categories,
     Field,
     Numbers,
@@ -48,7 +47,8 @@ from ._summary import (
     _plain,
     _present,
     _query,
-    merge_categories,
+    category_table,
+    pooled,
 )
 
 if TYPE_CHECKING:
@@ -420,23 +420,11 @@ class _Plan:
             c = np.array([counts.get(i, 0.0) for i in range(len(self.edges) + 1)])
             r_sh, c_sh = self.ref_shares, c / c.sum()
         else:
-            cur = _categories(counts, self.field)
-            cats = merge_categories([self.ref, cur])
-            r = np.array([self.ref.counts.get(k, 0.0) for k in cats])
-            c = np.array([cur.counts.get(k, 0.0) for k in cats])
+            total = float(sum(counts.values()))
+            cur = Categories(counts=pooled(counts, KEPT_CATEGORIES), n=int(total), missing=0, n_eff=total)
+            _, r, c = category_table(self.ref, cur)
             r_sh, c_sh = r / r.sum(), c / c.sum()
         return _stats.psi(r_sh, c_sh) if self.stat == "psi" else _stats.js(r_sh, c_sh)
-
-
-def _categories(weights: Mapping[Any, float], field: Field) -> Categories:
-    """One window's category weights as ``_summary`` keeps them: the heaviest first, the tail
-    past :data:`MAX_CATEGORIES` pooled under :data:`OTHER` (only the counts are read)."""
-    pairs = sorted(weights.items(), key=lambda kv: (-kv[1], str(kv[0])))
-    counts = dict(pairs[: MAX_CATEGORIES - 1] if len(pairs) > MAX_CATEGORIES else pairs)
-    if len(pairs) > MAX_CATEGORIES:
-        counts[OTHER] = float(sum(w for _, w in pairs[MAX_CATEGORIES - 1 :]))
-    total = sum(counts.values())
-    return Categories(counts=counts, n=int(total), missing=0, n_eff=total)
 
 
 class _Cells:

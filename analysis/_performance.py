@@ -571,6 +571,12 @@ def _score_plan(base: dict[str, Any], *, explicit: bool = False) -> _Plan:
 
 
 def _vector_plan(base: dict[str, Any]) -> _Plan:
+    pos = base["positive"]
+    if pos is not None and (isinstance(pos, (str, bool, float)) or not isinstance(pos, (int, np.integer)) or pos < 0):
+        raise ValueError(
+            f"positive_label={pos!r}: with probability vectors, a class is an index into the vector "
+            "(0, 1, ...): pass the index of the positive class"
+        )
     return _Plan(
         "classification",
         "vector",
@@ -600,7 +606,13 @@ def _decide(plan: _Plan, cells: pd.DataFrame, rel: duckdb.DuckDBPyRelation) -> _
     a probability vector learns its length."""
     if plan.kind == "vector" and len(cells) and "kmax" in cells.columns:
         k = cells["kmax"].max()
-        return dataclasses.replace(plan, classes=0 if _missing(k) else int(k))
+        classes = 0 if _missing(k) else int(k)
+        if plan.positive is not None and classes and plan.positive >= classes:
+            raise ValueError(
+                f"positive_label={plan.positive!r}: the probability vectors have {classes} entries, "
+                f"so the classes are 0 to {classes - 1}"
+            )
+        return dataclasses.replace(plan, classes=classes)
     if plan.kind != "undecided":
         return plan
     scored = int(cells["n_sc"].sum()) if len(cells) else 0

@@ -5,13 +5,14 @@ A profile file is JSON (``docs/analysis.md`` documents it)::
     {"format": "predlog.profile", "version": 1, "created": "2026-12-01T10:00:00+00:00",
      "label": "training set", "rows": 5000,
      "source": {"kind": "frame"} | {"kind": "store", "filters": {"model": "fraud", ...}},
-     "max_values": 100000,
+     "max_values": 10000,
      "fields": {"features.age": {"kind": "number", "dtype": "BIGINT", "note": "",
                                  "summary": {...}}, ...}}
 
 A number field's summary keeps its sorted distinct values with their counts (exact) when it
 has at most ``max_values`` of them, else a sketch of ``max_values`` points (any ECDF read from
-it is off by at most ``1 / max_values``); a category field keeps every category's count.
+it is off by at most ``1 / max_values``); a category field keeps the count of each category
+(up to :data:`~predlog.analysis._summary.KEPT_CATEGORIES`, the rest pooled).
 """
 
 from __future__ import annotations

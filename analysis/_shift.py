@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -252,8 +253,10 @@ class Shift(Result):
 
     Attributes:
         at: The start of the first window of the new level (UTC).
-        before, after: The mean of the per-window numbers before and after (over the
-            segments on either side of the change).
+        before, after: The number over the rows of the segments on either side of the
+            change (from the previous change, or the first window, to the next change, or
+            the last window): each window's number weighted by its rows' weight, so that a
+            window of few rows counts for few.
         column: The field (``"prediction"``, ``"confidence"``, ``"features.age"``...).
         window: The windows' width (``"1h"``).
         change_points: Every change found, earliest first (``at`` is the largest).
@@ -337,6 +340,16 @@ def _starting(at: Any) -> str:
     return f"{pd.Timestamp(at).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC"
 
 
+def _level(series: pd.Series, weights: pd.Series, start: Any, end: Any) -> float:
+    """The mean over the rows of the windows from ``start`` to ``end`` (exclusive; None: the
+    last) that have a value: each window's mean weighted by its rows' weight."""
+    inside = (series.index >= start) & series.notna().to_numpy()
+    if end is not None:
+        inside &= series.index < end
+    w = weights[inside].to_numpy()
+    return float(np.sum(series[inside].to_numpy() * w) / np.sum(w)) if w.sum() > 0 else math.nan
+
+
 def when_shifted(
     s: Store,
     column: str = "prediction",
@@ -375,7 +388,9 @@ def when_shifted(
 
     Returns:
         A :class:`Shift` (``str(shift)``: "prediction mean moved from 0.31 to 0.44 starting
-        2026-11-12 14:00 UTC"), or None when no change was found.
+        2026-11-12 14:00 UTC"), or None when no change was found; also None, with a
+        warning that says what to change, when fewer than four windows have ``min_rows``
+        values.
     """
     import pandas as pd
 
@@ -388,8 +403,12 @@ def when_shifted(
     fields = side.fields()
     field = fields.get(path)
     if field is None:
+        import difflib
+
+        close = difflib.get_close_matches(path, list(fields), n=3)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         known = ", ".join(sorted(fields, key=_natural)) or "none"
-        raise ValueError(f"{path!r} is not a column of model {name!r}; fields: {known}")
+        raise ValueError(f"{path!r} is not a column of model {name!r}: {hint}fields: {known}")
     measure = f"{path} mean"
     vector = field.kind is None and f"{path}.class" in fields
     if vector:  # a probability vector: its argmax
@@ -400,18 +419,20 @@ def when_shifted(
         value = f"CAST({col} AS DOUBLE)"
         present = _present(col, field)
     elif field.kind == "category":
-        sql = f"SELECT {col} AS c, sum({WEIGHT}) AS w FROM side GROUP BY c ORDER BY w DESC, c"
-        got = _query(side.relation([field.column, "sample_rate"]), sql).fetchall()
-        classes = [c for c, _ in got if c is not None]
-        if not classes:
+        sql = f"SELECT {col} AS c FROM side WHERE {col} IS NOT NULL GROUP BY c ORDER BY sum({WEIGHT}) DESC, c LIMIT 1"
+        top = _query(side.relation([field.column, "sample_rate"]), sql).fetchall()
+        if not top:
             return None
-        value = f"CAST({col} = {lit(classes[0])} AS DOUBLE)"
+        (cls,) = top[0]
+        literal = ("true" if cls else "false") if isinstance(cls, bool) else lit(str(cls))
+        value = f"CAST({col} = {literal} AS DOUBLE)"
         present = f"{col} IS NOT NULL"
-        measure = f"share of {classes[0]!r} in {path}"
+        measure = f"share of {cls!r} in {path}"
     else:
         raise ValueError(f"{path!r} is {field.note or field.dtype}: give a number, class or probability vector column")
     inner = f"{windows.sql()} AS _w, {WEIGHT} AS _wt, CASE WHEN {present} THEN {value} END AS _v"
-    sql = f"SELECT _w, {weighted_mean('_v')} FROM (SELECT {inner} FROM side) GROUP BY _w ORDER BY _w"
+    weight = "fsum(CASE WHEN _v IS NOT NULL THEN _wt END)"
+    sql = f"SELECT _w, {weighted_mean('_v')}, {weight} FROM (SELECT {inner} FROM side) GROUP BY _w ORDER BY _w"
     got = _query(side.relation([field.column, "ts", "sample_rate"]), sql).fetchall()
     found_w = np.array([r[0] for r in got], dtype=np.int64)
     span = windows.span(list(found_w))
@@ -423,14 +444,27 @@ def when_shifted(
     v = np.array([math.nan if r[2] is None else r[2] for r in got], dtype=float)
     rows.iloc[at] = n
     series.iloc[at] = np.where(n >= min_rows, v, math.nan)
+    weights = pd.Series(0.0, index=index)
+    weights.iloc[at] = [0.0 if r[3] is None else float(r[3]) for r in got]
+    tested = int(series.notna().sum())
+    if tested < 2 * MIN_SIZE:
+        warnings.warn(
+            f"when_shifted: {tested} of {len(series)} windows of {windows.text} have at least {min_rows} values "
+            f"of {path}; nothing to compare: widen window= or lower min_rows=",
+            stacklevel=2,
+        )
+        return None
     points = change_points(series, method=method, penalty=penalty)
     if not points:
         return None
-    top_point = max(points, key=lambda c: abs(c.delta))
+    top = max(range(len(points)), key=lambda i: abs(points[i].delta))
+    starts = [index[0], *(p.at for p in points), None]
+    before = _level(series, weights, starts[top], points[top].at)
+    after = _level(series, weights, points[top].at, starts[top + 2])
     return Shift(
-        top_point.at,
-        top_point.before,
-        top_point.after,
+        points[top].at,
+        before,
+        after,
         path,
         windows.text,
         points,

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._summary import Categories, Numbers, merge_categories
+from ._summary import OTHER, Categories, Numbers, category_table
 
 __all__ = [
     "PSI_FLOOR",
@@ -196,9 +196,7 @@ def compare_categories(ref: Categories, cur: Categories) -> CategoryTest:
     """Chi-squared test of homogeneity, PSI and Jensen–Shannon between two category summaries."""
     from scipy import stats
 
-    cats = merge_categories([ref, cur])
-    r = np.array([ref.counts.get(c, 0.0) for c in cats])
-    c = np.array([cur.counts.get(c, 0.0) for c in cats])
+    cats, r, c = category_table(ref, cur)
     r_sh, c_sh = r / r.sum(), c / c.sum()
     table = np.vstack([r, c])
     if ref.weighted or cur.weighted:
@@ -209,7 +207,7 @@ def compare_categories(ref: Categories, cur: Categories) -> CategoryTest:
     else:
         got = stats.chi2_contingency(table)
         chi2, p, dof = float(got.statistic), float(got.pvalue), int(got.dof)
-    new = [k for k in cats if k not in ref.counts]
+    new = [k for k in cur.counts if k not in ref.counts and k != OTHER]  # pooled or not
     return CategoryTest(
         chi2=chi2,
         chi2_p=p,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXACT_LIMIT",
+    "KEPT_CATEGORIES",
     "MAX_CATEGORIES",
     "OTHER",
     "SKETCH_POINTS",
@@ -39,7 +40,9 @@ __all__ = [
     "Field",
     "Numbers",
     "Summary",
+    "category_table",
     "kind_of",
+    "pooled",
     "summarize",
     "vector_fields",
 ]
@@ -51,7 +54,12 @@ SKETCH_POINTS = 100_000
 """Points of a sketch: the ECDF read from it is off by at most 1 / SKETCH_POINTS."""
 
 MAX_CATEGORIES = 1_000
-"""Categories kept by weight; the rest are pooled under :data:`OTHER`."""
+"""Categories compared: past this many over both sides, the lightest (by their share on the
+two sides together) are pooled under :data:`OTHER` on both sides alike."""
+
+KEPT_CATEGORIES = 100_000
+"""Categories one side's summary keeps, heaviest first; the rest are pooled under :data:`OTHER`
+(id-like text columns: a bound on memory and on a profile's size)."""
 
 OTHER = "(other)"
 
@@ -190,7 +198,7 @@ class Categories:
     """A category column on one side: the weight of each category.
 
     Attributes:
-        counts: Category → weight, heaviest first (at most :data:`MAX_CATEGORIES`; the rest
+        counts: Category → weight, heaviest first (at most :data:`KEPT_CATEGORIES`; the rest
             pooled under :data:`OTHER`).
         n, missing, n_eff: As for :class:`Numbers`.
     """
@@ -361,28 +369,44 @@ def _categories(rel: duckdb.DuckDBPyRelation, f: Field, weight: str | None) -> C
     q = None
     if not uniform:
         q = _query(rel, f"SELECT sum({w} * {w}) FROM side WHERE {col} IS NOT NULL").fetchall()[0][0]
-    pairs = [(_plain(r[0]), float(r[1]) if uniform else float(r[2])) for r in rows]
-    pairs.sort(key=lambda kv: -kv[1])
-    counts: dict[Any, float] = {}
-    for value, wt in pairs[: MAX_CATEGORIES - 1] if len(pairs) > MAX_CATEGORIES else pairs:
-        counts[value] = wt
-    if len(pairs) > MAX_CATEGORIES:
-        counts[OTHER] = float(sum(wt for _, wt in pairs[MAX_CATEGORIES - 1 :]))
+    counts = pooled({_plain(r[0]): float(r[1]) if uniform else float(r[2]) for r in rows}, KEPT_CATEGORIES)
     n_eff = float(n) if uniform or not q else s * s / float(q)
     return Categories(counts=counts, n=n, missing=missing, n_eff=n_eff)
+
+
+def pooled(weights: Mapping[Any, float], limit: int) -> dict[Any, float]:
+    """``weights`` heaviest first (ties by value); past ``limit``, the tail summed under :data:`OTHER`."""
+    pairs = sorted(weights.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    if len(pairs) <= limit:
+        return dict(pairs)
+    out = dict(pairs[: limit - 1])
+    out[OTHER] = out.get(OTHER, 0.0) + float(sum(w for _, w in pairs[limit - 1 :]))
+    return out
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def merge_categories(summaries: Iterable[Categories]) -> list[Any]:
-    """The categories of several summaries, in a stable order: by total weight, then by value."""
-    total: dict[Any, float] = {}
-    for s in summaries:
-        for k, v in s.counts.items():
-            total[k] = total.get(k, 0.0) + v
-    return sorted(total, key=lambda k: (-total[k], str(k)))
+def category_table(ref: Categories, cur: Categories) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """The categories of either side and each side's weight in each, in a stable order (by
+    their share on the two sides together, then by value); past :data:`MAX_CATEGORIES`, the
+    lightest pooled under :data:`OTHER` on both sides alike, so that both sides have the same bins."""
+    totals = [sum(side.counts.values()) or 1.0 for side in (ref, cur)]
+    share: dict[Any, float] = {}
+    for side, total in zip((ref, cur), totals, strict=True):
+        for k, v in side.counts.items():
+            share[k] = share.get(k, 0.0) + v / total
+    cats = list(pooled(share, MAX_CATEGORIES))
+    tail = set(share) - set(cats)
+
+    def weights(side: Categories) -> np.ndarray:
+        got = np.array([side.counts.get(k, 0.0) for k in cats])
+        if tail:
+            got[cats.index(OTHER)] += sum(v for k, v in side.counts.items() if k in tail)
+        return got
+
+    return cats, weights(ref), weights(cur)
 
 
 def to_json(summary: Summary) -> dict[str, Any]:

@@ -185,7 +185,8 @@ class LatencyAbove:
         return "latency " + " or ".join(f"{k.removesuffix('_ms')} above {v:g} ms" for k, v in self.limits)
 
     def evaluate(self, ctx: Context, start: dt.datetime, end: dt.datetime) -> Reading:
-        rel = ctx.store.relation(ctx.model, columns=["latency_ms"], ordered=False, **_window_filters(ctx, start, end))
+        ok = {**_window_filters(ctx, start, end), "status": "ok"}  # a failed call's latency is not the model's
+        rel = ctx.store.relation(ctx.model, columns=["latency_ms"], ordered=False, **ok)
         exprs = ["count(latency_ms)"] + [
             "avg(latency_ms)" if k == "mean_ms" else f"quantile_cont(latency_ms, {_QUANTILES[k]})"
             for k, _ in self.limits
@@ -211,7 +212,11 @@ def latency_above(
     consecutive: int = 1,
     min_rows: int = 1,
 ) -> LatencyAbove:
-    """Fires when a latency percentile (``quantile_cont`` of ``latency_ms``) or the mean is above its limit."""
+    """Fires when a latency percentile (``quantile_cont`` of ``latency_ms``) or the mean of the
+    successful calls is above its limit.
+
+    Not weighted by ``1 / sample_rate``: successful calls share one rate, so the kept rows are
+    a uniform sample of them (errors, kept whatever the rate, are left out)."""
     limits = tuple(
         (k, float(v))
         for k, v in (
@@ -248,7 +253,7 @@ class MetricBelow:
         return f"{self.metric} below {self.min:g}"
 
     def evaluate(self, ctx: Context, start: dt.datetime, end: dt.datetime) -> Reading:
-        from ._performance import performance
+        from ._performance import CLASSIFICATION_METRICS, REGRESSION_METRICS, performance
 
         res = performance(
             ctx.store, model=ctx.model, window=end - start, **dict(self.options), **_window_filters(ctx, start, end)
@@ -284,7 +289,8 @@ def metric_below(
 
     _known("metric_below(): metric", metric, (*CLASSIFICATION_METRICS, *REGRESSION_METRICS), ValueError)
     for key in performance_options:
-        _known("metric_below(): unexpected argument", key, _PERFORMANCE_OPTIONS, TypeError)
+        arguments = ("window", "consecutive", "min_labeled", *_PERFORMANCE_OPTIONS)
+        _known("metric_below(): the argument", key, arguments, TypeError)
     _check(consecutive, window)
     return MetricBelow(metric, float(min), window, consecutive, min_labeled, tuple(sorted(performance_options.items())))
 
@@ -468,6 +474,8 @@ def from_dict(spec: Mapping[str, Any]) -> Rule:
     "accuracy", "min": 0.85, "consecutive": 3}`` (the other keys are the function's arguments)."""
     spec = dict(spec)
     name = spec.pop("rule", None)
+    if name is None:
+        raise ValueError(f'a rule needs a name: rule = "error_rate_above" (one of {", ".join(sorted(_MAKERS))})')
     maker = _MAKERS.get(str(name))
     if maker is None:
         raise ValueError(f"unknown rule {name!r}; the rules are {', '.join(sorted(_MAKERS))}")

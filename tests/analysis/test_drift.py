@@ -444,3 +444,26 @@ def test_sides_past_the_exact_limit_are_sketched_within_the_stated_bound(
         assert abs(sketched.loc[name, "ks"] - exact.loc[name, "ks"]) <= bound, name
         assert sketched.loc[name, "ks_method"] == "asymp"
     assert exact.loc["features.x", "error_bound"] == 0
+
+
+def test_many_categories_are_pooled_alike_on_both_sides() -> None:
+    """Past 1,000 categories over both sides, the lightest by their share on the two sides
+    together are pooled under "(other)" on both sides: the same bins, nothing counted new."""
+    a = [f"a{i}" for i in range(1000)]
+    b = [f"b{i}" for i in range(200)]
+    ref = pd.DataFrame({"c": a * 5 + b})
+    cur = pd.DataFrame({"c": a + b * 5})
+    got = input_drift(None, ref, cur).df.set_index("feature").loc["features.c"]
+    assert got["new_categories"] == [] and got["new_share"] == 0.0
+    r = ref["c"].value_counts() / len(ref)
+    c = cur["c"].value_counts() / len(cur)
+    share = r.add(c, fill_value=0)
+    order = sorted(share.index, key=lambda k: (-share[k], k))
+    kept, tail = order[:999], order[999:]
+    table = np.array(
+        [[*(side["c"].value_counts().reindex(kept, fill_value=0)), side["c"].isin(tail).sum()] for side in (ref, cur)]
+    )
+    want = stats.chi2_contingency(table)
+    assert math.isclose(got["chi2"], want.statistic, rel_tol=REL) and math.isclose(
+        got["chi2_p_value"], want.pvalue, rel_tol=REL
+    )

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,45 @@ def test_rules_check_their_arguments() -> None:
     with pytest.raises(ValueError, match="rule 'error_rate_above'.*unexpected keyword argument 'maximum'"):
         rules.from_dict({"rule": "error_rate_above", "maximum": 0.1})
     assert rules.from_dict({"rule": "metric_below", "metric": "f1", "min": 0.5}).describe() == "f1 below 0.5"
+    with pytest.raises(ValueError, match="a rule needs a name"):
+        rules.from_dict({"max": 0.1})
+    with pytest.raises(ValueError, match="metric 'acuracy' is unknown: did you mean 'accuracy'"):
+        rules.metric_below("acuracy", 0.8)
+    with pytest.raises(
+        ValueError, match="rule 'metric_below'.*argument 'consecutiv' is unknown: did you mean 'consecutive'"
+    ):
+        rules.from_dict({"rule": "metric_below", "metric": "accuracy", "min": 0.8, "consecutiv": 3})
+
+
+def test_a_monitor_chooses_its_windows_and_latency_is_of_successful_calls(history: Path, tmp_path: Path) -> None:
+    with Store(history) as s:
+        with pytest.raises(
+            ValueError, match=r"Monitor\(\.\.\., last=\): the rules choose their windows.*check\(at=\.\.\.\)"
+        ):
+            Monitor(s, [rules.error_rate_above(0.1)], last="7d")
+    rec = predlog.Recorder(store=str(tmp_path), model="m")
+
+    def predict(x: dict[str, float]) -> float:
+        if x["slow"]:
+            time.sleep(0.05)
+            raise TimeoutError("upstream timed out")
+        return 1.0
+
+    captured = rec.capture(predict)
+    for i in range(40):
+        try:
+            captured({"slow": float(i % 4 == 0)})
+        except TimeoutError:
+            pass
+    assert rec.flush(timeout_s=30)
+    rec.shutdown()
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    with Store(tmp_path) as s:
+        assert Monitor(s, [rules.latency_above(p90_ms=20, window="1h")]).check(at=now) == []  # errors left out
+        with pytest.raises(
+            ValueError, match=r"'mae' is not a metric of model 'm' \(classification\); its metrics are accuracy"
+        ):
+            Monitor(s, [rules.metric_below("mae", 0.9, window="1h")]).check(at=now)
 
 
 def test_errors_in_live_traffic_fire_the_error_rate_rule(tmp_path: Path) -> None:
@@ -219,5 +259,19 @@ window = "1D"
     rules_file.write_text('[[rules]]\nrule = "nope"\n')
     usage = run_cli("monitor", str(history), "--rules", str(rules_file))
     assert usage.returncode == 2 and "unknown rule 'nope'" in usage.stderr
+    # Whatever stops the check is 2, never 1 (which cron and CI read as an alert).
+    rules_file.write_text('model = "churn"\n[reference]\nprofile = "nope.json"\n[[rules]]\nrule = "share_drifted"\n')
+    missing = run_cli("monitor", str(history), "--rules", str(rules_file))
+    assert missing.returncode == 2 and "[reference] profile = 'nope.json'" in missing.stderr
+    for text, said in [
+        ('model = "churm"\n', "Did you mean 'churn'"),
+        ('model = "churn"\n[reference]\nversion = "1"\n', "'1.0'"),
+        ('model = "churn"\n', "'mae' is not a metric of model 'churn'"),
+    ]:
+        rules_file.write_text(text + '[[rules]]\nrule = "metric_below"\nmetric = "mae"\nmin = 1\n')
+        got = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-08")
+        assert got.returncode == 2 and said in got.stderr, got.stderr
+    nowhere = run_cli("monitor", str(tmp_path / "no-store"), "--rules", str(rules_file))
+    assert nowhere.returncode == 2, nowhere.stderr
     query = run_cli("query", "--store", str(history), "select count(*) as n from predictions", "-f", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == [{"n": DAYS * PER_DAY}]

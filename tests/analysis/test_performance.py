@@ -605,6 +605,39 @@ def test_nan_predictions_and_labels_are_not_scored(tmp_path: Path, store_writer:
     )
 
 
+def test_two_entry_vectors_score_their_positive_entry(tmp_path: Path, store_writer: Any) -> None:
+    """A vector of two entries is binary: ROC AUC of the positive entry (index 1, or
+    ``positive_label``), equal to scikit-learn; a positive label that is not an index is refused."""
+    X, y = datasets.load_breast_cancer(return_X_y=True)
+    p = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[::2], y[::2]).predict_proba(X)
+    ts = pd.Timestamp(START, tz="UTC") + pd.to_timedelta(np.arange(len(y)) * 300, unit="s")
+    vectors = pd.Series([list(row) for row in p], dtype=object)
+    store_writer(tmp_path / "s", pd.DataFrame({"ts": ts, "prediction": vectors, "x": X[:, 0]}))
+    with Store(tmp_path / "s") as s:
+        ids = s.predictions("m", columns=["prediction_id", "ts"]).sort_values("ts")["prediction_id"]
+    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m")
+    try:
+        rec.log_labels(pd.DataFrame({"prediction_id": ids.to_numpy(), "label": y}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    with Store(tmp_path / "s") as s:
+        one = performance(s, window="30D").overall.iloc[0]
+        zero = performance(s, window="30D", positive_label=0, average="binary").overall.iloc[0]
+        with pytest.raises(ValueError, match="a class is an index into the vector"):
+            performance(s, positive_label="yes")
+        with pytest.raises(ValueError, match="the classes are 0 to 1"):
+            performance(s, positive_label=2)
+    close(
+        [one["roc_auc"], one["log_loss"], one["accuracy"]],
+        [metrics.roc_auc_score(y, p[:, 1]), metrics.log_loss(y, p), metrics.accuracy_score(y, p.argmax(1))],
+    )
+    close(
+        [zero["roc_auc"], zero["recall"]],
+        [metrics.roc_auc_score(y == 0, p[:, 0]), metrics.recall_score(y, p.argmax(1), pos_label=0)],
+    )
+
+
 def test_a_single_regression_row(store: Path, write: Any) -> None:
     X, y = datasets.load_diabetes(return_X_y=True)
     stored = write.history(store, "m", features_of(X[:1]), [150.0], write.days_apart(START, 1, 1))

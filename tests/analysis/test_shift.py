@@ -252,3 +252,30 @@ def test_vector_elements_by_name_and_a_feature_called_class(
         shift = when_shifted(s, "class", window="1D", model="c")
     assert shift is not None and shift.at == T0 + pd.Timedelta(days=3)
     assert shift.measure == "share of 'a' in features.class" or shift.measure == "share of 'b' in features.class"
+
+
+def test_boolean_predictions_too_few_rows_and_weighted_levels(tmp_path: Any, store_writer: Any) -> None:
+    """A boolean prediction is a class; windows under ``min_rows`` say so in a warning; the
+    levels before and after weigh each window by its rows."""
+    rng = np.random.default_rng(11)
+    per_day = np.array([200, 200, 200, 200, 5, 200, 200, 200, 200, 200])  # day 4: a thin day
+    day = np.repeat(np.arange(10), per_day)
+    ts = T0 + pd.to_timedelta(day * 86_400 + rng.integers(0, 86_400, len(day)), unit="s")
+    flag = rng.random(len(day)) < np.where(day >= 5, 0.8, 0.3)
+    frame = pd.DataFrame({"ts": ts, "prediction": flag, "x": rng.random(len(day))}).sort_values("ts")
+    store_writer(tmp_path / "store", frame, model="b")
+    with Store(tmp_path / "store") as s:
+        shift = when_shifted(s, window="1D", model="b", min_rows=1)
+        with pytest.warns(
+            UserWarning, match=r"0 of 10 windows of 1D have at least 500 values.*widen window= or lower min_rows="
+        ):
+            assert when_shifted(s, window="1D", model="b", min_rows=500) is None
+    assert shift is not None and shift.at == T0 + pd.Timedelta(days=5)
+    assert shift.measure in ("share of True in prediction", "share of False in prediction")
+    share = frame["prediction"] if "True" in shift.measure else ~frame["prediction"]
+    cuts = [T0, *(c.at for c in shift.change_points), T0 + pd.Timedelta(days=10)]
+    k = cuts.index(shift.at)
+    when = pd.to_datetime(frame["ts"])
+    # Over the rows of each segment, not over its windows: the thin day counts for 5 rows.
+    assert shift.before == pytest.approx(share[(when >= cuts[k - 1]) & (when < cuts[k])].mean(), rel=1e-12)
+    assert shift.after == pytest.approx(share[(when >= cuts[k]) & (when < cuts[k + 1])].mean(), rel=1e-12)
