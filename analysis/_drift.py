@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _stats
 from ._result import Result, figure, fmt
-from ._sides import Side, StoreSide, feature_path, last_day, resolve_model, side_of
+from ._sides import Side, StoreSide, feature_path, last_day, model_in_sides, resolve_model, side_of
 from ._summary import Categories, Field, Numbers, Summary
 
 if TYPE_CHECKING:
@@ -155,7 +155,9 @@ class DriftResult(Result):
                 ax.set_ylabel("share")
             row = self.df[self.df["feature"] == name].iloc[0]
             flag = " (drifted)" if row["drifted"] else ""
-            ax.set_title(f"{name}{flag}\n{row['method']} {fmt(row['statistic'])}, p={fmt(row['p_value'])}", fontsize=9)
+            p = row["p_adjusted"]
+            said = "" if p is None or _nan(p) else f", p_adj={fmt(p)}"  # the p-value the decision used
+            ax.set_title(f"{name}{flag}\n{row['method']} {fmt(row['statistic'])}{said}", fontsize=9)
         for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
@@ -172,6 +174,7 @@ def _sides(s: Store | None, reference: Any, current: Any, model: str | None) -> 
     needs_store = isinstance(reference, Mapping) or current is None or isinstance(current, Mapping)
     if needs_store and store is None:
         raise TypeError("a store selection (a dict of filters, or current=None for the last day) needs a Store")
+    model, (reference, current) = model_in_sides(model, reference, current)
     name = resolve_model(store, model) if needs_store and store is not None else model
     ref = side_of(store, name, reference, "reference")
     if current is None:
@@ -388,12 +391,18 @@ def _compare(
     rs, cs = kept
     _decide(rows, method, alpha, correction, threshold)
     df = pd.DataFrame(rows, columns=_COLUMNS)
-    df = df.assign(_order=df["drifted"].map({True: 0, False: 1}), _p=df["p_adjusted"].astype(float).fillna(2.0))
-    df = df.sort_values(["_order", "_p"], kind="stable").drop(columns=["_order", "_p"]).reset_index(drop=True)
+    # Drifted first; then by adjusted p-value, or by the distance where there is none.
+    df = df.assign(
+        _order=df["drifted"].map({True: 0, False: 1}),
+        _p=df["p_adjusted"].astype(float).fillna(2.0),
+        _d=-df["statistic"].astype(float).fillna(-math.inf),
+    )
+    df = df.sort_values(["_order", "_p", "_d"], kind="stable").drop(columns=["_order", "_p", "_d"])
+    df = df.reset_index(drop=True)
     tested = int(df["p_adjusted"].notna().sum() if method in ("auto", "ks", "chi2") else df["statistic"].notna().sum())
     drifted = int(df["drifted"].sum())
     summary = {
-        "text": _sentence(df, what, ref.label, cur.label, tested, drifted),
+        "text": _sentence(df, what, ref.label, cur.label, tested, drifted, correction),
         "model": model,
         "reference": ref.label,
         "current": cur.label,
@@ -488,16 +497,24 @@ def _decide(
             r["drifted"] = bool(r["statistic"] > limit)
 
 
-def _sentence(df: pd.DataFrame, what: str, ref: str, cur: str, tested: int, drifted: int) -> str:
+def _sentence(
+    df: pd.DataFrame, what: str, ref: str, cur: str, tested: int, drifted: int, correction: str | None
+) -> str:
     noun = "prediction columns" if what == "prediction" else "features"
+    one_side = [
+        f"{r.feature} ({r.note.removeprefix('only in ')})" for r in df.itertuples() if r.note.startswith("only in ")
+    ]
+    tail = f" On one side only: {', '.join(one_side)}." if one_side else ""
     if tested == 0:
-        return f"No {noun} could be compared between {ref} and {cur}."
+        return f"No {noun} could be compared between {ref} and {cur}.{tail}"
     if drifted == 0:
-        return f"No drift: none of {tested} {noun} differs between {ref} and {cur}."
+        return f"No drift: none of {tested} {noun} differs between {ref} and {cur}.{tail}"
     top = df.iloc[0]
     lead = f"{top['feature']} ({top['method']} {fmt(top['statistic'])}"
-    lead += f", p={fmt(top['p_adjusted'])})" if top["p_adjusted"] is not None and not _nan(top["p_adjusted"]) else ")"
-    return f"{drifted} of {tested} {noun} drifted between {ref} and {cur}; strongest: {lead}."
+    p_name = "p" if correction is None else f"p ({correction}-adjusted)"
+    has_p = top["p_adjusted"] is not None and not _nan(top["p_adjusted"])
+    lead += f", {p_name} {fmt(top['p_adjusted'])})" if has_p else ")"
+    return f"{drifted} of {tested} {noun} drifted between {ref} and {cur}; strongest: {lead}.{tail}"
 
 
 def _nan(x: Any) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._result import fmt, jsonable
-from ._sides import resolve_model, side_of
+from ._sides import model_in_sides, resolve_model, side_of
 from .rules import Context, Reading, Rule
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ class Monitor:
         from .rules import Rule as RuleType
 
         self.store = s
+        model, (reference,) = model_in_sides(model, reference)
         self.model = resolve_model(s, model)
         for r in rules:
             if not isinstance(r, RuleType):

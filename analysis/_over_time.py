@@ -37,7 +37,7 @@ import numpy as np
 from . import _stats
 from ._drift import THRESHOLDS, _natural
 from ._result import Result, figure
-from ._sides import WEIGHT, Side, StoreSide, feature_path, resolve_model, side_of
+from ._sides import WEIGHT, Side, StoreSide, feature_path, model_in_sides, resolve_model, side_of
 from ._summary import (
     KEPT_CATEGORIES,
     Categories,
@@ -318,6 +318,7 @@ def drift_over_time(
     windows = Windows.of(window)
     if not isinstance(min_rows, int) or min_rows < 1:
         raise ValueError(f"min_rows must be a positive integer, got {min_rows!r}")
+    model, (reference,) = model_in_sides(model, reference)
     name = resolve_model(s, model)
     cur = StoreSide(s, name, filters)
     ref = side_of(s, name, reference, "reference")

@@ -119,6 +119,21 @@ def resolve_model(store: Store, model: str | None) -> str:
     )
 
 
+def model_in_sides(model: str | None, *specs: Any) -> tuple[str | None, list[Any]]:
+    """``model=``, or the ``"model"`` key of dict sides (``{"model": "fraud", "version": "1.3"}``,
+    as ``Store.predictions`` takes it), and the sides without it."""
+    named = {spec["model"] for spec in specs if isinstance(spec, Mapping) and spec.get("model") is not None}
+    if model is not None:
+        named.add(model)
+    if len(named) > 1:
+        raise ValueError(
+            f"the sides name different models ({', '.join(sorted(map(str, named)))}): drift compares one model's "
+            "rows; pass model= once (for two models, compare DataFrames or Profiles of each)"
+        )
+    out = [{k: v for k, v in spec.items() if k != "model"} if isinstance(spec, Mapping) else spec for spec in specs]
+    return (next(iter(named)) if named else None), out
+
+
 def last_day(store: Store, model: str, filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Filters for the 24 hours that end with the model's newest row (the default ``current``)."""
     rel = store.relation(model, columns=["ts"], ordered=False, **dict(filters or {}))

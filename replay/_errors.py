@@ -42,11 +42,14 @@ class UnsupportedStoreError(StoreError, NotImplementedError):
 
 def _close(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     pool = list(candidates)
+    # The same name under the other root first: "features.region" when it is "context.region".
+    leaf = name.rsplit(".", 1)[-1]
+    same = [c for c in pool if c != name and "." in c and c.rsplit(".", 1)[-1] == leaf]
     close = difflib.get_close_matches(name, pool, n=n, cutoff=0.5)
     if not close:
         low = name.lower()
         close = [c for c in pool if low and (low in c.lower() or c.lower() in low)][:n]
-    return close
+    return [*same, *(c for c in close if c not in same)][:n]
 
 
 _LIVE_HINT = (

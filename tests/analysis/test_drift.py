@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -467,3 +468,25 @@ def test_many_categories_are_pooled_alike_on_both_sides() -> None:
     assert math.isclose(got["chi2"], want.statistic, rel_tol=REL) and math.isclose(
         got["chi2_p_value"], want.pvalue, rel_tol=REL
     )
+
+
+def test_model_in_a_side_and_what_the_summary_says(tmp_path: Path) -> None:
+    """``model`` may be named in a dict side; the summary names the p-value the decision
+    used and the features on one side only; distances order the table when there is no p."""
+    rng = np.random.default_rng(2)
+    base = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
+    write(tmp_path, base, version="1.0")
+    write(tmp_path, base.assign(a=base["a"] + 1.0, b=base["b"] + 0.3), version="2.0")
+    write(tmp_path, base, version="1.0", model="other")
+    with Store(tmp_path) as s:
+        r = input_drift(s, {"model": "m", "version": "1.0"}, {"version": "2.0"})
+        assert r.summary["model"] == "m"
+        assert re.search(r"strongest: features\.a \(ks [\d.]+, p \(bh-adjusted\) [\de.+-]+\)\.$", r.summary["text"])
+        with pytest.raises(ValueError, match="the sides name different models"):
+            input_drift(s, {"model": "m", "version": "1.0"}, {"model": "other"})
+        by_psi = input_drift(s, {"model": "m", "version": "1.0"}, {"version": "2.0"}, method="psi", threshold=10)
+        assert list(by_psi.df["feature"]) == ["features.a", "features.b"]  # the larger PSI first
+        assert by_psi.df["psi"].iloc[0] > by_psi.df["psi"].iloc[1]
+    renamed = base.rename(columns={"a": "aa"})
+    text = input_drift(None, base, renamed).summary["text"]
+    assert text.endswith("On one side only: features.a (reference), features.aa (current).")

@@ -174,6 +174,9 @@ def test_unknown_columns_list_close_matches(s: Store) -> None:
         s.predictions(where={"latncy_ms": 3})
     with pytest.raises(UnknownColumnError, match="context.country"):
         s.predictions(where={"context.contry": "FR"})
+    with pytest.raises(UnknownColumnError) as info:
+        s.predictions(model="fraud", where={"context.age": 30})  # the same name under features
+    assert info.value.close[0] == "features.age"
     with pytest.raises(UnknownColumnError):
         s.predictions(where={"features.age.x": 1})  # age is not a struct
     with pytest.raises(UnknownColumnError):
