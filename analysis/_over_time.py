@@ -101,21 +101,25 @@ class Windows:
     text: str
 
     @classmethod
-    def of(cls, window: str | dt.timedelta) -> Windows:
-        """``"1D"``, ``"6h"``, ``"15min"``, ``"7D"`` (pandas' names) or a timedelta."""
+    def of(cls, window: str | float | dt.timedelta) -> Windows:
+        """A duration as the store's filters take it (``"1D"``, ``"6h"``, ``"15min"``,
+        ``"2w"``, a number of seconds or a timedelta; months and years vary in length and are
+        not windows), or any other fixed width pandas reads (``"1h30min"``)."""
         import pandas as pd
 
+        from predlog.replay._timebounds import parse_duration
+
         try:
-            width = pd.Timedelta(window)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"window={window!r} is not a fixed width: use '1D', '6h', '15min', '7D' or a timedelta "
-                "(months and years vary in length)"
-            ) from exc
-        if pd.isna(width) or width <= pd.Timedelta(0) or width.value % 1000:
-            raise ValueError(f"window={window!r} must be a positive whole number of microseconds")
-        text = window if isinstance(window, str) else str(width)
-        return cls(width.to_pytimedelta(), text)
+            width = parse_duration(window, "window")
+        except ValueError as exc:
+            try:
+                width = pd.Timedelta(window).to_pytimedelta() if isinstance(window, str) else None
+            except ValueError:
+                width = None
+            if width is None or width <= dt.timedelta(0):
+                raise ValueError(f"{exc} (months and years vary in length: they are not windows)") from None
+        text = window.strip() if isinstance(window, str) else str(pd.Timedelta(width))
+        return cls(width, text)
 
     @property
     def micros(self) -> int:

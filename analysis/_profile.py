@@ -223,5 +223,5 @@ def bounded(s: Summary, max_values: int) -> Summary:
         keep = np.floor(cum * max_values / total) > np.floor((cum - weights) * max_values / total)
         keep[-1] = True
         values, weights, exact = values[keep], np.diff(np.r_[0.0, cum[keep]]), False
-        error = max(error, 1.0 / max_values)
+        error = error + 1.0 / max_values  # off by the summary's own error, and by one more step
     return Numbers(values, weights, s.n, s.missing, s.n_eff, s.mean, s.var, exact=exact, ecdf_error=error)

@@ -43,7 +43,6 @@ WEIGHT = "1.0 / coalesce(sample_rate, 1.0)"
 """A row's weight: it stands for 1 / sample_rate calls (errors are always kept, at rate 1)."""
 
 _ROOTS = ("features", "context", "prediction", "confidence", "latency_ms", "label")
-_TOP = ("prediction", "confidence", "latency_ms", "label")
 
 
 @runtime_checkable
@@ -243,7 +242,7 @@ class FrameSide:
         self._label = label or f"a frame of {table.num_rows:,} rows"
         self._columns: dict[str, str] = {}  # path -> column
         for name in table.column_names:
-            path = name if name.split(".", 1)[0] in _ROOTS or name in _TOP else f"features.{name}"
+            path = name if name.split(".", 1)[0] in _ROOTS else f"features.{name}"
             self._columns[path] = name
         self._fields: dict[str, Field] | None = None
 

@@ -102,7 +102,7 @@ class Field:
 
     @property
     def floating(self) -> bool:
-        return self.dtype.lower() in ("float", "double")
+        return self.dtype.lower() in _FLOAT_TYPES
 
     @property
     def column(self) -> str:

@@ -216,10 +216,15 @@ def test_ties_nans_constants_categories_and_one_sided_features(tmp_path: Path) -
 def test_small_samples_are_insufficient_not_errors(tmp_path: Path) -> None:
     write(tmp_path, pd.DataFrame({"x": [1.0, 2.0, 3.0]}), version="a")
     write(tmp_path, pd.DataFrame({"x": [None, None, None], "y": [1, 2, 3]}), version="b")
+    write(tmp_path, pd.DataFrame({"x": [4.0, 5.0, 6.0]}), version="c")
     with Store(tmp_path) as s:
         got = input_drift(s, {"version": "a"}, {"version": "b"}).df.set_index("feature")
-    assert got.loc["features.x", "note"].startswith("insufficient data") or got.loc["features.x", "note"]
-    assert not got["drifted"].any()
+        few = input_drift(s, {"version": "a"}, {"version": "c"}).df.set_index("feature")
+    # x has values in a only (b's x is never given one), y in b only
+    assert got.loc["features.x", "note"] == "only in reference" and got.loc["features.y", "note"] == "only in current"
+    assert few.loc["features.x", "note"] == "insufficient data (fewer than 30 values)"
+    assert few.loc["features.x", "ref_rows"] == few.loc["features.x", "cur_rows"] == 3
+    assert not got["drifted"].any() and not few["drifted"].any()
 
 
 def test_large_samples_use_the_asymptotic_p_value_as_scipy_does(tmp_path: Path) -> None:

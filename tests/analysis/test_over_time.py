@@ -112,6 +112,12 @@ def check_cells(result: DriftOverTime, frame: pd.DataFrame, ref_frame: pd.DataFr
         assert close(row.value, want), (row.feature, row.window_start, row.statistic, row.value, want)
         raw = by_scipy(ref_frame[column], rows[column], row.statistic)
         assert close(row.value, raw), (row.feature, row.window_start, row.statistic, row.value, raw)
+        if row.statistic == "ks" and row.kind == "number":  # the p-value: scipy's asymptotic one
+            x, y = (
+                pd.to_numeric(v, errors="coerce").dropna().to_numpy(float) for v in (ref_frame[column], rows[column])
+            )
+            p = stats.ks_2samp(x, y, method="asymp").pvalue
+            assert close(row.p_value, p), (row.feature, row.window_start, row.p_value, p)
         assert row.rows == cur.n
         checked += 1
     return checked
@@ -323,8 +329,13 @@ def test_the_arguments_are_checked(mixed: dict[str, Any]) -> None:
     with Store(mixed["path"]) as s:
         with pytest.raises(ValueError, match="statistic must be one of"):
             drift_over_time(s, {"end": T0 + DAY}, statistic="wasserstein")
-        with pytest.raises(ValueError, match="not a fixed width"):
-            drift_over_time(s, {"end": T0 + DAY}, window="1M")
+        with pytest.raises(ValueError, match="months and years vary in length"):
+            drift_over_time(s, {"end": T0 + DAY}, window="1 month")
+        # Windows read as the store's durations (and performance's windows) do: seconds, "1h", "1D"...
+        hourly = drift_over_time(s, {"end": T0 + DAY}, window=6 * 3600, statistic="mean")
+        pd.testing.assert_frame_equal(
+            hourly.df, drift_over_time(s, {"end": T0 + DAY}, window="6h", statistic="mean").df
+        )
         with pytest.raises(ValueError, match="on neither side"):
             drift_over_time(s, {"end": T0 + DAY}, features=["nope"])
         with pytest.raises(TypeError):
