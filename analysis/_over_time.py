@@ -112,12 +112,15 @@ class Windows:
         try:
             width = parse_duration(window, "window")
         except ValueError as exc:
-            try:
-                width = pd.Timedelta(window).to_pytimedelta() if isinstance(window, str) else None
-            except ValueError:
-                width = None
-            if width is None or width <= dt.timedelta(0):
+            other: dt.timedelta | None = None
+            if isinstance(window, str):
+                try:
+                    other = pd.Timedelta(window).to_pytimedelta()
+                except ValueError:
+                    pass
+            if other is None or other <= dt.timedelta(0):
                 raise ValueError(f"{exc} (months and years vary in length: they are not windows)") from None
+            width = other
         text = window.strip() if isinstance(window, str) else str(pd.Timedelta(width))
         return cls(width, text)
 

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import math
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,14 +186,28 @@ def _pelt(x: np.ndarray, penalty: float) -> list[int]:
     return [int(b) for b in bkps[:-1]]
 
 
+def _restarting(x: np.ndarray, first_alarm: Callable[[int], int | None]) -> tuple[list[int], list[int]]:
+    """Run a detector from the start, and again after each alarm: the changes' estimated
+    starts and the alarms. ``first_alarm(begin)`` watches ``x`` from ``begin`` on and returns
+    where it first raises an alarm, or None."""
+    starts: list[int] = []
+    alarms: list[int] = []
+    begin = 0
+    while (t := first_alarm(begin)) is not None:
+        starts.append(_split(x, begin, t))
+        alarms.append(t)
+        begin = t + 1
+    return starts, alarms
+
+
 def _cusum(x: np.ndarray, h: float, k: float) -> tuple[list[int], list[int]]:
     """Two-sided tabular CUSUM, self-starting: the level is the mean of the values since the
     (re)start, from the first ``CUSUM_WARMUP`` on (a level from the warm-up alone errs by
     0.3 sigma, enough to make false alarms common)."""
-    starts: list[int] = []
-    alarms: list[int] = []
-    begin = 0
-    while begin + CUSUM_WARMUP < len(x):
+
+    def first_alarm(begin: int) -> int | None:
+        if begin + CUSUM_WARMUP >= len(x):
+            return None
         total, count = float(np.sum(x[begin : begin + CUSUM_WARMUP])), CUSUM_WARMUP
         up = down = 0.0
         for t in range(begin + CUSUM_WARMUP, len(x)):
@@ -201,21 +216,16 @@ def _cusum(x: np.ndarray, h: float, k: float) -> tuple[list[int], list[int]]:
             up = max(0.0, up + x[t] - level - k)
             down = max(0.0, down + level - x[t] - k)
             if up > h or down > h:
-                starts.append(_split(x, begin, t))
-                alarms.append(t)
-                begin = t + 1
-                break
-        else:
-            break
-    return starts, alarms
+                return t
+        return None
+
+    return _restarting(x, first_alarm)
 
 
 def _page_hinkley(x: np.ndarray, h: float, delta: float) -> tuple[list[int], list[int]]:
     """Two-sided Page–Hinkley test around the running mean since each (re)start."""
-    starts: list[int] = []
-    alarms: list[int] = []
-    begin = 0
-    while begin < len(x) - 1:
+
+    def first_alarm(begin: int) -> int | None:
         mean = up = down = low = high = 0.0
         for i, t in enumerate(range(begin, len(x)), 1):
             mean += (x[t] - mean) / i
@@ -223,13 +233,10 @@ def _page_hinkley(x: np.ndarray, h: float, delta: float) -> tuple[list[int], lis
             down += x[t] - mean + delta  # rises while the level holds, falls after a decrease
             low, high = min(low, up), max(high, down)
             if up - low > h or high - down > h:
-                starts.append(_split(x, begin, t))
-                alarms.append(t)
-                begin = t + 1
-                break
-        else:
-            break
-    return starts, alarms
+                return t
+        return None
+
+    return _restarting(x, first_alarm)
 
 
 def _split(x: np.ndarray, begin: int, alarm: int) -> int:
@@ -420,10 +427,10 @@ def when_shifted(
         present = _present(col, field)
     elif field.kind == "category":
         sql = f"SELECT {col} AS c FROM side WHERE {col} IS NOT NULL GROUP BY c ORDER BY sum({WEIGHT}) DESC, c LIMIT 1"
-        top = _query(side.relation([field.column, "sample_rate"]), sql).fetchall()
-        if not top:
+        heaviest = _query(side.relation([field.column, "sample_rate"]), sql).fetchall()
+        if not heaviest:
             return None
-        (cls,) = top[0]
+        (cls,) = heaviest[0]
         literal = ("true" if cls else "false") if isinstance(cls, bool) else lit(str(cls))
         value = f"CAST({col} = {literal} AS DOUBLE)"
         present = f"{col} IS NOT NULL"

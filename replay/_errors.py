@@ -59,8 +59,10 @@ _LIVE_HINT = (
 
 
 def _unknown(what: str, value: str, present: list[str], *, none: str, of: str = "") -> str:
-    """The message of a model or version the store does not hold: those it holds, the closest."""
-    close = _close(value, present, 3)
+    """The message of a model or version the store does not hold: those it holds, the closest
+    (a version that extends the one given, "1.3" → "1.3.0", before any other)."""
+    extended = [p for p in present if p.startswith(f"{value}.") or p.startswith(f"{value}-")]
+    close = extended or _close(value, present, 3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listed = ", ".join(repr(p) for p in present) if present else none
     return (

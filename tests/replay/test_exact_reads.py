@@ -200,6 +200,8 @@ def test_a_version_or_status_the_store_does_not_hold_raises(versions: str) -> No
             s.predictions(version="1.0")
         with pytest.raises(UnknownVersionError):
             s.relation(version=["1.0.0", "2"])
+        # the version the one given abbreviates, alone
+        assert "Did you mean '1.3.0'? " in str(UnknownVersionError("1.3", ["1.3.0", "1.4.0", "1.30"]))
         assert len(s.predictions(version="1.0.0")) == 3
         with pytest.raises(FilterError, match="'failed' is not a status.*'ok' or 'error'"):
             s.predictions(status="failed")
