@@ -39,6 +39,7 @@ from ._drift import THRESHOLDS, _natural
 from ._result import Result, figure
 from ._sides import WEIGHT, Side, StoreSide, feature_path, model_in_sides, resolve_model, side_of
 from ._summary import (
+    EXACT_LIMIT,
     KEPT_CATEGORIES,
     Categories,
     Field,
@@ -468,6 +469,14 @@ class _Cells:
         if moments or samples:
             self._moments(moments, samples)
         if samples:
+            values = max(sum(c[0] for c in self.cells[p.field.path].values()) for p in samples)
+            if values > EXACT_LIMIT:
+                raise ValueError(
+                    f"statistic='ks' compares every window's values with the reference's, and one field has "
+                    f"{values:,} values in the selection (more than {EXACT_LIMIT:,}, which would be read into "
+                    "memory): select fewer rows (start=, end=, where=) or use statistic='psi', 'js' or 'mean', "
+                    "which count in DuckDB"
+                )
             with ThreadPoolExecutor(_WORKERS, thread_name_prefix="predlog-over-time") as pool:
                 for path, got in zip((p.field.path for p in samples), pool.map(self._samples, samples), strict=True):
                     self.cells[path].update(got)

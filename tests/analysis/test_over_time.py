@@ -378,3 +378,15 @@ def test_nan_in_files_without_nulls_is_missing(tmp_path: Path, store_writer: Any
     assert shift is not None
     want = frame.set_index("ts")["x"].resample("6h").mean()
     np.testing.assert_allclose(shift.series.to_numpy(), want.to_numpy(), rtol=1e-12)
+
+
+def test_ks_over_a_selection_too_large_to_read_says_what_to_do(
+    mixed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from predlog.analysis import _over_time
+
+    monkeypatch.setattr(_over_time, "EXACT_LIMIT", 50)
+    with Store(mixed["path"]) as s:
+        with pytest.raises(ValueError, match=r"statistic='ks'.*select fewer rows.*or use statistic='psi'"):
+            drift_over_time(s, {"end": T0 + DAY}, statistic="ks")
+        assert len(drift_over_time(s, {"end": T0 + DAY}, statistic="psi").df)  # counts in DuckDB: no limit
