@@ -14,8 +14,11 @@ is it still right.
     when_shifted(s, "prediction", window="1h")            # when did the predictions move?
 
 Every function aggregates in DuckDB through the store's query core (``Store.relation``
-over a selection) and brings back only aggregates, histograms or one sorted column. Each
-statistic equals its reference implementation (scipy.stats, scikit-learn) on the same data.
+over a selection) and brings back aggregates, histograms or, for the KS test, the values of
+one column at a time. Each statistic equals its reference implementation (scipy.stats,
+scikit-learn, ruptures) on the same rows; where rows weigh differently (mixed sample rates),
+significance tests use Kish's effective sample size, a documented approximation
+(docs/analysis.md).
 Results have ``.df`` (pandas), ``.summary``, ``to_dict()``, an HTML view for notebooks and
 ``plot()`` (``pip install 'predlog[plot]'``).
 """
