@@ -66,7 +66,7 @@ def uuid7_str(ts_ns: int, seq: int, row: int | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_HEX_TABLE: np.ndarray | None = None
+_HEX_WORDS: np.ndarray | None = None
 
 
 def uuid7_array(
@@ -81,11 +81,14 @@ def uuid7_array(
     """
     import numpy as np
 
-    global _HEX_TABLE
-    if _HEX_TABLE is None:  # 4 hex digits for every 16-bit value: one gather per 2 bytes
-        # Built by numpy, not a Python loop: the writer's first batch must not hold the GIL for long.
+    global _HEX_WORDS
+    if _HEX_WORDS is None:
+        # The 4 hex digits of every 16-bit value as one 4-byte word: one word gathered per 2
+        # bytes of id. Built by numpy, not a Python loop: the writer's first batch must not
+        # hold the GIL for long.
         digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-        _HEX_TABLE = digits[(np.arange(65536)[:, None] >> np.array([12, 8, 4, 0])) & 0xF]
+        table = digits[(np.arange(65536)[:, None] >> np.array([12, 8, 4, 0])) & 0xF]
+        _HEX_WORDS = np.ascontiguousarray(table).view(np.uint32).reshape(65536)
     n = len(ts_ns)
     ts_ms = (ts_ns.astype(np.int64) // per_ms).astype(np.uint64) & np.uint64(0xFFFFFFFFFFFF)
     seq = seq.astype(np.uint64)
@@ -102,7 +105,7 @@ def uuid7_array(
     raw = np.empty((n, 2), dtype=">u8")
     raw[:, 0] = hi
     raw[:, 1] = lo
-    hexed = _HEX_TABLE[raw.view(">u2").reshape(n, 8)].reshape(n, 32)
+    hexed = _HEX_WORDS[raw.view(">u2").reshape(n, 8)].view(np.uint8).reshape(n, 32)
     out = np.full((n, 36), ord("-"), dtype=np.uint8)
     out[:, 0:8] = hexed[:, 0:8]
     out[:, 9:13] = hexed[:, 8:12]
