@@ -31,7 +31,7 @@ import numpy as np
 
 from ._result import Result, figure, jsonable
 from ._sides import WEIGHT, describe_filters, feature_path, resolve_model
-from ._summary import not_nan
+from ._summary import finite
 
 if TYPE_CHECKING:
     import duckdb
@@ -681,11 +681,11 @@ _P, _Y = '"prediction"', '"label"'
 def _ok_prediction(plan: _Plan) -> str:
     fam = _family(plan.ptype)
     if fam == "float":
-        return f"({_P} IS NOT NULL AND {not_nan(_P)})"
+        return f"({_P} IS NOT NULL AND {finite(_P)})"
     if fam == "list":
         return (
             f"({_P} IS NOT NULL AND len({_P}) > 0 AND list_count({_P}) = len({_P}) "
-            f"AND {not_nan(f'CAST(list_max({_P}) AS DOUBLE)')})"
+            f"AND {finite(f'CAST(list_max({_P}) AS DOUBLE)')})"
         )
     return f"({_P} IS NOT NULL)"
 
@@ -694,7 +694,7 @@ def _ok_label(plan: _Plan) -> str:
     if plan.unlabeled:
         return "false"
     if _family(plan.ltype) == "float":
-        return f"({_Y} IS NOT NULL AND {not_nan(_Y)})"
+        return f"({_Y} IS NOT NULL AND {finite(_Y)})"
     return f"({_Y} IS NOT NULL)"
 
 
@@ -800,7 +800,7 @@ def _cells_sql(plan: _Plan, segments: Sequence[str], width_us: int) -> str:
 
 def _prediction_range(rel: duckdb.DuckDBPyRelation) -> tuple[float, float]:
     """The smallest and largest usable float prediction (to tell scores from numbers without labels)."""
-    ok = not_nan(_P)
+    ok = finite(_P)
     lo, hi = _query(rel, f"SELECT min({_P}) FILTER ({ok}), max({_P}) FILTER ({ok}) FROM r").fetchall()[0]
     return (math.nan if lo is None else float(lo)), (math.nan if hi is None else float(hi))
 

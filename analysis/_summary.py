@@ -222,17 +222,18 @@ class Categories:
 Summary = Numbers | Categories
 
 
-def not_nan(x: str) -> str:
-    """SQL: the float ``x`` is not NaN.
+def finite(x: str) -> str:
+    """SQL: the float ``x`` is a finite number (NaN and ±inf count as missing values).
 
     Not ``NOT isnan(x)``: DuckDB (2.0.1) folds ``isnan()`` to false from a Parquet column's
     min/max statistics, which writers compute without NaN, and keeps the NaN rows.
+    ``isfinite`` is evaluated on every row.
     """
-    return f"(isfinite({x}) OR isinf({x}))"
+    return f"isfinite({x})"
 
 
 def _present(col: str, field: Field) -> str:
-    return f"{col} IS NOT NULL AND {not_nan(col)}" if field.floating else f"{col} IS NOT NULL"
+    return f"{col} IS NOT NULL AND {finite(col)}" if field.floating else f"{col} IS NOT NULL"
 
 
 RelationOf = Callable[[Sequence[str]], "duckdb.DuckDBPyRelation"]

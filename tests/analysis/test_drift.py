@@ -495,3 +495,24 @@ def test_model_in_a_side_and_what_the_summary_says(tmp_path: Path) -> None:
     renamed = base.rename(columns={"a": "aa"})
     text = input_drift(None, base, renamed).summary["text"]
     assert text.endswith("On one side only: features.a (reference), features.aa (current).")
+
+
+def test_infinite_values_are_missing(tmp_path: Path) -> None:
+    """±inf (an overflow upstream) is missing, as NaN is: the statistics are those of the
+    finite values, and a profile of such a frame saves as plain JSON."""
+    rng = np.random.default_rng(6)
+    ref = pd.DataFrame({"x": rng.normal(size=400)})
+    cur = pd.DataFrame({"x": rng.normal(0.3, 1, size=400)})
+    cur.loc[::10, "x"] = np.inf
+    cur.loc[5::10, "x"] = -np.inf
+    got = input_drift(None, ref, cur).df.set_index("feature").loc["features.x"]
+    finite = cur["x"][np.isfinite(cur["x"])].to_numpy()
+    want = stats.ks_2samp(ref["x"].to_numpy(), finite)
+    assert got["cur_rows"] == len(finite) and math.isclose(got["cur_missing"], 0.2)
+    assert math.isclose(got["ks"], want.statistic, rel_tol=REL) and math.isclose(
+        got["ks_p_value"], want.pvalue, rel_tol=REL
+    )
+    w = stats.wasserstein_distance(ref["x"], finite) / np.std(ref["x"])
+    assert math.isclose(got["wasserstein"], w, rel_tol=REL)
+    Profile.from_frame(cur).save(tmp_path / "p.json")
+    json.loads((tmp_path / "p.json").read_text())
