@@ -175,11 +175,12 @@ def _sides(s: Store | None, reference: Any, current: Any, model: str | None) -> 
     if needs_store and store is None:
         raise TypeError("a store selection (a dict of filters, or current=None for the last day) needs a Store")
     model, (reference, current) = model_in_sides(model, reference, current)
-    name = resolve_model(store, model) if needs_store and store is not None else model
+    live = {"include_live": any(isinstance(x, Mapping) and x.get("include_live") for x in (reference, current))}
+    name = resolve_model(store, model, live) if needs_store and store is not None else model
     ref = side_of(store, name, reference, "reference")
     if current is None:
         assert store is not None and name is not None
-        window = last_day(store, name)
+        window = last_day(store, name, {"include_live": True} if live["include_live"] else None)
         cur: Side = StoreSide(store, name, window, label=f"last day ({_span(window)})")
     else:
         cur = side_of(store, name, current, "current")

@@ -95,7 +95,7 @@ class Monitor:
 
         self.store = s
         model, (reference,) = model_in_sides(model, reference)
-        self.model = resolve_model(s, model)
+        self.model = resolve_model(s, model, filters)
         for r in rules:
             if not isinstance(r, RuleType):
                 raise TypeError(f"rules must be made by predlog.analysis.rules (or follow rules.Rule), got {r!r}")

@@ -327,7 +327,7 @@ def drift_over_time(
     if not isinstance(min_rows, int) or min_rows < 1:
         raise ValueError(f"min_rows must be a positive integer, got {min_rows!r}")
     model, (reference,) = model_in_sides(model, reference)
-    name = resolve_model(s, model)
+    name = resolve_model(s, model, filters)
     cur = StoreSide(s, name, filters)
     ref = side_of(s, name, reference, "reference")
     fields, skipped = _fields(ref, cur, features)

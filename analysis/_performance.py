@@ -280,7 +280,7 @@ def performance(
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     width_us, window_label = _window(window)
     segments = _segments(by)
-    name = resolve_model(s, model)
+    name = resolve_model(s, model, filters)
 
     when = "date" if width_us % _DAY_US == 0 else "ts"
     columns = [when, *segments, "prediction", "label", "sample_rate", "status"]

@@ -100,7 +100,7 @@ class Profile:
         **filters: Any,
     ) -> Profile:
         """The profile of the rows of ``model`` that ``filters`` (as ``Store.predictions``) select."""
-        model = resolve_model(store, model)
+        model = resolve_model(store, model, filters)
         side = StoreSide(store, model, filters)
         return cls._of(side, label or side.label, {"kind": "store", "filters": side.filters}, max_values)
 

@@ -404,7 +404,7 @@ def when_shifted(
     from predlog.replay._shapes import lit
 
     windows = Windows.of(window)
-    name = resolve_model(s, model)
+    name = resolve_model(s, model, filters)
     side = StoreSide(s, name, filters)
     path = feature_path(column)
     fields = side.fields()

@@ -101,18 +101,19 @@ def _flatten(prefix: str, dtype: DuckDBPyType, out: dict[str, Field]) -> None:
     out[prefix] = Field(prefix, kind, str(dtype), note)
 
 
-def resolve_model(store: Store, model: str | None) -> str:
-    """The model to analyse: ``model`` checked against the store, or the store's only model."""
+def resolve_model(store: Store, model: str | None, filters: Mapping[str, Any] | None = None) -> str:
+    """The model to analyse: ``model`` checked against the store, or the store's only model
+    (with ``include_live=True`` among ``filters``, models with live rows only count too)."""
+    live = bool((filters or {}).get("include_live"))
     if model is not None:
-        store.selection(model)  # raises UnknownModelError, listing the models present
+        store.selection(model, include_live=live)  # raises UnknownModelError, listing the models present
         return model
-    models = store.models()
+    models = store.models(include_live=live)
     if len(models) == 1:
         return models[0]
     if not models:
-        from predlog.replay import UnknownModelError
-
-        raise UnknownModelError("(any)", [])
+        hint = "" if live else " (rows still in live write-ahead segments count with include_live=True)"
+        raise ValueError(f"the store at {store.root} holds no predictions yet{hint}")
     raise ValueError(
         f"the store holds {len(models)} models ({', '.join(models)}): name one with model=, e.g. model={models[0]!r}"
     )

@@ -300,9 +300,13 @@ class Store:
 
     # ------------------------------------------------------------ files and schemas
 
-    def models(self) -> list[str]:
-        """Names of the models that have a partition in the store, sorted."""
-        return _files.models(self.root)
+    def models(self, *, include_live: bool = False) -> list[str]:
+        """Names of the models that have a partition in the store, sorted; with
+        ``include_live``, also those whose rows are all still in live write-ahead segments."""
+        found = set(_files.models(self.root))
+        if include_live:
+            found |= _live_models(self.root)
+        return sorted(found)
 
     def files(self, model: Names = None, start: TimeBound = None, end: TimeBound = None) -> list[str]:
         """Absolute paths of the visible prediction files, pruned by model and UTC date partition."""

@@ -60,7 +60,7 @@ def write(
 
 def psi_oracle(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     """PSI and Jensen-Shannon on the reference's deciles, written from the definition."""
-    edges = np.unique(np.quantile(ref, np.linspace(0.1, 0.9, 9), method="inverted_cdf"))
+    edges = np.unique(np.quantile(ref, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], method="inverted_cdf"))
 
     def shares(x: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(edges, x, side="left")  # right-closed bins: x <= edge goes below it
@@ -516,3 +516,27 @@ def test_infinite_values_are_missing(tmp_path: Path) -> None:
     assert math.isclose(got["wasserstein"], w, rel_tol=REL)
     Profile.from_frame(cur).save(tmp_path / "p.json")
     json.loads((tmp_path / "p.json").read_text())
+
+
+def test_decile_edges_at_exact_tenths() -> None:
+    """With 1,000 distinct reference values the 30 % edge is the 300th value, as
+    numpy.quantile(ref, 0.3, method="inverted_cdf") has it (0.3, not linspace's 0.30000000000000004)."""
+    rng = np.random.default_rng(12)
+    ref = pd.DataFrame({"x": rng.normal(size=1000)})
+    cur = pd.DataFrame({"x": rng.normal(0.2, 1, size=700)})
+    got = input_drift(None, ref, cur).df.set_index("feature").loc["features.x"]
+    want_psi, want_js = psi_oracle(ref["x"].to_numpy(), cur["x"].to_numpy())
+    assert np.quantile(ref["x"], 0.3, method="inverted_cdf") == np.sort(ref["x"])[299]
+    assert math.isclose(got["psi"], want_psi, rel_tol=REL) and math.isclose(got["js"], want_js, rel_tol=REL)
+
+
+def test_the_method_says_when_scipy_falls_back_from_exact() -> None:
+    """Where scipy's exact p-value cannot be computed it warns and uses the asymptotic one;
+    ``ks_method`` says which was used."""
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"x": rng.permutation(np.arange(10_000, dtype=float))})
+    cur = pd.DataFrame({"x": rng.permutation(np.arange(10_000, dtype=float)) + 0.5})
+    row = input_drift(None, ref, cur).df.iloc[0]
+    with pytest.warns(RuntimeWarning, match="Switching to method=asymp"):
+        want = stats.ks_2samp(ref["x"], cur["x"])
+    assert row["ks_method"] == "asymp" and math.isclose(row["ks_p_value"], want.pvalue, rel_tol=REL)

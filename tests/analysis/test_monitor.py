@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import predlog
-from predlog.analysis import Alert, Monitor, Profile, rules
+from predlog.analysis import Alert, Monitor, Profile, input_drift, performance, rules
 from predlog.replay import Store
 
 DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -275,3 +275,27 @@ window = "1D"
     assert nowhere.returncode == 2, nowhere.stderr
     query = run_cli("query", "--store", str(history), "select count(*) as n from predictions", "-f", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == [{"n": DAYS * PER_DAY}]
+
+
+def test_rows_still_in_live_segments_are_analysed_with_include_live(tmp_path: Path) -> None:
+    """A service that started a minute ago: its rows are all in the write-ahead segment."""
+    rec = predlog.Recorder(store=str(tmp_path), model="fresh", segment_max_age_s=3600, flush_interval_s=0.05)
+    rng = np.random.default_rng(3)
+    predict = rec.capture(lambda x: float(x["a"] > 0))
+    for a in rng.normal(size=300):
+        predict({"a": float(a)})
+    try:
+        deadline = time.monotonic() + 30
+        while rec.stats()["written"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with Store(tmp_path) as s:
+            assert s.models() == [] and s.models(include_live=True) == ["fresh"]
+            with pytest.raises(ValueError, match="holds no predictions yet.*include_live=True"):
+                performance(s)
+            res = performance(s, window="1h", include_live=True)
+            assert int(res.overall["rows"].iloc[0]) == 300
+            frame = pd.DataFrame({"a": rng.normal(size=300)})
+            assert input_drift(s, frame, {"include_live": True}).summary["model"] == "fresh"
+            assert Profile.from_store(s, include_live=True).rows == 300
+    finally:
+        rec.shutdown()
