@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
-from ._monitor import Alert, Monitor
+from ._monitor import Alert, Monitor, RuleCheckError
 from ._over_time import DriftOverTime, drift_over_time
 from ._performance import PerformanceResult, performance
 from ._profile import Profile
@@ -41,6 +41,7 @@ __all__ = [
     "Monitor",
     "PerformanceResult",
     "Profile",
+    "RuleCheckError",
     "Shift",
     "change_points",
     "drift_over_time",

@@ -46,8 +46,10 @@ def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> in
         window = "1h"
 
     Exit codes: 0 no alert, 1 an alert fired (for cron and CI), 2 the check could not run (a
-    bad rules file, a store, model, version or profile that is not there). The alerts are
-    printed (``--format json`` for machines); ``--all`` prints every reading, fired or not.
+    bad rules file, a store, model, version or profile that is not there, or a rule that
+    cannot be checked and no alert from the others). The alerts are printed (``--format json``
+    for machines), a rule that could not be checked on stderr; ``--all`` prints every
+    reading, fired or not.
     """
     try:
         return _monitor(args, out, progress)
@@ -61,7 +63,7 @@ def cmd_monitor(args: argparse.Namespace, out: Output, progress: Progress) -> in
 
 
 def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
-    from ._monitor import Monitor, load_rules
+    from ._monitor import Monitor, RuleCheckError, load_rules
     from ._profile import Profile
 
     if args.store_path:
@@ -84,9 +86,13 @@ def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
             f"{args.rules}: unknown settings {', '.join(sorted(settings))}; the file takes model, reference, "
             "filters and [[rules]]"
         )
+    failed: list[tuple[str, Exception]] = []
     with store_cli._open(args) as s, progress.task("checking…", quiet=True):
         monitor = Monitor(s, rules, model=model, reference=reference, **filters)
-        alerts = monitor.check(at=args.at)
+        try:
+            alerts = monitor.check(at=args.at)
+        except RuleCheckError as exc:  # the other rules' alerts are still reported
+            alerts, failed = exc.alerts, exc.failed
     if args.all:
         assert monitor.last is not None
         out.frame(monitor.last)
@@ -116,7 +122,11 @@ def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
                 columns=["rule", "condition", "model", "reason", "value", "start", "end"],
             )
         )
-    return EXIT_ALERT if alerts else store_cli.EXIT_OK
+    for rule, exc in failed:
+        print(f"{store_cli.PROG} monitor: error: rule {rule!r} could not be checked: {exc}", file=sys.stderr)
+    if alerts:
+        return EXIT_ALERT
+    return EXIT_CANNOT_CHECK if failed else store_cli.EXIT_OK
 
 
 def _extend(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from predlog.replay import Store
 
-__all__ = ["Alert", "Monitor"]
+__all__ = ["Alert", "Monitor", "RuleCheckError"]
 
 logger = logging.getLogger("predlog.analysis")
 
@@ -122,6 +122,11 @@ class Monitor:
         ``at`` is a time as the store's filters take it (a datetime, naive meaning UTC, a
         date or an ISO 8601 string). Each rule reads its ``consecutive`` windows of length
         ``window`` before ``at``; :attr:`last` keeps all the readings.
+
+        Raises:
+            RuleCheckError: a rule could not be checked (labels of several types, a metric
+                the model does not have...). Every other rule was checked and its alerts
+                sent to the callbacks; they are in the error's ``alerts``.
         """
         import pandas as pd
 
@@ -132,10 +137,15 @@ class Monitor:
         ctx = Context(self.store, self.model, self.reference, self.filters)
         alerts: list[Alert] = []
         readings: list[dict[str, Any]] = []
+        failed: list[tuple[str, Exception]] = []
         for rule in self.rules:
             length = parse_duration(rule.window, "window")
             spans = [(end - (k + 1) * length, end - k * length) for k in reversed(range(rule.consecutive))]
-            got = [(a, b, rule.evaluate(ctx, a, b)) for a, b in spans]
+            try:
+                got = [(a, b, rule.evaluate(ctx, a, b)) for a, b in spans]
+            except Exception as exc:  # the other rules are still checked, and their alerts still sent
+                failed.append((rule.describe(), exc))
+                continue
             windows = [_window(a, b, r) for a, b, r in got]
             readings += [{"rule": rule.name, "condition": rule.describe(), **w} for w in windows]
             if all(r.breached for _, _, r in got):
@@ -147,6 +157,8 @@ class Monitor:
                     callback(alert)
                 except Exception:  # one failing hook must not silence the others
                     logger.exception("predlog: on_alert callback %r failed for %s", callback, alert.rule)
+        if failed:
+            raise RuleCheckError(failed, alerts)
         return alerts
 
     def _alert(
@@ -180,6 +192,19 @@ class Monitor:
 
     def __repr__(self) -> str:
         return f"Monitor({self.model!r}, rules=[{', '.join(r.describe() for r in self.rules)}])"
+
+
+class RuleCheckError(ValueError):
+    """Some rules could not be checked. The others were, and their alerts were sent to the
+    ``on_alert`` callbacks: they are in :attr:`alerts`; :attr:`failed` pairs each rule that
+    could not be checked with its error."""
+
+    def __init__(self, failed: list[tuple[str, Exception]], alerts: list[Alert]) -> None:
+        self.failed = failed
+        self.alerts = alerts
+        said = "; ".join(f"{rule}: {exc}" for rule, exc in failed)
+        fired = f" ({len(alerts)} alert{'s' if len(alerts) != 1 else ''} from the other rules in .alerts)"
+        super().__init__(f"{len(failed)} rule(s) could not be checked: {said}{fired if alerts else ''}")
 
 
 def _window(start: dt.datetime, end: dt.datetime, r: Reading) -> dict[str, Any]:

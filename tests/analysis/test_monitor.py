@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import predlog
-from predlog.analysis import Alert, Monitor, Profile, input_drift, performance, rules
+from predlog.analysis import Alert, Monitor, Profile, RuleCheckError, input_drift, performance, rules
 from predlog.replay import Store
 
 DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -273,6 +273,24 @@ window = "1D"
         assert got.returncode == 2 and said in got.stderr, got.stderr
     nowhere = run_cli("monitor", str(tmp_path / "no-store"), "--rules", str(rules_file))
     assert nowhere.returncode == 2, nowhere.stderr
+    # A rule that cannot be checked does not hide the alert of another: exit 1, the broken rule on stderr.
+    rules_file.write_text(
+        'model = "churn"\n[[rules]]\nrule = "metric_below"\nmetric = "mae"\nmin = 1\n'
+        '[[rules]]\nrule = "latency_above"\np95_ms = 20\nwindow = "1D"\n'
+    )
+    both = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-08", "--format", "json")
+    assert both.returncode == 1 and [a["rule"] for a in json.loads(both.stdout)] == ["latency_above"]
+    assert "rule 'mae below 1' could not be checked" in both.stderr
+    with Store(history) as s:
+        seen: list[Alert] = []
+        monitor = Monitor(
+            s, [rules.metric_below("mae", 1), rules.latency_above(p95_ms=20, window="1D")], on_alert=seen.append
+        )
+        with pytest.raises(
+            RuleCheckError, match="1 rule.*could not be checked: mae below 1.*1 alert from the other rules"
+        ) as info:
+            monitor.check(at=day(8))
+    assert [a.rule for a in info.value.alerts] == ["latency_above"] == [a.rule for a in seen]
     query = run_cli("query", "--store", str(history), "select count(*) as n from predictions", "-f", "json")
     assert query.returncode == 0 and json.loads(query.stdout) == [{"n": DAYS * PER_DAY}]
 
