@@ -240,7 +240,7 @@ def input_drift(
     if features is None:
         paths = sorted({p for p in (*rf, *cf) if p.startswith("features.")}, key=_natural)
     else:
-        paths = [feature_path(f) for f in features]
+        paths = [feature_path(f) for f in ([features] if isinstance(features, str) else features)]
         for p in paths:
             if p not in rf and p not in cf:
                 raise ValueError(

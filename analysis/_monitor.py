@@ -104,6 +104,14 @@ class Monitor:
         if needs and reference is None:
             raise ValueError(f"{', '.join(needs)} compare against a reference: pass Monitor(..., reference=...)")
         self.reference = None if reference is None else side_of(s, self.model, reference, "reference")
+        if self.reference is not None and "prediction_shift" in needs:
+            paths = self.reference.fields()
+            if not any(p == "prediction" or p.startswith(("prediction.", "prediction[")) for p in paths):
+                raise ValueError(
+                    f"prediction_shift compares predictions, and the reference ({self.reference.label}) has no "
+                    "prediction column (a training frame?): give rows of the store, e.g. reference={'version': "
+                    "'1.3'}, a Profile.from_store(...), or a frame with a 'prediction' column"
+                )
         timed = sorted(set(filters) & {"start", "end", "last", "days"})
         if timed:
             raise ValueError(

@@ -351,6 +351,8 @@ def drift_over_time(
 def _fields(ref: Side, cur: Side, features: Sequence[str] | None) -> tuple[dict[str, Field], dict[str, str]]:
     """The fields to compare (path → the current side's field) and those skipped (→ why)."""
     rf, cf = ref.fields(), cur.fields()
+    if isinstance(features, str):  # one field
+        features = [features]
     if features is None:
         every = {**rf, **cf}
         names = sorted({p for p in every if p.startswith("features.")}, key=_natural)

@@ -152,8 +152,8 @@ class Profile:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)} is not a predlog profile (not JSON: {exc})") from exc
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{os.fspath(path)} is not a predlog profile (not UTF-8 JSON: {exc})") from exc
         return cls.from_dict(data, where=os.fspath(path))
 
     @classmethod
@@ -162,26 +162,40 @@ class Profile:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise ValueError(f'{where} is not a predlog profile (no "format": "{FORMAT}")')
         version = data.get("version")
-        if not isinstance(version, int) or version > VERSION:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(
+                f'{where}: "version" must be a whole number (this predlog writes {VERSION}), got {version!r}'
+            )
+        if version > VERSION:
             raise ValueError(
                 f"{where} is a profile of format version {version}; this predlog reads version {VERSION} "
                 "and older: upgrade predlog"
             )
         fields: dict[str, Field] = {}
         summaries: dict[str, Summary] = {}
-        for path, f in data["fields"].items():
-            fields[path] = Field(path, f["kind"], f["dtype"], f.get("note", ""))
-            if "summary" in f:
-                summaries[path] = from_json(f["summary"])
-        return cls(
-            fields,
-            summaries,
-            rows=int(data["rows"]),
-            label=str(data["label"]),
-            source=data.get("source", {}),
-            max_values=int(data.get("max_values", MAX_VALUES)),
-            created=dt.datetime.fromisoformat(data["created"]),
-        )
+        path = ""
+        try:
+            for path, f in data["fields"].items():
+                fields[path] = Field(path, f["kind"], f["dtype"], f.get("note", ""))
+                if "summary" in f:
+                    summaries[path] = from_json(f["summary"])
+            path = ""
+            return cls(
+                fields,
+                summaries,
+                rows=int(data["rows"]),
+                label=str(data["label"]),
+                source=data.get("source", {}),
+                max_values=int(data.get("max_values", MAX_VALUES)),
+                created=dt.datetime.fromisoformat(data["created"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            at = f" (field {path!r})" if path else ""
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(
+                f"{where} is not a valid predlog profile{at}: {what}; write profiles with Profile.save, and "
+                "see docs/analysis.md for the format"
+            ) from exc
 
     # ------------------------------------------------------------ as a side
 

@@ -155,6 +155,9 @@ def change_points(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    for name, value in (("penalty", penalty), ("threshold", threshold), ("drift", drift)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+            raise ValueError(f"{name} must be a number >= 0 (or None for the default), got {value!r}")
     s = series if isinstance(series, pd.Series) else pd.Series(np.asarray(series, dtype=float))
     values = s.to_numpy(dtype=float)
     keep = np.flatnonzero(np.isfinite(values))

@@ -437,9 +437,17 @@ def to_json(summary: Summary) -> dict[str, Any]:
 def from_json(data: Mapping[str, Any]) -> Summary:
     """The inverse of :func:`to_json`."""
     if data["kind"] == "number":
+        values = np.asarray(data["values"], dtype=float)
+        weights = np.asarray(data["weights"], dtype=float)
+        if values.ndim != 1 or values.shape != weights.shape:
+            raise ValueError(f'"values" and "weights" must be lists of equal length ({values.size} and {weights.size})')
+        if np.any(np.diff(values) <= 0) or not np.all(np.isfinite(values)):
+            raise ValueError('"values" must be finite numbers in increasing order, each once')
+        if np.any(weights <= 0) or not np.all(np.isfinite(weights)):
+            raise ValueError('"weights" must be positive numbers')
         return Numbers(
-            values=np.asarray(data["values"], dtype=float),
-            weights=np.asarray(data["weights"], dtype=float),
+            values=values,
+            weights=weights,
             n=int(data["n"]),
             missing=int(data["missing"]),
             n_eff=float(data["n_eff"]),
@@ -448,6 +456,8 @@ def from_json(data: Mapping[str, Any]) -> Summary:
             exact=bool(data["exact"]),
             ecdf_error=float(data.get("ecdf_error", 0.0)),
         )
+    if data["kind"] != "category":
+        raise ValueError(f'"kind" must be "number" or "category", got {data["kind"]!r}')
     return Categories(
         counts={k: float(v) for k, v in data["categories"]},
         n=int(data["n"]),

@@ -106,6 +106,18 @@ def _check(consecutive: int, window: Any) -> None:
     parse_duration(window, "window")
 
 
+def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a float, checked: a number (not text, not a bool) within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(
+            f"{name} must be a number, got {value!r}" + (" (text: drop the quotes)" if isinstance(value, str) else "")
+        )
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"between {low:g} and {high:g}" if low is not None and high is not None else f">= {low:g}"
+        raise ValueError(f"{name} must be {span}, got {value!r}")
+    return float(value)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.3g}%"
 
@@ -165,7 +177,7 @@ def error_rate_above(
 ) -> ErrorRateAbove:
     """Fires when the error rate (calls that raised, weighted by ``1 / sample_rate``) is above ``max``."""
     _check(consecutive, window)
-    return ErrorRateAbove(max, window, consecutive, min_rows)
+    return ErrorRateAbove(_number("error_rate_above(): max", max, 0, 1), window, consecutive, min_rows)
 
 
 _QUANTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p95_ms": 0.95, "p99_ms": 0.99}
@@ -218,7 +230,7 @@ def latency_above(
     Not weighted by ``1 / sample_rate``: successful calls share one rate, so the kept rows are
     a uniform sample of them (errors, kept whatever the rate, are left out)."""
     limits = tuple(
-        (k, float(v))
+        (k, _number(f"latency_above(): {k}", v, 0))
         for k, v in (
             ("p50_ms", p50_ms),
             ("p90_ms", p90_ms),
@@ -292,7 +304,14 @@ def metric_below(
         arguments = ("window", "consecutive", "min_labeled", *_PERFORMANCE_OPTIONS)
         _known("metric_below(): the argument", key, arguments, TypeError)
     _check(consecutive, window)
-    return MetricBelow(metric, float(min), window, consecutive, min_labeled, tuple(sorted(performance_options.items())))
+    return MetricBelow(
+        metric,
+        _number("metric_below(): min", min),
+        window,
+        consecutive,
+        min_labeled,
+        tuple(sorted(performance_options.items())),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,7 +346,7 @@ def label_coverage_below(
 ) -> LabelCoverageBelow:
     """Fires when fewer than ``min`` of the predictions (weighted) have a label."""
     _check(consecutive, window)
-    return LabelCoverageBelow(float(min), window, consecutive, min_rows)
+    return LabelCoverageBelow(_number("label_coverage_below(): min", min, 0, 1), window, consecutive, min_rows)
 
 
 # ---------------------------------------------------------------- drift against the reference
@@ -387,6 +406,8 @@ def feature_drift(
 ) -> FeatureDrift:
     """Fires when any of ``features`` (default: every feature) drifted against the reference."""
     _check(consecutive, window)
+    if isinstance(features, str):  # one feature
+        features = [features]
     return FeatureDrift(tuple(features) if features else None, method, alpha, None, window, consecutive, min_rows)
 
 
@@ -401,7 +422,8 @@ def share_drifted(
 ) -> FeatureDrift:
     """Fires when more than ``max`` of the features tested drifted against the reference."""
     _check(consecutive, window)
-    return FeatureDrift(None, method, alpha, float(max), window, consecutive, min_rows, name="share_drifted")
+    share = _number("share_drifted(): max", max, 0, 1)
+    return FeatureDrift(None, method, alpha, share, window, consecutive, min_rows, name="share_drifted")
 
 
 @dataclasses.dataclass(frozen=True)

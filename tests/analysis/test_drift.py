@@ -328,6 +328,35 @@ def test_profiles_from_a_store_and_bad_files(tmp_path: Path, cancer: Any) -> Non
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a predlog profile"):
         Profile.load(bad)
+    # A file edited by hand: a clear error naming what is wrong, never a raw KeyError or IndexError.
+    good = json.loads(json.dumps(profile.to_dict()))
+    number = next(p for p, f in good["fields"].items() if f["kind"] == "number" and p.startswith("features."))
+
+    def edited(change: Any) -> Path:
+        data = json.loads(json.dumps(good))
+        change(data)
+        bad.write_text(json.dumps(data))
+        return bad
+
+    cases = [
+        (lambda d: d.pop("rows"), "missing key 'rows'"),
+        (lambda d: d.update(fields=[]), "not a valid predlog profile"),
+        (lambda d: d.update(version="1"), '"version" must be a whole number'),
+        (lambda d: d["fields"][number]["summary"]["weights"].pop(), "equal length"),
+        (lambda d: d["fields"][number]["summary"]["values"].reverse(), "increasing order"),
+        (
+            lambda d: d["fields"][number]["summary"].update(
+                weights=[-1.0] * len(d["fields"][number]["summary"]["weights"])
+            ),
+            "positive",
+        ),
+    ]
+    for change, said in cases:
+        with pytest.raises(ValueError, match=f"not a valid predlog profile.*{re.escape(said)}|{re.escape(said)}"):
+            Profile.load(edited(change))
+    bad.write_bytes('{"format": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8 JSON"):
+        Profile.load(bad)
 
 
 # ---------------------------------------------------------------- predictions

@@ -131,6 +131,9 @@ def test_drift_rules_compare_against_the_reference(history: Path, tmp_path: Path
         assert shift.check(at=day(10)) == []
         with pytest.raises(ValueError, match="compare against a reference"):
             Monitor(s, [rules.share_drifted()])
+        training = pd.DataFrame({"x": np.zeros(50), "country": ["DE"] * 50})  # no prediction column
+        with pytest.raises(ValueError, match="prediction_shift compares predictions.*no prediction column"):
+            Monitor(s, [rules.prediction_shift(window="1D")], reference=training)
 
 
 def test_callbacks_see_every_alert_and_a_failing_one_is_logged(history: Path, caplog: Any) -> None:
@@ -157,6 +160,13 @@ def test_rules_check_their_arguments() -> None:
     with pytest.raises(ValueError, match="rule 'error_rate_above'.*unexpected keyword argument 'maximum'"):
         rules.from_dict({"rule": "error_rate_above", "maximum": 0.1})
     assert rules.from_dict({"rule": "metric_below", "metric": "f1", "min": 0.5}).describe() == "f1 below 0.5"
+    with pytest.raises(ValueError, match=r"max must be a number, got '0.01' \(text: drop the quotes\)"):
+        rules.from_dict({"rule": "error_rate_above", "max": "0.01"})
+    with pytest.raises(ValueError, match="max must be between 0 and 1, got -1"):
+        rules.error_rate_above(-1)
+    with pytest.raises(ValueError, match="p95_ms must be >= 0"):
+        rules.latency_above(p95_ms=-5)
+    assert rules.feature_drift("age").features == ("age",)  # one feature, not its letters
     with pytest.raises(ValueError, match="a rule needs a name"):
         rules.from_dict({"max": 0.1})
     with pytest.raises(ValueError, match="metric 'acuracy' is unknown: did you mean 'accuracy'"):

@@ -279,3 +279,11 @@ def test_boolean_predictions_too_few_rows_and_weighted_levels(tmp_path: Any, sto
     # Over the rows of each segment, not over its windows: the thin day counts for 5 rows.
     assert shift.before == pytest.approx(share[(when >= cuts[k - 1]) & (when < cuts[k])].mean(), rel=1e-12)
     assert shift.after == pytest.approx(share[(when >= cuts[k]) & (when < cuts[k + 1])].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [{"penalty": -1}, {"penalty": math.nan}, {"threshold": "8"}, {"drift": -0.5}])
+def test_detector_settings_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        change_points(
+            pd.Series(np.r_[np.zeros(20), np.ones(20)]), method="cusum" if "penalty" not in bad else "pelt", **bad
+        )
