@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from predlog.replay import Store
 
 __all__ = [
+    "MAX_WINDOWS",
     "STATISTICS",
     "DriftOverTime",
     "Windows",
@@ -142,7 +143,20 @@ class Windows:
         """Every window start from the first found to the last (gaps included), in microseconds."""
         if not len(found):
             return np.empty(0, dtype=np.int64)
-        return np.arange(min(found), max(found) + 1, self.micros, dtype=np.int64)
+        first, last = min(found), max(found)
+        count = (last - first) // self.micros + 1
+        if count > MAX_WINDOWS:
+            lo, hi = utc_times(np.array([first, last]))
+            raise ValueError(
+                f"the selected rows span {count:,} windows of {self.text} (from {lo:%Y-%m-%d %H:%M} to "
+                f"{hi:%Y-%m-%d %H:%M} UTC; more than {MAX_WINDOWS:,}): a row with a wrong time (1970?) stretches "
+                "the span: select a time range (start=, end=, last=) or use a wider window"
+            )
+        return np.arange(first, last + 1, self.micros, dtype=np.int64)
+
+
+MAX_WINDOWS = 100_000
+"""The most windows one result holds (every window from the first with rows to the last)."""
 
 
 def utc_times(micros: np.ndarray) -> pd.DatetimeIndex:

@@ -458,9 +458,14 @@ def when_shifted(
     weights.iloc[at] = [0.0 if r[3] is None else float(r[3]) for r in got]
     tested = int(series.notna().sum())
     if tested < 2 * MIN_SIZE:
+        fix = (
+            "use a narrower window= (more windows)"
+            if len(series) < 2 * MIN_SIZE
+            else "widen window= or lower min_rows="
+        )
         warnings.warn(
             f"when_shifted: {tested} of {len(series)} windows of {windows.text} have at least {min_rows} values "
-            f"of {path}; nothing to compare: widen window= or lower min_rows=",
+            f"of {path}; a change needs {2 * MIN_SIZE}: {fix}",
             stacklevel=2,
         )
         return None

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from predlog.analysis import DriftOverTime, Profile, drift_over_time
+from predlog.analysis import DriftOverTime, Profile, drift_over_time, when_shifted
 from predlog.analysis import _stats as st
 from predlog.analysis._sides import FrameSide, StoreSide
 from predlog.analysis._summary import Categories, Numbers
@@ -390,3 +390,21 @@ def test_ks_over_a_selection_too_large_to_read_says_what_to_do(
         with pytest.raises(ValueError, match=r"statistic='ks'.*select fewer rows.*or use statistic='psi'"):
             drift_over_time(s, {"end": T0 + DAY}, statistic="ks")
         assert len(drift_over_time(s, {"end": T0 + DAY}, statistic="psi").df)  # counts in DuckDB: no limit
+
+
+def test_a_row_from_1970_does_not_make_half_a_million_windows(tmp_path: Path, store_writer: Any) -> None:
+    rng = np.random.default_rng(4)
+    ts = pd.concat(
+        [
+            pd.Series([pd.Timestamp("1970-01-01", tz="UTC")]),
+            pd.Series(T0 + pd.to_timedelta(np.arange(200) * 3600, unit="s")),
+        ]
+    )
+    frame = pd.DataFrame({"ts": ts.to_numpy(), "x": rng.normal(size=201), "prediction": rng.random(201)})
+    store_writer(tmp_path / "store", frame)
+    with Store(tmp_path / "store") as s:
+        with pytest.raises(ValueError, match=r"span [\d,]+ windows of 1h \(from 1970-01-01 00:00.*wrong time.*start="):
+            drift_over_time(s, {"start": T0, "end": T0 + DAY}, window="1h")
+        with pytest.raises(ValueError, match="wrong time"):
+            when_shifted(s, "x", window="1h")
+        assert len(drift_over_time(s, {"start": T0, "end": T0 + DAY}, window="1h", start=T0).df)  # the fix works

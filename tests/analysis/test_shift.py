@@ -270,6 +270,8 @@ def test_boolean_predictions_too_few_rows_and_weighted_levels(tmp_path: Any, sto
             UserWarning, match=r"0 of 10 windows of 1D have at least 500 values.*widen window= or lower min_rows="
         ):
             assert when_shifted(s, window="1D", model="b", min_rows=500) is None
+        with pytest.warns(UserWarning, match=r"[23] of [23] windows of 7D.*a change needs 4: use a narrower window="):
+            assert when_shifted(s, window="7D", model="b", min_rows=1) is None
     assert shift is not None and shift.at == T0 + pd.Timedelta(days=5)
     assert shift.measure in ("share of True in prediction", "share of False in prediction")
     share = frame["prediction"] if "True" in shift.measure else ~frame["prediction"]
