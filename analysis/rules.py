@@ -175,7 +175,8 @@ class ErrorRateAbove:
 def error_rate_above(
     max: float, *, window: str | dt.timedelta = "1h", consecutive: int = 1, min_rows: int = 1
 ) -> ErrorRateAbove:
-    """Fires when the error rate (calls that raised, weighted by ``1 / sample_rate``) is above ``max``."""
+    """Fires when the error rate is above ``max``: the share of predictions whose call raised
+    (a failed batch call of 10 rows is 10 failed predictions), weighted by ``1 / sample_rate``."""
     _check(consecutive, window)
     return ErrorRateAbove(_number("error_rate_above(): max", max, 0, 1), window, consecutive, min_rows)
 
