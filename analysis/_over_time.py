@@ -344,8 +344,15 @@ def drift_over_time(
     name = resolve_model(s, model, filters)
     cur = StoreSide(s, name, filters)
     ref = side_of(s, name, reference, "reference")
+    if features is not None and not isinstance(features, str) and not list(features):
+        raise ValueError("features=[] names no field: pass field names, or None for every field")
     fields, skipped = _fields(ref, cur, features)
     ref_sums = ref.summarize(list(fields.values())) if fields else {}
+    if ref_sums and not any(x.n for x in ref_sums.values()):
+        raise ValueError(
+            f"the reference ({ref.label}) has no values of any field: nothing to compare against; check its "
+            "filters (a time range with rows, a version the model has)"
+        )
     plans: list[_Plan] = []
     for path, f in fields.items():
         ref_sum = ref_sums.get(path)

@@ -338,6 +338,10 @@ def test_the_arguments_are_checked(mixed: dict[str, Any]) -> None:
         )
         with pytest.raises(ValueError, match="on neither side"):
             drift_over_time(s, {"end": T0 + DAY}, features=["nope"])
+        with pytest.raises(ValueError, match=r"features=\[\] names no field"):
+            drift_over_time(s, {"end": T0 + DAY}, features=[])
+        with pytest.raises(ValueError, match="the reference .* has no values of any field: nothing to compare against"):
+            drift_over_time(s, {"start": "2031-01-01"})
         with pytest.raises(TypeError):
             drift_over_time(s, {"end": T0 + DAY}, bogus=1)
         r = drift_over_time(s, {"end": T0 + DAY}, start=T0 + 3 * DAY)
