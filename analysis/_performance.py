@@ -65,7 +65,7 @@ EPS = float(np.finfo(np.float64).eps)
 
 MIN_ROWS = 30
 """The summary's lowest (or highest) window is chosen among windows with at least this
-many scored rows, when any has."""
+many scored rows; without one, the summary names none."""
 
 # time_bucket's default origin for widths of days and less: Monday 2000-01-03 00:00 UTC.
 _ORIGIN = "2000-01-03"
@@ -1343,8 +1343,9 @@ def _worst(df: pd.DataFrame, metric: str, segments: list[str]) -> dict[str, Any]
     frame = df[df[metric].notna()]
     if frame.empty:
         return None
-    big = frame[frame["scored_rows"] >= MIN_ROWS]
-    frame = big if len(big) else frame
+    frame = frame[frame["scored_rows"] >= MIN_ROWS]  # a window of 3 rows is not "the worst day"
+    if frame.empty:
+        return None
     ascending = metric not in _LOWER_IS_BETTER
     pick = frame.sort_values([metric, "scored_rows"], ascending=[ascending, False], kind="stable").iloc[0]
     return {
