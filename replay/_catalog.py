@@ -113,6 +113,11 @@ class Catalog:
         d0, d1 = dates if dates is not None else sel.dates
         views = {}
         pfiles = _files.prediction_files(self.root, models, d0, d1) if predictions else []
+        if sel.version is not None:
+            # Files of other versions only: left out, so that a model whose output changed
+            # between versions (a number, then a vector) reads with one version's natural type.
+            wanted = set(sel.version)
+            pfiles = [f for f in pfiles if (v := self.footer(f).versions) is None or v & wanted]
         lfiles = _files.label_files(self.root) if labels else []
         if labels and label_lo is not None:
             # Labels come after their predictions; a day of slack covers clocks of other hosts.

@@ -700,3 +700,38 @@ def test_result_views(cancer: Logged) -> None:
     assert isinstance(res.plot("roc_auc"), Figure)
     with pytest.raises(ValueError, match="no metric 'mae'"):
         res.plot("mae")
+
+
+def test_a_model_whose_output_changed_kind_between_versions(tmp_path: Path) -> None:
+    """Version 1 logged a score, version 2 a probability vector: the store reads the model's
+    predictions as text. Scoring that text would call every prediction wrong: refused, and
+    ``version=`` scores each kind with its own type (its files only)."""
+    X, y = datasets.load_breast_cancer(return_X_y=True)
+    p = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y).predict_proba(X)[:, 1]
+    n = len(y)
+    ts = pd.Timestamp(START, tz="UTC") + pd.to_timedelta(np.arange(n) * 600, unit="s")
+    half = n // 2
+    rec = predlog.Recorder(store=str(tmp_path), model="m")
+    try:
+        one = rec.log_frame(pd.DataFrame({"ts": ts[:half], "prediction": p[:half], "x": X[:half, 0]}), version="1")
+        two = rec.log_frame(
+            pd.DataFrame({"ts": ts[half:], "prediction": [[1 - v, v] for v in p[half:]], "x": X[half:, 0]}),
+            version="2",
+        )
+        rec.log_labels(pd.DataFrame({"prediction_id": one + two, "label": y}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    with Store(tmp_path) as s:
+        with pytest.raises(ValueError, match=r"two kinds \(version 1: single values, 2: lists\).*version="):
+            performance(s, window="30D")
+        v1 = performance(s, window="30D", version="1").overall.iloc[0]
+        v2 = performance(s, window="30D", version="2").overall.iloc[0]
+    close(
+        [v1["accuracy"], v1["roc_auc"]],
+        [metrics.accuracy_score(y[:half], p[:half] >= 0.5), metrics.roc_auc_score(y[:half], p[:half])],
+    )
+    close(
+        [v2["accuracy"], v2["roc_auc"]],
+        [metrics.accuracy_score(y[half:], p[half:] >= 0.5), metrics.roc_auc_score(y[half:], p[half:])],
+    )
