@@ -122,8 +122,8 @@ def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
                 columns=["rule", "condition", "model", "reason", "value", "start", "end"],
             )
         )
-    for rule, exc in failed:
-        print(f"{store_cli.PROG} monitor: error: rule {rule!r} could not be checked: {exc}", file=sys.stderr)
+    for rule, error in failed:
+        print(f"{store_cli.PROG} monitor: error: rule {rule!r} could not be checked: {error}", file=sys.stderr)
     if alerts:
         return EXIT_ALERT
     return EXIT_CANNOT_CHECK if failed else store_cli.EXIT_OK

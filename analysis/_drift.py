@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _stats
 from ._result import Result, figure, fmt
 from ._sides import Side, StoreSide, feature_path, last_day, model_in_sides, resolve_model, side_of
-from ._summary import Categories, Field, Numbers, Summary
+from ._summary import NO_VALUE, Categories, Field, Numbers, Summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -338,9 +338,11 @@ def _compare(
         """The row of one field: both sides summarised, then compared (run in parallel)."""
         row: dict[str, Any] = dict.fromkeys(_COLUMNS)
         row.update(feature=p, drifted=False, note="", new_categories=[])
-        if p not in rf or p not in cf:
-            row["kind"] = (rf.get(p) or cf[p]).kind
-            row["note"] = "only in reference" if p in rf else "only in current"
+        in_ref = p in rf and rf[p].note != NO_VALUE
+        in_cur = p in cf and cf[p].note != NO_VALUE
+        if not (in_ref and in_cur):
+            row["kind"] = (rf[p] if in_ref else cf[p] if in_cur else (rf.get(p) or cf[p])).kind
+            row["note"] = "only in reference" if in_ref else "only in current" if in_cur else NO_VALUE
             return row
         a_field, b_field = rf[p], cf[p]
         row["kind"] = a_field.kind or b_field.kind

@@ -34,6 +34,7 @@ __all__ = [
     "EXACT_LIMIT",
     "KEPT_CATEGORIES",
     "MAX_CATEGORIES",
+    "NO_VALUE",
     "OTHER",
     "SKETCH_POINTS",
     "Categories",
@@ -56,6 +57,9 @@ SKETCH_POINTS = 100_000
 MAX_CATEGORIES = 1_000
 """Categories compared: past this many over both sides, the lightest (by their share on the
 two sides together) are pooled under :data:`OTHER` on both sides alike."""
+
+NO_VALUE = "no value on this side"
+"""The note of a field whose column has no type on one side: its files never held a value."""
 
 KEPT_CATEGORIES = 100_000
 """Categories one side's summary keeps, heaviest first; the rest are pooled under :data:`OTHER`
@@ -140,7 +144,7 @@ def kind_of(dtype: DuckDBPyType) -> tuple[str | None, str]:
     if tid.startswith("timestamp") or tid in ("date", "time", "interval"):
         return None, "a time: not compared (times always move)"
     if tid == "null" or tid == '"null"':
-        return None, "no value on this side"
+        return None, NO_VALUE
     return None, f"type {dtype}: not compared"
 
 
