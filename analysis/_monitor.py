@@ -138,7 +138,9 @@ class Monitor:
         """
         import pandas as pd
 
-        from predlog.replay._timebounds import parse_duration, parse_time
+        from predlog.replay._timebounds import parse_time
+
+        from ._windows import Windows
 
         end = parse_time(at, "at") if at is not None else dt.datetime.now(dt.UTC)
         assert end is not None
@@ -147,7 +149,7 @@ class Monitor:
         readings: list[dict[str, Any]] = []
         failed: list[tuple[str, Exception]] = []
         for rule in self.rules:
-            length = parse_duration(rule.window, "window")
+            length = Windows.of(rule.window).width
             spans = [(end - (k + 1) * length, end - k * length) for k in reversed(range(rule.consecutive))]
             try:
                 got = [(a, b, rule.evaluate(ctx, a, b)) for a, b in spans]

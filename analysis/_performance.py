@@ -359,10 +359,9 @@ def _check_one_kind(s: Store, model: str, filters: Mapping[str, Any]) -> None:
 def _window(window: Any) -> tuple[int, str]:
     """``(width in microseconds, label)`` of a window: text as the store's durations
     (``"1D"``, ``"1h"``, ``"7d"``, ``"30min"``, ``"1w"``) or a timedelta."""
-    from predlog.replay._timebounds import parse_duration
+    from ._windows import Windows
 
-    width = parse_duration(window, "window")
-    us = (width.days * 86_400 + width.seconds) * 1_000_000 + width.microseconds
+    us = Windows.of(window).micros
     return us, window.strip() if isinstance(window, str) else _duration(us)
 
 

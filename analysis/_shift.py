@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._drift import _natural
-from ._over_time import Windows, number_text, utc_times, weighted_mean
+from ._over_time import number_text, weighted_mean
 from ._result import Result, figure
 from ._sides import WEIGHT, StoreSide, feature_path, resolve_model
 from ._summary import _present, _query
+from ._windows import Windows, utc_times
 
 if TYPE_CHECKING:
     import pandas as pd

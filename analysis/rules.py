@@ -99,11 +99,11 @@ def _window_filters(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict[
 
 
 def _check(consecutive: int, window: Any) -> None:
-    from predlog.replay._timebounds import parse_duration
+    from ._windows import Windows
 
     if not isinstance(consecutive, int) or consecutive < 1:
         raise ValueError(f"consecutive must be a whole number of windows, 1 or more, got {consecutive!r}")
-    parse_duration(window, "window")
+    Windows.of(window)
 
 
 def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
