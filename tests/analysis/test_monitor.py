@@ -71,6 +71,20 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
+def serve(rec: predlog.Recorder, predict: Any, calls: list[dict[str, float]]) -> dt.datetime:
+    """Call the captured ``predict`` on each input (its errors are recorded, not raised), seal,
+    and return a time just after the last call."""
+    captured = rec.capture(predict)
+    for x in calls:
+        try:
+            captured(x)
+        except Exception:
+            pass
+    assert rec.flush(timeout_s=30)
+    rec.shutdown()
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+
+
 def test_a_drop_lasting_three_windows_fires_and_a_blip_does_not(history: Path) -> None:
     with Store(history) as s:
         three = Monitor(s, [rules.metric_below("accuracy", 0.85, window="1D", consecutive=3)])
@@ -191,15 +205,7 @@ def test_a_monitor_chooses_its_windows_and_latency_is_of_successful_calls(histor
             raise TimeoutError("upstream timed out")
         return 1.0
 
-    captured = rec.capture(predict)
-    for i in range(40):
-        try:
-            captured({"slow": float(i % 4 == 0)})
-        except TimeoutError:
-            pass
-    assert rec.flush(timeout_s=30)
-    rec.shutdown()
-    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    now = serve(rec, predict, [{"slow": float(i % 4 == 0)} for i in range(40)])
     with Store(tmp_path) as s:
         assert Monitor(s, [rules.latency_above(p90_ms=20, window="1h")]).check(at=now) == []  # errors left out
         with pytest.raises(
@@ -210,15 +216,7 @@ def test_a_monitor_chooses_its_windows_and_latency_is_of_successful_calls(histor
 
 def test_errors_in_live_traffic_fire_the_error_rate_rule(tmp_path: Path) -> None:
     rec = predlog.Recorder(store=str(tmp_path), model="m")
-    predict = rec.capture(lambda x: 1 / x["d"])
-    for i in range(200):
-        try:
-            predict({"d": 0 if i % 10 == 0 else 1})
-        except ZeroDivisionError:
-            pass
-    assert rec.flush(timeout_s=30)
-    rec.shutdown()
-    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    now = serve(rec, lambda x: 1 / x["d"], [{"d": 0 if i % 10 == 0 else 1} for i in range(200)])
     with Store(tmp_path) as s:
         (alert,) = Monitor(s, [rules.error_rate_above(0.05, window="1h")]).check(at=now)
     assert alert.value == pytest.approx(0.1)
