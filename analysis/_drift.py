@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _stats
 from ._result import Result, figure, fmt
-from ._sides import Side, StoreSide, feature_path, last_day, model_in_sides, resolve_model, side_of
+from ._sides import Side, StoreSide, feature_path, last_day, model_in_sides, one_kind, resolve_model, side_of
 from ._summary import NO_VALUE, Categories, Field, Numbers, Summary
 
 if TYPE_CHECKING:
@@ -281,6 +281,10 @@ def prediction_drift(
     """
     ref, cur, name = _sides(s, reference, current, model)
     rf, cf = ref.fields(), cur.fields()
+    for side, fields in ((ref, rf), (cur, cf)):
+        f = fields.get("prediction")
+        if isinstance(side, StoreSide) and f is not None and f.dtype == "VARCHAR":
+            one_kind(side.store, side.model, side.filters, "prediction_drift")
     every = {**cf, **rf}
     paths = sorted(
         {

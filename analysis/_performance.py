@@ -24,13 +24,13 @@ import difflib
 import math
 import statistics
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._result import Result, figure, jsonable
-from ._sides import WEIGHT, describe_filters, feature_path, resolve_model
+from ._sides import WEIGHT, describe_filters, feature_path, one_kind, resolve_model
 from ._summary import finite
 
 if TYPE_CHECKING:
@@ -297,7 +297,7 @@ def performance(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     types = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
     if types["prediction"] == "VARCHAR":
-        _check_one_kind(s, name, filters)
+        one_kind(s, name, filters)
     plan = _plan(rel, types["prediction"], types["label"], task, threshold, positive_label, average)
     cells = _query(rel, _cells_sql(plan, segments, width_us)).df()
     decided = _decide(plan, cells, rel)
@@ -334,26 +334,6 @@ def performance(
 
 
 # ---------------------------------------------------------------- arguments
-
-
-def _check_one_kind(s: Store, model: str, filters: Mapping[str, Any]) -> None:
-    """Text predictions that are JSON of lists in some rows and of single values in others: the
-    model's output changed kind between files (a score, then a probability vector), and the
-    store reads them as text. Scored as text, every prediction would be wrong: refuse."""
-    rel = s.relation(model, columns=["model_version", "prediction"], ordered=False, **filters)
-    sql = (
-        "SELECT model_version, starts_with(ltrim(prediction), '[') AS list, count(*) FROM r "
-        "WHERE prediction IS NOT NULL GROUP BY ALL ORDER BY ALL"
-    )
-    got = _query(rel, sql).fetchall()
-    if len({is_list for _, is_list, _ in got}) < 2:
-        return
-    kinds = {str(v): "lists" if is_list else "single values" for v, is_list, _ in got}
-    said = ", ".join(f"{v}: {k}" for v, k in sorted(kinds.items()))
-    raise ValueError(
-        f"the predictions of model {model!r} in this selection are of two kinds (version {said}), so the store "
-        "reads them as text: score one kind at a time, e.g. performance(s, version=...)"
-    )
 
 
 def _window(window: Any) -> tuple[int, str]:

@@ -20,7 +20,7 @@ import numpy as np
 from ._drift import _natural
 from ._over_time import number_text, weighted_mean
 from ._result import Result, figure
-from ._sides import WEIGHT, StoreSide, feature_path, resolve_model
+from ._sides import WEIGHT, StoreSide, feature_path, one_kind, resolve_model
 from ._summary import _present, _query
 from ._windows import Windows, utc_times
 
@@ -420,6 +420,8 @@ def when_shifted(
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         known = ", ".join(sorted(fields, key=_natural)) or "none"
         raise ValueError(f"{path!r} is not a column of model {name!r}: {hint}fields: {known}")
+    if path == "prediction" and field.dtype == "VARCHAR":
+        one_kind(s, name, filters, "when_shifted")
     measure = f"{path} mean"
     vector = field.kind is None and f"{path}.class" in fields
     if vector:  # a probability vector: its argmax

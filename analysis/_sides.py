@@ -134,6 +134,28 @@ def model_in_sides(model: str | None, *specs: Any) -> tuple[str | None, list[Any
     return (next(iter(named)) if named else None), out
 
 
+def one_kind(store: Store, model: str, filters: Mapping[str, Any] | None, what: str = "performance") -> None:
+    """Raise when the selected predictions, read as text, are JSON of lists in some rows and of
+    single values in others: the model's output changed kind between files (a score, then a
+    probability vector), and the store reads them as text. Compared or scored as text, every
+    number would be wrong: the error says to select one version."""
+    rest = {k: v for k, v in (filters or {}).items() if k != "model"}
+    rel = store.relation(model, columns=["model_version", "prediction"], ordered=False, **rest)
+    sql = (
+        "SELECT model_version, starts_with(ltrim(prediction), '[') AS list, count(*) FROM r "
+        "WHERE prediction IS NOT NULL GROUP BY ALL ORDER BY ALL"
+    )
+    got = rel.query("r", sql).fetchall()
+    if len({is_list for _, is_list, _ in got}) < 2:
+        return
+    kinds = {str(v): "lists" if is_list else "single values" for v, is_list, _ in got}
+    said = ", ".join(f"{v}: {k}" for v, k in sorted(kinds.items()))
+    raise ValueError(
+        f"the predictions of model {model!r} in this selection are of two kinds (version {said}), so the store "
+        f"reads them as text: take one kind at a time, e.g. {what}(s, ..., version=...)"
+    )
+
+
 def last_day(store: Store, model: str, filters: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Filters for the 24 hours that end with the model's newest row (the default ``current``)."""
     rel = store.relation(model, columns=["ts"], ordered=False, **dict(filters or {}))

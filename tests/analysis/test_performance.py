@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import predlog
-from predlog.analysis import PerformanceResult, performance
+from predlog.analysis import PerformanceResult, performance, prediction_drift, when_shifted
 from predlog.replay import Store
 
 START = "2026-11-01"
@@ -727,6 +727,11 @@ def test_a_model_whose_output_changed_kind_between_versions(tmp_path: Path) -> N
     with Store(tmp_path) as s:
         with pytest.raises(ValueError, match=r"two kinds \(version 1: single values, 2: lists\).*version="):
             performance(s, window="30D")
+        with pytest.raises(ValueError, match=r"two kinds.*prediction_drift\(s, \.\.\., version=\.\.\.\)"):
+            prediction_drift(s, {"end": ts[half]}, {})
+        with pytest.raises(ValueError, match=r"two kinds.*when_shifted"):
+            when_shifted(s, window="1D")
+        assert prediction_drift(s, {"version": "1", "end": ts[half // 2]}, {"version": "1"}).summary["tested"] == 1
         v1 = performance(s, window="30D", version="1").overall.iloc[0]
         v2 = performance(s, window="30D", version="2").overall.iloc[0]
     close(
