@@ -145,7 +145,9 @@ def one_kind(store: Store, model: str, filters: Mapping[str, Any] | None, what: 
         "SELECT model_version, starts_with(ltrim(prediction), '[') AS list, count(*) FROM r "
         "WHERE prediction IS NOT NULL GROUP BY ALL ORDER BY ALL"
     )
-    got = rel.query("r", sql).fetchall()
+    kinds_rel = rel.query("r", sql)
+    assert kinds_rel is not None  # a SELECT always gives a relation
+    got = kinds_rel.fetchall()
     if len({is_list for _, is_list, _ in got}) < 2:
         return
     kinds = {str(v): "lists" if is_list else "single values" for v, is_list, _ in got}
