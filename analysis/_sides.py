@@ -260,6 +260,14 @@ class FrameSide:
         import pyarrow as pa
 
         table = frame if isinstance(frame, pa.Table) else _arrow(frame)
+        seen: dict[str, str] = {}
+        for name in table.column_names:
+            other = seen.setdefault(name.lower(), name)
+            if other != name:
+                raise ValueError(
+                    f"columns {other!r} and {name!r} differ only in case, which DuckDB (and SQL) cannot tell "
+                    "apart: rename one of them"
+                )
         self._table = table
         self._con = duckdb.connect()
         self._lock = threading.Lock()

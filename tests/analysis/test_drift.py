@@ -569,3 +569,11 @@ def test_the_method_says_when_scipy_falls_back_from_exact() -> None:
     with pytest.warns(RuntimeWarning, match="Switching to method=asymp"):
         want = stats.ks_2samp(ref["x"], cur["x"])
     assert row["ks_method"] == "asymp" and math.isclose(row["ks_p_value"], want.pvalue, rel_tol=REL)
+
+
+def test_frame_columns_that_differ_only_in_case_are_refused() -> None:
+    frame = pd.DataFrame({"Amount": [1.0, 2.0], "amount": [3.0, 4.0]})
+    with pytest.raises(ValueError, match="'Amount' and 'amount' differ only in case.*rename one"):
+        input_drift(None, frame, frame)
+    with pytest.raises(ValueError, match="differ only in case"):
+        Profile.from_frame(frame)
