@@ -193,6 +193,7 @@ def performance(
     threshold: float = 0.5,
     positive_label: Any = None,
     average: str = "macro",
+    prediction: str = "prediction",
     **filters: Any,
 ) -> PerformanceResult:
     """Metrics of the model against its labels, per time window and per segment.
@@ -222,6 +223,8 @@ def performance(
         average: How per-class precision, recall and F1 are averaged, as scikit-learn:
             ``"binary"`` (the positive class only; two classes), ``"macro"``, ``"micro"``
             or ``"weighted"`` (by each class's weighted support).
+        prediction: The field scored: ``"prediction"``, or one output of a prediction that is
+            a dict (``"prediction.score"``, or ``"score"`` for short).
         **filters: ``Store.predictions`` filters: ``version``, ``start``, ``end``,
             ``last``, ``user_id``, ``status``, ``request_id``, ``where``, ``include_live``,
             ``include_replays``.
@@ -283,10 +286,21 @@ def performance(
     name = resolve_model(s, model, filters)
 
     when = "date" if width_us % _DAY_US == 0 else "ts"
-    columns = [when, *segments, "prediction", "label", "sample_rate", "status"]
+    field = prediction if prediction.split(".", 1)[0].split("[", 1)[0] == "prediction" else f"prediction.{prediction}"
+    columns = [when, *segments, field, "label", "sample_rate", "status"]
+
+    def labeled(include_unlabeled: bool = True) -> duckdb.DuckDBPyRelation:
+        """The selected predictions with their labels; the field scored is named ``prediction``."""
+        from predlog.replay._shapes import ident
+
+        got = s.labeled_relation(name, include_unlabeled=include_unlabeled, columns=columns, ordered=False, **filters)
+        if field == "prediction":
+            return got
+        return got.project(", ".join(f"{ident(c)} AS {ident('prediction' if c == field else c)}" for c in got.columns))
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MixedLabelTypesWarning)
-        rel = s.labeled_relation(name, include_unlabeled=True, columns=columns, ordered=False, **filters)
+        rel = labeled()
     for w in caught:
         if issubclass(w.category, MixedLabelTypesWarning):
             raise ValueError(
@@ -296,13 +310,13 @@ def performance(
             )
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     types = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
-    if types["prediction"] == "VARCHAR":
+    if types["prediction"] == "VARCHAR" and field == "prediction":
         one_kind(s, name, filters)
     plan = _plan(rel, types["prediction"], types["label"], task, threshold, positive_label, average)
     cells = _query(rel, _cells_sql(plan, segments, width_us)).df()
     decided = _decide(plan, cells, rel)
     if decided.kind != plan.kind and decided.kind == "value":  # asked to classify non-binary labels
-        rel = s.labeled_relation(name, include_unlabeled=True, columns=columns, ordered=False, **filters)
+        rel = labeled()
         cells = _query(rel, _cells_sql(decided, segments, width_us)).df()
     plan = decided
     wanted = _metrics(plan, metrics)
@@ -317,7 +331,7 @@ def performance(
             _classify(frame, cells, keys[level], plan)
         scored = bool(len(cells)) and int(cells["n_sc"].sum()) > 0
         if "roc_auc" in wanted and scored:
-            auc_rel = s.labeled_relation(name, columns=columns, ordered=False, **filters)
+            auc_rel = labeled(include_unlabeled=False)
             _auc(levels, _query(auc_rel, _auc_sql(plan, segments, width_us)).df(), segments, plan)
     else:
         for level, frame in levels.items():
@@ -477,7 +491,8 @@ def _plan(
     if pf in ("struct", "other"):
         raise ValueError(
             f"the prediction column is {ptype}: performance scores a number, a class (string, integer, boolean) "
-            "or a probability vector (a list)"
+            "or a probability vector (a list); for a prediction that is a dict, name the output to score: "
+            "performance(s, prediction='prediction.score')"
         )
     if lf in ("struct", "list", "other"):
         raise ValueError(f"the labels are {ltype}: performance compares a number, a class or a class index")

@@ -125,7 +125,7 @@ def _pct(x: float) -> str:
 # ---------------------------------------------------------------- operational signals
 
 
-_PERFORMANCE_OPTIONS = ("task", "threshold", "positive_label", "average")
+_PERFORMANCE_OPTIONS = ("task", "threshold", "positive_label", "average", "prediction")
 """What :func:`metric_below` passes on to :func:`~predlog.analysis.performance`."""
 
 

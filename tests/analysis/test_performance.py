@@ -742,3 +742,32 @@ def test_a_model_whose_output_changed_kind_between_versions(tmp_path: Path) -> N
         [v2["accuracy"], v2["roc_auc"]],
         [metrics.accuracy_score(y[half:], p[half:] >= 0.5), metrics.roc_auc_score(y[half:], p[half:])],
     )
+
+
+def test_one_output_of_a_dict_prediction(tmp_path: Path) -> None:
+    """A model that returns {"score": ..., "label": ...}: ``prediction="score"`` scores that output."""
+    X, y = datasets.load_breast_cancer(return_X_y=True)
+    p = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y).predict_proba(X)[:, 1]
+    rec = predlog.Recorder(store=str(tmp_path), model="m")
+    predict = rec.capture(lambda x: {"score": float(x["p"]), "label": "benign" if x["p"] >= 0.5 else "malignant"})
+    ids = []
+    for v in p:
+        predict({"p": float(v)})
+        ids.append(predlog.last_prediction_id())
+    try:
+        rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": y}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    with Store(tmp_path) as s:
+        with pytest.raises(
+            ValueError, match=r"name the output to score: performance\(s, prediction='prediction.score'\)"
+        ):
+            performance(s, window="1h")
+        got = performance(s, window="1h", prediction="score").overall.iloc[0]
+        also = performance(s, window="1h", prediction="prediction.score").overall.iloc[0]
+    close(
+        [got["roc_auc"], got["accuracy"], got["log_loss"]],
+        [metrics.roc_auc_score(y, p), metrics.accuracy_score(y, p >= 0.5), metrics.log_loss(y, p)],
+    )
+    assert got["roc_auc"] == also["roc_auc"]
