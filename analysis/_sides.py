@@ -135,26 +135,37 @@ def model_in_sides(model: str | None, *specs: Any) -> tuple[str | None, list[Any
 
 
 def one_kind(store: Store, model: str, filters: Mapping[str, Any] | None, what: str = "performance") -> None:
-    """Raise when the selected predictions, read as text, are JSON of lists in some rows and of
-    single values in others: the model's output changed kind between files (a score, then a
-    probability vector), and the store reads them as text. Compared or scored as text, every
-    number would be wrong: the error says to select one version."""
-    rest = {k: v for k, v in (filters or {}).items() if k != "model"}
-    rel = store.relation(model, columns=["model_version", "prediction"], ordered=False, **rest)
+    """Raise when the model's predictions are text because they are of two kinds: JSON arrays
+    in some files and JSON numbers in others (a score, then a probability vector). The store
+    then reads every prediction as JSON text, and compared or scored as text every number
+    would be wrong: the error says to select one version.
+
+    Looks at every row of the model's files for the versions selected (not only the selected
+    rows: the files read decide the column's type). Text predictions that are not JSON (class
+    names, "[unk]") are classes, not a mix.
+    """
+    keep = {k: v for k, v in (filters or {}).items() if k in ("version", "include_live", "include_replays")}
+    rel = store.relation(model, columns=["model_version", "prediction"], ordered=False, **keep)
+    kind = "CASE WHEN json_valid(prediction) THEN json_type(prediction) END"
     sql = (
-        "SELECT model_version, starts_with(ltrim(prediction), '[') AS list, count(*) FROM r "
-        "WHERE prediction IS NOT NULL GROUP BY ALL ORDER BY ALL"
+        f"SELECT model_version, {kind} AS k, count(*) FROM r WHERE prediction IS NOT NULL "
+        "AND k IN ('ARRAY', 'DOUBLE', 'BIGINT', 'UBIGINT') GROUP BY ALL"
     )
     kinds_rel = rel.query("r", sql)
     assert kinds_rel is not None  # a SELECT always gives a relation
-    got = kinds_rel.fetchall()
-    if len({is_list for _, is_list, _ in got}) < 2:
+    by_version: dict[str, set[str]] = {}
+    for version, k, _ in kinds_rel.fetchall():
+        by_version.setdefault(str(version), set()).add("lists" if k == "ARRAY" else "single values")
+    if len(set().union(*by_version.values()) if by_version else set()) < 2:
         return
-    kinds = {str(v): "lists" if is_list else "single values" for v, is_list, _ in got}
-    said = ", ".join(f"{v}: {k}" for v, k in sorted(kinds.items()))
+    said = ", ".join(f"{v}: {' and '.join(sorted(k))}" for v, k in sorted(by_version.items()))
+    fix = (
+        f"take one kind at a time, e.g. {what}(s, ..., version=...)"
+        if all(len(k) == 1 for k in by_version.values())
+        else "a version holds both kinds: select rows of one kind (where=, start=, end=) or log one kind per version"
+    )
     raise ValueError(
-        f"the predictions of model {model!r} in this selection are of two kinds (version {said}), so the store "
-        f"reads them as text: take one kind at a time, e.g. {what}(s, ..., version=...)"
+        f"the predictions of model {model!r} are of two kinds (version {said}), so the store reads them as text: {fix}"
     )
 
 

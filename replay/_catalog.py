@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from predlog._layout import date_of, model_of
@@ -124,6 +125,8 @@ class Catalog:
             first = (label_lo - dt.timedelta(days=1)).date()
             lfiles = [f for f in lfiles if (d := date_of(f)) is None or d >= first]
         live_p, live_l = live_tables(segments, pfiles, lfiles) if segments else ([], [])
+        if sel.version is not None and live_p:
+            live_p = _of_versions(live_p, sel.version)  # as for the files: this version's types only
         hashed: set[str] = set()
         label_sources: list[Source] = []
         if predictions:
@@ -159,6 +162,21 @@ class Catalog:
                     feats = set(fields_of(fields_of(self.footer(f).shape).get("features", NULL)))
                     own.setdefault(model_of(f) or "", set()).update(feats)
         return own
+
+
+def _of_versions(tables: list[pa.Table], versions: Sequence[str]) -> list[pa.Table]:
+    """The rows of ``versions`` in live prediction tables; tables left without a row dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(set(versions)), pa.string())
+    out = []
+    for t in tables:
+        if "model_version" in t.column_names:
+            t = t.filter(pc.is_in(t.column("model_version"), value_set=wanted))
+        if t.num_rows:
+            out.append(t)
+    return out
 
 
 def _table_hashed(t: pa.Table) -> set[str]:

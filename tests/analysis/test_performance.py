@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -771,3 +772,61 @@ def test_one_output_of_a_dict_prediction(tmp_path: Path) -> None:
         [metrics.roc_auc_score(y, p), metrics.accuracy_score(y, p >= 0.5), metrics.log_loss(y, p)],
     )
     assert got["roc_auc"] == also["roc_auc"]
+
+
+def test_two_kinds_on_one_day_live_rows_and_class_names_that_look_like_lists(tmp_path: Path) -> None:
+    """The files read decide the column's type, so the check looks at them all: a selection of
+    the score rows only, on a day whose other rows are vectors, is refused too. Live rows of
+    another version are left out with ``version=``. Class names such as "[unk]" are classes."""
+    t0 = pd.Timestamp(START, tz="UTC")
+    n = 100
+    y = np.arange(n) % 2
+    score = np.where(y == 1, 0.8, 0.2)
+    rec = predlog.Recorder(store=str(tmp_path / "a"), model="m")
+    try:
+        one = rec.log_frame(
+            pd.DataFrame({"ts": t0 + pd.to_timedelta(np.arange(n), unit="min"), "prediction": score}), version="1"
+        )
+        later = t0 + pd.Timedelta(hours=12) + pd.to_timedelta(np.arange(n), unit="min")
+        two = rec.log_frame(pd.DataFrame({"ts": later, "prediction": [[1 - v, v] for v in score]}), version="2")
+        rec.log_labels(pd.DataFrame({"prediction_id": one + two, "label": np.r_[y, y]}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    with Store(tmp_path / "a") as s:
+        with pytest.raises(ValueError, match="two kinds"):
+            performance(s, end=t0 + pd.Timedelta(hours=6))  # only scores selected, vectors in the same day's files
+        assert performance(s, version="1").overall["accuracy"].iloc[0] == 1.0
+
+    live = predlog.Recorder(
+        store=str(tmp_path / "b"), model="m", version="1", segment_max_age_s=3600, flush_interval_s=0.05
+    )
+    try:
+        ids = live.log_frame(pd.DataFrame({"ts": t0 + pd.to_timedelta(np.arange(n), unit="min"), "prediction": score}))
+        live.log_frame(
+            pd.DataFrame(
+                {"ts": t0 + pd.to_timedelta(np.arange(n), unit="min"), "prediction": [[1 - v, v] for v in score]}
+            ),
+            version="2",
+        )
+        live.log_labels(pd.DataFrame({"prediction_id": ids, "label": y}))
+        deadline = time.monotonic() + 30
+        while live.stats()["written"] < 2 * n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with Store(tmp_path / "b") as s:
+            got = performance(s, version="1", include_live=True).overall.iloc[0]
+        assert got["scored_rows"] == n and got["accuracy"] == 1.0
+    finally:
+        live.shutdown()
+
+    names = np.array(["[unk]", "cat", "dog"])[np.arange(n) % 3]
+    rec = predlog.Recorder(store=str(tmp_path / "c"), model="m", version="1")
+    try:
+        ids = rec.log_frame(pd.DataFrame({"ts": t0 + pd.to_timedelta(np.arange(n), unit="min"), "prediction": names}))
+        rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": names}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    with Store(tmp_path / "c") as s:
+        assert performance(s).overall["accuracy"].iloc[0] == 1.0
+        assert prediction_drift(s, {"end": t0 + pd.Timedelta(minutes=50)}, {}).summary["tested"] == 1
