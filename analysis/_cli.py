@@ -93,13 +93,17 @@ def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
             alerts = monitor.check(at=args.at)
         except RuleCheckError as exc:  # the other rules' alerts are still reported
             alerts, failed = exc.alerts, exc.failed
+    for rule, error in failed:
+        print(f"{store_cli.PROG} monitor: error: rule {rule!r} could not be checked: {error}", file=sys.stderr)
     if args.all:
         assert monitor.last is not None
         out.frame(monitor.last)
     elif out.format == "table":
         with out._text() as f:
             if not alerts:
-                f.write(f"no alert: {len(rules)} rule{'s' if len(rules) != 1 else ''} checked for {monitor.model}\n")
+                checked = len(rules) - len(failed)
+                note = f"; {len(failed)} could not be checked" if failed else ""
+                f.write(f"no alert: {checked} rule{'s' if checked != 1 else ''} checked for {monitor.model}{note}\n")
             for a in alerts:
                 f.write(f"ALERT {a.rule}: {a.reason}\n")
     else:
@@ -122,8 +126,6 @@ def _monitor(args: argparse.Namespace, out: Output, progress: Progress) -> int:
                 columns=["rule", "condition", "model", "reason", "value", "start", "end"],
             )
         )
-    for rule, error in failed:
-        print(f"{store_cli.PROG} monitor: error: rule {rule!r} could not be checked: {error}", file=sys.stderr)
     if alerts:
         return EXIT_ALERT
     return EXIT_CANNOT_CHECK if failed else store_cli.EXIT_OK

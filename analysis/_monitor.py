@@ -168,7 +168,7 @@ class Monitor:
                 except Exception:  # one failing hook must not silence the others
                     logger.exception("predlog: on_alert callback %r failed for %s", callback, alert.rule)
         if failed:
-            raise RuleCheckError(failed, alerts)
+            raise RuleCheckError(failed, alerts) from failed[0][1]
         return alerts
 
     def _alert(

@@ -98,17 +98,30 @@ def _window_filters(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict[
     return {**dict(ctx.filters), "start": start, "end": end}
 
 
-def _check(consecutive: int, window: Any) -> None:
+def _check(consecutive: int, window: Any, **more: Any) -> None:
+    """The arguments every rule shares, checked when the rule is made (not at its first check):
+    ``consecutive``, ``window``, and those of ``min_rows``, ``min_labeled``, ``alpha`` and
+    ``method`` it has."""
+    from ._drift import METHODS
     from ._windows import Windows
 
-    if not isinstance(consecutive, int) or consecutive < 1:
-        raise ValueError(f"consecutive must be a whole number of windows, 1 or more, got {consecutive!r}")
+    for name, value in {"consecutive": consecutive, **more}.items():
+        if name in ("consecutive", "min_rows", "min_labeled") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a whole number, 1 or more, got {value!r}")
+        if name == "alpha" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
+            raise ValueError(f"alpha must be a number between 0 and 1, got {value!r}")
+        if name == "method" and value not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {value!r}")
     Windows.of(window)
 
 
 def _number(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
     """``value`` as a float, checked: a number (not text, not a bool) within ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(
             f"{name} must be a number, got {value!r}" + (" (text: drop the quotes)" if isinstance(value, str) else "")
         )
@@ -177,7 +190,7 @@ def error_rate_above(
 ) -> ErrorRateAbove:
     """Fires when the error rate is above ``max``: the share of predictions whose call raised
     (a failed batch call of 10 rows is 10 failed predictions), weighted by ``1 / sample_rate``."""
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows)
     return ErrorRateAbove(_number("error_rate_above(): max", max, 0, 1), window, consecutive, min_rows)
 
 
@@ -243,7 +256,7 @@ def latency_above(
     )
     if not limits:
         raise ValueError("latency_above needs a limit: p50_ms=, p90_ms=, p95_ms=, p99_ms= or mean_ms=")
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows)
     return LatencyAbove(limits, window, consecutive, min_rows)
 
 
@@ -304,7 +317,7 @@ def metric_below(
     for key in performance_options:
         arguments = ("window", "consecutive", "min_labeled", *_PERFORMANCE_OPTIONS)
         _known("metric_below(): the argument", key, arguments, TypeError)
-    _check(consecutive, window)
+    _check(consecutive, window, min_labeled=min_labeled)
     return MetricBelow(
         metric,
         _number("metric_below(): min", min),
@@ -346,7 +359,7 @@ def label_coverage_below(
     min: float, *, window: str | dt.timedelta = "1D", consecutive: int = 1, min_rows: int = 1
 ) -> LabelCoverageBelow:
     """Fires when fewer than ``min`` of the predictions (weighted) have a label."""
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows)
     return LabelCoverageBelow(_number("label_coverage_below(): min", min, 0, 1), window, consecutive, min_rows)
 
 
@@ -406,7 +419,7 @@ def feature_drift(
     min_rows: int = 30,
 ) -> FeatureDrift:
     """Fires when any of ``features`` (default: every feature) drifted against the reference."""
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows, alpha=alpha, method=method)
     if isinstance(features, str):  # one feature
         features = [features]
     return FeatureDrift(tuple(features) if features else None, method, alpha, None, window, consecutive, min_rows)
@@ -422,7 +435,7 @@ def share_drifted(
     min_rows: int = 30,
 ) -> FeatureDrift:
     """Fires when more than ``max`` of the features tested drifted against the reference."""
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows, alpha=alpha, method=method)
     share = _number("share_drifted(): max", max, 0, 1)
     return FeatureDrift(None, method, alpha, share, window, consecutive, min_rows, name="share_drifted")
 
@@ -475,7 +488,7 @@ def prediction_shift(
 ) -> PredictionShift:
     """Fires when the prediction's distribution differs from the reference's (KS for numbers,
     chi-squared for classes; see :func:`~predlog.analysis.prediction_drift`)."""
-    _check(consecutive, window)
+    _check(consecutive, window, min_rows=min_rows, alpha=alpha)
     return PredictionShift(alpha, window, consecutive, min_rows)
 
 

@@ -1114,7 +1114,8 @@ def _orphan_segments(root: str) -> int:
 
 
 def _live_models(root: str) -> set[str]:
-    """Models with rows in live segments (read only when a model is not found sealed)."""
+    """Models with rows in live segments (a read of every segment: only when a model is not
+    found sealed, or when asked with ``include_live``)."""
     if not _has_segments(root):
         return set()
     from ._live import read_live

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -181,6 +182,16 @@ def test_rules_check_their_arguments() -> None:
     with pytest.raises(ValueError, match="p95_ms must be >= 0"):
         rules.latency_above(p95_ms=-5)
     assert rules.feature_drift("age").features == ("age",)  # one feature, not its letters
+    for make, said in [
+        (lambda: rules.error_rate_above(0.1, min_rows="5"), "min_rows must be a whole number"),
+        (lambda: rules.metric_below("f1", 0.8, min_labeled=-3), "min_labeled must be a whole number"),
+        (lambda: rules.share_drifted(alpha=2), "alpha must be a number between 0 and 1"),
+        (lambda: rules.feature_drift(method="bogus"), "method must be one of auto"),
+        (lambda: rules.metric_below("f1", math.inf), "min must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            make()
+    assert rules.error_rate_above(np.float32(0.25)).max == 0.25  # numpy numbers are numbers
     with pytest.raises(ValueError, match="a rule needs a name"):
         rules.from_dict({"max": 0.1})
     with pytest.raises(ValueError, match="metric 'acuracy' is unknown: did you mean 'accuracy'"):
@@ -279,6 +290,8 @@ window = "1D"
         rules_file.write_text(text + '[[rules]]\nrule = "metric_below"\nmetric = "mae"\nmin = 1\n')
         got = run_cli("monitor", str(history), "--rules", str(rules_file), "--at", "2026-11-08")
         assert got.returncode == 2 and said in got.stderr, got.stderr
+        if "not a metric" in said:  # the monitor ran: it says so, and that nothing was checked
+            assert got.stdout == "no alert: 0 rules checked for churn; 1 could not be checked\n"
     nowhere = run_cli("monitor", str(tmp_path / "no-store"), "--rules", str(rules_file))
     assert nowhere.returncode == 2, nowhere.stderr
     # A rule that cannot be checked does not hide the alert of another: exit 1, the broken rule on stderr.
