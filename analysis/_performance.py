@@ -286,7 +286,12 @@ def performance(
     name = resolve_model(s, model, filters)
 
     when = "date" if width_us % _DAY_US == 0 else "ts"
-    field = prediction if prediction.split(".", 1)[0].split("[", 1)[0] == "prediction" else f"prediction.{prediction}"
+    if not isinstance(prediction, str) or not prediction or "[" in prediction:
+        raise ValueError(
+            f"prediction={prediction!r}: name the prediction, or one output of a dict prediction "
+            "('prediction.score', or 'score')"
+        )
+    field = prediction if prediction.split(".", 1)[0] == "prediction" else f"prediction.{prediction}"
     columns = [when, *segments, field, "label", "sample_rate", "status"]
 
     def labeled(include_unlabeled: bool = True) -> duckdb.DuckDBPyRelation:
@@ -701,7 +706,7 @@ def _ok_prediction(plan: _Plan) -> str:
     if fam == "list":
         return (
             f"({_P} IS NOT NULL AND len({_P}) > 0 AND list_count({_P}) = len({_P}) "
-            f"AND {finite(f'CAST(list_max({_P}) AS DOUBLE)')})"
+            f"AND {finite(f'CAST(list_max({_P}) AS DOUBLE)')} AND {finite(f'CAST(list_min({_P}) AS DOUBLE)')})"
         )
     return f"({_P} IS NOT NULL)"
 

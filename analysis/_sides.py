@@ -112,8 +112,12 @@ def resolve_model(store: Store, model: str | None, filters: Mapping[str, Any] | 
     if len(models) == 1:
         return models[0]
     if not models:
+        from predlog.replay import UnknownModelError
+
         hint = "" if live else " (rows still in live write-ahead segments count with include_live=True)"
-        raise ValueError(f"the store at {store.root} holds no predictions yet{hint}")
+        err = UnknownModelError("(any)", [])
+        err.args = (f"the store at {store.root} holds no predictions yet{hint}",)  # a StoreError, said plainly
+        raise err
     raise ValueError(
         f"the store holds {len(models)} models ({', '.join(models)}): name one with model=, e.g. model={models[0]!r}"
     )

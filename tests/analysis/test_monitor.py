@@ -18,7 +18,7 @@ import pytest
 
 import predlog
 from predlog.analysis import Alert, Monitor, Profile, RuleCheckError, input_drift, performance, rules
-from predlog.replay import Store
+from predlog.replay import Store, UnknownModelError
 
 DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 DAYS = 10
@@ -329,7 +329,7 @@ def test_rows_still_in_live_segments_are_analysed_with_include_live(tmp_path: Pa
             time.sleep(0.02)
         with Store(tmp_path) as s:
             assert s.models() == [] and s.models(include_live=True) == ["fresh"]
-            with pytest.raises(ValueError, match="holds no predictions yet.*include_live=True"):
+            with pytest.raises(UnknownModelError, match="holds no predictions yet.*include_live=True"):
                 performance(s)
             res = performance(s, window="1h", include_live=True)
             assert int(res.overall["rows"].iloc[0]) == 300

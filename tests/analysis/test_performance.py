@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -830,3 +831,34 @@ def test_two_kinds_on_one_day_live_rows_and_class_names_that_look_like_lists(tmp
     with Store(tmp_path / "c") as s:
         assert performance(s).overall["accuracy"].iloc[0] == 1.0
         assert prediction_drift(s, {"end": t0 + pd.Timedelta(minutes=50)}, {}).summary["tested"] == 1
+
+
+def test_vectors_with_infinite_entries_are_not_scored(tmp_path: Path, store_writer: Any) -> None:
+    rng = np.random.default_rng(9)
+    n = 60
+    p = rng.random(n)
+    vectors = [[1 - v, v] for v in p]
+    vectors[3] = [-math.inf, 1.0]
+    vectors[7] = [0.5, math.inf]
+    ts = pd.Timestamp(START, tz="UTC") + pd.to_timedelta(np.arange(n), unit="min")
+    store_writer(tmp_path / "s", pd.DataFrame({"ts": ts, "prediction": pd.Series(vectors, dtype=object), "x": p}))
+    with Store(tmp_path / "s") as s:
+        ids = s.predictions("m", columns=["prediction_id", "ts"]).sort_values("ts")["prediction_id"].to_numpy()
+    y = (rng.random(n) < p).astype(int)
+    rec = predlog.Recorder(store=str(tmp_path / "s"), model="m")
+    try:
+        rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": y}))
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    ok = np.ones(n, bool)
+    ok[[3, 7]] = False
+    with Store(tmp_path / "s") as s:
+        got = performance(s, window="1D").overall.iloc[0]
+        with pytest.raises(ValueError, match="prediction='prediction\\[1\\]': name the prediction"):
+            performance(s, prediction="prediction[1]")
+    assert got["scored_rows"] == n - 2
+    close(
+        [got["accuracy"], got["roc_auc"]],
+        [metrics.accuracy_score(y[ok], p[ok] >= 0.5), metrics.roc_auc_score(y[ok], p[ok])],
+    )
