@@ -412,3 +412,24 @@ def test_a_row_from_1970_does_not_make_half_a_million_windows(tmp_path: Path, st
         with pytest.raises(ValueError, match="wrong time"):
             when_shifted(s, "x", window="1h")
         assert len(drift_over_time(s, {"start": T0, "end": T0 + DAY}, window="1h", start=T0).df)  # the fix works
+
+
+def test_infinite_values_are_missing_in_every_window(tmp_path: Path, store_writer: Any) -> None:
+    rng = np.random.default_rng(10)
+    n = 4 * 100
+    x = rng.normal(size=n)
+    x[::9] = math.inf
+    x[4::9] = -math.inf
+    frame = pd.DataFrame(
+        {"ts": T0 + pd.to_timedelta(np.arange(n) * 864, unit="s"), "x": x, "prediction": rng.random(n)}
+    )
+    store_writer(tmp_path / "store", frame)
+    day = window_of(frame["ts"])
+    finite = frame.assign(x=frame["x"].where(np.isfinite(frame["x"])))
+    with Store(tmp_path / "store") as s:
+        r = drift_over_time(s, {"end": T0 + DAY}, statistic="mean", features=["x"])
+        shift = when_shifted(s, "x", window="6h", min_rows=1, penalty=1e-9)
+    want = finite.groupby(day)["x"].mean()
+    np.testing.assert_allclose(r.df["value"].to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert list(r.df["missing"]) == list(frame.groupby(day)["x"].apply(lambda v: int((~np.isfinite(v)).sum())))
+    assert shift is not None and np.isfinite(shift.series.to_numpy()).all()
