@@ -125,10 +125,11 @@ def _number(name: str, value: Any, low: float | None = None, high: float | None 
         raise ValueError(
             f"{name} must be a number, got {value!r}" + (" (text: drop the quotes)" if isinstance(value, str) else "")
         )
-    if (low is not None and value < low) or (high is not None and value > high):
+    number = float(value)
+    if (low is not None and number < low) or (high is not None and number > high):
         span = f"between {low:g} and {high:g}" if low is not None and high is not None else f">= {low:g}"
         raise ValueError(f"{name} must be {span}, got {value!r}")
-    return float(value)
+    return number
 
 
 def _pct(x: float) -> str:
