@@ -32,6 +32,7 @@ import numpy as np
 from ._result import Result, figure, jsonable
 from ._sides import WEIGHT, describe_filters, feature_path, one_kind, resolve_model
 from ._summary import finite
+from ._windows import Windows, when
 
 if TYPE_CHECKING:
     import duckdb
@@ -358,8 +359,6 @@ def performance(
 def _window(window: Any) -> tuple[int, str]:
     """``(width in microseconds, label)`` of a window: text as the store's durations
     (``"1D"``, ``"1h"``, ``"7d"``, ``"30min"``, ``"1w"``) or a timedelta."""
-    from ._windows import Windows
-
     us = Windows.of(window).micros
     return us, window.strip() if isinstance(window, str) else _duration(us)
 
@@ -1272,12 +1271,6 @@ def _short(x: Any) -> str:
     return f"{x:.3f}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def _when(ts: Any, width_us: int) -> str:
-    if width_us % _DAY_US == 0:
-        return f"{ts:%Y-%m-%d}"
-    return f"{ts:%Y-%m-%d %H:%M}"
-
-
 def _span(windows: int, label: str, width_us: int) -> str:
     units = {_DAY_US: "day", _DAY_US // 24: "hour", 7 * _DAY_US: "week", _DAY_US // 1440: "minute"}
     unit = units.get(width_us)
@@ -1350,7 +1343,7 @@ def _summary(
         word = "highest" if head in _LOWER_IS_BETTER else "lowest"
         where = f" for {', '.join(f'{k}={v}' for k, v in worst['segment'].items())}" if segments else ""
         text += (
-            f"; {word} {_short(worst['value'])} on {_when(worst['window_start'], width_us)}{where} "
+            f"; {word} {_short(worst['value'])} on {when(worst['window_start'], Windows(dt.timedelta(microseconds=width_us), ''))}{where} "
             f"(n={worst['scored_rows']:,})"
         )
     coverage = _plain(row["label_coverage"])

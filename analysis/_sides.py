@@ -114,10 +114,7 @@ def resolve_model(store: Store, model: str | None, filters: Mapping[str, Any] | 
     if not models:
         from predlog.replay import UnknownModelError
 
-        hint = "" if live else " (rows still in live write-ahead segments count with include_live=True)"
-        err = UnknownModelError("(any)", [])
-        err.args = (f"the store at {store.root} holds no predictions yet{hint}",)  # a StoreError, said plainly
-        raise err
+        raise UnknownModelError(None, [], live_only=live)
     raise ValueError(
         f"the store holds {len(models)} models ({', '.join(models)}): name one with model=, e.g. model={models[0]!r}"
     )

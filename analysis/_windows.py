@@ -8,6 +8,7 @@ origin, Monday 2000-01-03 00:00 UTC.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
@@ -46,10 +47,8 @@ class Windows:
         except ValueError as exc:
             other: dt.timedelta | None = None
             if isinstance(window, str):
-                try:
+                with contextlib.suppress(ValueError):  # not a width pandas reads either
                     other = pd.Timedelta(window).to_pytimedelta()
-                except ValueError:
-                    pass
             if other is None or other <= dt.timedelta(0):
                 raise ValueError(f"{exc} (months and years vary in length: they are not windows)") from None
             width = other

@@ -78,13 +78,21 @@ def _live_only(what: str, value: str, of: str = "") -> str:
 
 
 class UnknownModelError(StoreError, ValueError):
-    """A model name that has no partition in the store."""
+    """A model name that has no partition in the store; with ``model=None``, a store that
+    holds no predictions at all (``live_only``: live segments were looked at too)."""
 
-    def __init__(self, model: str, present: Iterable[str], *, live_only: bool = False) -> None:
+    def __init__(self, model: str | None, present: Iterable[str], *, live_only: bool = False) -> None:
         self.model = model
         self.present = sorted(present)
         self.live_only = live_only
-        message = _live_only("model", model) if live_only else _unknown("model", model, self.present, none="none yet")
+        if model is None:  # asked for "the" model of a store that holds none
+            message = "the store holds no predictions yet" + (
+                "" if live_only else " (rows still in live write-ahead segments count with include_live=True)"
+            )
+        elif live_only:
+            message = _live_only("model", model)
+        else:
+            message = _unknown("model", model, self.present, none="none yet")
         super().__init__(message)
 
 

@@ -13,6 +13,7 @@ same rules without a Python value per row where their dtype says what they hold.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -429,10 +430,8 @@ def _field_name(key: Any) -> str:
     if isinstance(key, str):
         return key
     if isinstance(key, bytes):
-        try:
+        with contextlib.suppress(UnicodeDecodeError):  # not UTF-8: its repr below
             return key.decode()
-        except UnicodeDecodeError:
-            pass
     return str(key)
 
 

@@ -245,10 +245,8 @@ class _QuietExports(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(self.local, "depth", 0):
             return True
-        try:
+        with contextlib.suppress(Exception):  # a record whose message cannot be formatted
             logger.debug("predlog: OTLP exporter (%s): %s", record.name, record.getMessage())
-        except Exception:
-            pass
         return False
 
 

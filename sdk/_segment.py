@@ -91,10 +91,10 @@ class _Checksum:
         return n
 
     def flush(self) -> None:
-        pass
+        """Nothing is buffered here (a file-like object must have it)."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release (a file-like object must have it)."""
 
 
 def encode_frame(kind: int, table: pa.Table | pa.RecordBatch) -> bytes:
