@@ -24,7 +24,7 @@ import difflib
 import math
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -275,7 +275,7 @@ def performance(
 
     if not isinstance(s, Store):
         raise TypeError(f"the first argument must be a predlog.replay.Store, got {type(s).__name__}")
-    _check_filters(filters)
+    _check_filters(filters, "performance")
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if average not in AVERAGES:
@@ -370,7 +370,7 @@ def _duration(us: int) -> str:
     return f"{us}us"
 
 
-def _check_filters(filters: dict[str, Any]) -> None:
+def _check_filters(filters: Mapping[str, Any], what: str) -> None:
     """``filters`` must be ``Store.predictions`` filters (not row options such as ``columns=``)."""
     from predlog.replay._selection import Filters
 
@@ -380,7 +380,7 @@ def _check_filters(filters: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TypeError(
-                f"performance() got an unexpected keyword argument {key!r}{hint}; the filters are {', '.join(names)}"
+                f"{what}() got an unexpected keyword argument {key!r}{hint}; the filters are {', '.join(names)}"
             )
 
 
@@ -656,6 +656,19 @@ def _decide(plan: _Plan, cells: pd.DataFrame, rel: duckdb.DuckDBPyRelation) -> _
         rule="the prediction as a number (no labels yet: scores outside [0, 1])",
         probabilities=False,
     )
+
+
+def decide(rel: duckdb.DuckDBPyRelation, plan: _Plan) -> _Plan:
+    """The plan once the rows are known (see :func:`_decide`), from one small aggregate:
+    for a float prediction, are the scored labels all 0 or 1; for a vector, its length."""
+    if plan.kind not in ("undecided", "vector"):
+        return plan
+    aggs = [f"count(*) FILTER ({_scored(plan)}) AS n_sc"]
+    if plan.kind == "undecided":
+        aggs.append(f"count(*) FILTER ({_scored(plan)} AND {_Y} NOT IN (0, 1)) AS nonbin")
+    else:
+        aggs.append(f"max(len({_P})) FILTER ({_scored(plan)}) AS kmax")
+    return _decide(plan, _query(rel, f"SELECT {', '.join(aggs)} FROM r").df(), rel)
 
 
 def _base_of(plan: _Plan) -> dict[str, Any]:

@@ -34,6 +34,8 @@ SCRIPTS.update({"replay": "bench_replay.py", "user": "bench_replay.py", "summary
 SCRIPTS.update({"drift": "bench_drift.py", "performance": "bench_performance.py", "over_time": "bench_over_time.py"})
 # Imported history: log_frame of a 1M-row frame and log_labels of 1M labels, sealed in Parquet.
 SCRIPTS["history"] = "bench_history.py"
+# Investigations on a generated 10M-row labeled classification store (benchmarks/investigate_store.py).
+SCRIPTS.update({"fairness": "bench_fairness.py", "errors": "bench_errors.py", "slices": "bench_slices.py"})
 BENCHMARKS = SCRIPTS
 
 

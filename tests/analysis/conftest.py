@@ -283,3 +283,43 @@ def hourly(start: str, rows: int, per_hour: int, seed: int = 0) -> pd.Series:
 def store_writer() -> Any:
     """:func:`write_store`, for test modules (and their module-scoped fixtures)."""
     return write_store
+
+
+def write_labeled(
+    path: str | Path,
+    frame: pd.DataFrame,
+    *,
+    model: str = "m",
+    version: str = "1.0",
+    context: Sequence[str] = (),
+    prediction: str = "prediction",
+    label: str | None = "label",
+    start: str = "2026-11-01",
+) -> list[str]:
+    """Log ``frame`` as past predictions of ``model`` with ``predlog.Recorder.log_frame`` (one
+    row a minute from ``start``; ``context`` names the columns that become context fields,
+    every other column but the prediction and label is a feature), then its ``label`` column
+    with ``log_labels`` (null labels left out: not labelled yet). Returns the prediction ids.
+    """
+    frame = frame.reset_index(drop=True)
+    ts = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(np.arange(len(frame)), unit="min")
+    rows = frame.drop(columns=[label] if label else []).assign(ts=ts)
+    rec = predlog.Recorder(store=str(path), model=model, version=version)
+    try:
+        features = [c for c in rows.columns if c not in (prediction, "ts", *context)]
+        ids = rec.log_frame(rows, prediction=prediction, features=features, context=list(context) or None, ts="ts")
+        if label:
+            labels = pd.DataFrame({"prediction_id": ids, "label": frame[label]})
+            labels = labels[frame[label].notna().to_numpy()]
+            if len(labels):
+                rec.log_labels(labels)
+        assert rec.flush(timeout_s=60)
+    finally:
+        rec.shutdown()
+    return ids
+
+
+@pytest.fixture(scope="session")
+def labeled_writer() -> Any:
+    """:func:`write_labeled`, for test modules."""
+    return write_labeled

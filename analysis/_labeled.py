@@ -1,0 +1,274 @@
+"""The rows an investigation reads: predictions with their labels, from a store or a DataFrame.
+
+Error correlation, error slices and fairness audits ask the same thing of their source: the
+selected predictions with their latest labels, a weight per row, and for each row its true
+and predicted class (or, for a regression, its label and prediction as numbers). This
+module gives them that once, as a lazy DuckDB relation:
+
+- from a :class:`~predlog.replay.Store`, through the reading side's query core
+  (``Store.labeled_relation`` over the ``Store.predictions`` filters: nothing here writes a
+  WHERE clause of its own);
+- from a pandas DataFrame (or pyarrow Table) with a prediction column, a label column and
+  one column per feature or context field, on a private in-memory DuckDB connection.
+
+How a prediction is scored is decided as :func:`predlog.analysis.performance` decides it
+(same rules, same ``task``, ``threshold`` and ``positive_label``), from the column types and,
+for a float prediction, whether every label is 0 or 1.
+
+The relation that :meth:`Labeled.relation` returns has the requested fields (named by path:
+``features.age``, ``context.gender``) and these columns:
+
+====== =====================================================================================
+``_wt`` the row's weight, ``1 / sample_rate`` (a DataFrame's ``sample_rate`` column, or 1)
+``_yt`` the true class of a row with a usable label, else NULL (classification)
+``_yp`` the predicted class of a row with a usable prediction, else NULL (classification)
+``_sc`` 1 where the row is scored (a usable label and a usable prediction), else NULL
+``_y``  the label as a DOUBLE where scored (regression), else NULL
+``_p``  the prediction as a DOUBLE where usable (regression), else NULL
+====== =====================================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from predlog.replay._shapes import ident
+
+from ._performance import TASKS, _check_filters, _ok_label, _ok_prediction, _Plan, _plan, _scored, decide
+from ._sides import WEIGHT, FrameSide, describe_filters, feature_path, one_kind, resolve_model
+from ._summary import Field
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
+
+    from predlog.replay import Store
+
+__all__ = ["Labeled", "labeled"]
+
+_OWN = ("prediction", "label", "sample_rate", "status")
+"""Columns every relation reads besides the fields asked for."""
+
+
+@dataclasses.dataclass
+class Labeled:
+    """The labeled rows of one investigation and how they are scored.
+
+    Attributes:
+        plan: How predictions are scored (task, rule, threshold, positive class).
+        model: The model (None for a DataFrame).
+        filters: The ``Store.predictions`` filters (empty for a DataFrame).
+        label: A few words saying what the rows are ("model fraud, version 1.3", "a frame of
+            10,000 rows").
+        fields: Every feature and context field, by dotted path.
+    """
+
+    plan: _Plan
+    model: str | None
+    filters: dict[str, Any]
+    label: str
+    fields: dict[str, Field]
+    _base: Any  # Callable[[list[str]], duckdb.DuckDBPyRelation]: the raw rows, columns by path
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"``."""
+        return self.plan.task
+
+    @property
+    def labels(self) -> bool:
+        """Whether the selection holds any label at all."""
+        return not self.plan.unlabeled
+
+    def resolve(self, names: str | Sequence[str] | None, what: str) -> list[str]:
+        """Field paths from what the user named (``"age"`` is ``"features.age"``), checked.
+
+        ``names=None`` gives every feature and context field of a kind that can be grouped
+        (numbers, categories). An unknown name raises a :class:`KeyError` listing close matches.
+        """
+        if names is None:
+            return [p for p, f in self.fields.items() if f.kind is not None and f.source is None]
+        items = [names] if isinstance(names, str) else list(names)
+        if not items:
+            raise ValueError(f"{what}= names no field: name at least one, e.g. {what}='context.country'")
+        out: list[str] = []
+        for name in items:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"{what}= takes field names (text), got {name!r}")
+            path = feature_path(name)
+            if path not in self.fields:
+                raise KeyError(_unknown(name, path, self.fields, what))
+            f = self.fields[path]
+            if f.kind is None:
+                raise ValueError(f"{what}={name!r}: the field is {f.dtype} ({f.note}); name a number or a category")
+            if path in out:
+                raise ValueError(f"{what}= names {path!r} twice")
+            out.append(path)
+        return out
+
+    def relation(self, paths: Sequence[str] = ()) -> duckdb.DuckDBPyRelation:
+        """The rows with ``paths`` (by path) and the scoring columns (see the module's docs)."""
+        rel = self._base([*paths, *_OWN])
+        plan = self.plan
+        ok_p, ok_y = _ok_prediction(plan), _ok_label(plan)
+        cols = [ident(p) for p in paths]
+        cols.append(f"{WEIGHT} AS _wt")
+        cols.append(f"CASE WHEN {_scored(plan)} THEN 1 END AS _sc")
+        if plan.task == "classification":
+            yt, yp = _true_and_predicted(plan)
+            cols += [f"CASE WHEN {ok_y} THEN {yt} END AS _yt", f"CASE WHEN {ok_p} THEN {yp} END AS _yp"]
+        else:
+            cols += [
+                f'CASE WHEN {_scored(plan)} THEN CAST("label" AS DOUBLE) END AS _y',
+                f'CASE WHEN {ok_p} THEN CAST("prediction" AS DOUBLE) END AS _p',
+            ]
+        return rel.project(", ".join(cols))
+
+
+def _true_and_predicted(plan: _Plan) -> tuple[str, str]:
+    """The true and the predicted class as SQL, each on its own (a label without a usable
+    prediction still has a true class; a prediction without a label a predicted one)."""
+    if plan.kind == "score":
+        y = '"label"' if plan.ltype.upper() == "BOOLEAN" else 'CASE WHEN "label" IN (0, 1) THEN "label" END'
+        return f"CAST({y} AS INTEGER)", f'CAST("prediction" >= {plan.threshold!r} AS INTEGER)'
+    if plan.kind == "vector":
+        return 'CAST("label" AS BIGINT)', 'list_position("prediction", list_max("prediction")) - 1'
+    if plan.cast:
+        return f'CAST("label" AS {plan.cast})', f'CAST("prediction" AS {plan.cast})'
+    return '"label"', '"prediction"'  # the value rule with one type on both sides
+
+
+def _unknown(name: str, path: str, fields: Mapping[str, Field], what: str) -> str:
+    paths = list(fields)
+    short = {p.split(".", 1)[-1]: p for p in paths}
+    close = difflib.get_close_matches(path, paths, n=3, cutoff=0.8)
+    close += [short[c] for c in difflib.get_close_matches(name, list(short), n=3, cutoff=0.8) if short[c] not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close[:3])}?" if close else ""
+    shown = ", ".join(paths[:20]) + (", ..." if len(paths) > 20 else "")
+    return f"{what}={name!r}: no field {path!r} in these rows{hint} (fields: {shown or 'none'})"
+
+
+def labeled(
+    source: Store | pd.DataFrame | pa.Table,
+    *,
+    model: str | None,
+    filters: dict[str, Any],
+    prediction: str = "prediction",
+    label: str = "label",
+    task: str = "auto",
+    threshold: float = 0.5,
+    positive_label: Any = None,
+    what: str,
+) -> Labeled:
+    """The labeled rows of ``source`` and how they are scored; ``what`` names the caller in errors."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from predlog.replay import MixedLabelTypesWarning, Store
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if isinstance(source, Store):
+        _check_filters(filters, what)
+        if label != "label":
+            raise TypeError("label= names a DataFrame column; a store's labels are those logged with predlog.log_label")
+        name = resolve_model(source, model, filters)
+        field = prediction if prediction.split(".", 1)[0] == "prediction" else f"prediction.{prediction}"
+        store = source
+
+        def base(columns: list[str]) -> duckdb.DuckDBPyRelation:
+            asked = [field if c == "prediction" else c for c in columns]
+            rel = store.labeled_relation(name, include_unlabeled=True, columns=asked, ordered=False, **filters)
+            if field == "prediction":
+                return rel
+            return rel.project(", ".join(f"{ident(c)} AS {ident('prediction' if c == field else c)}" for c in asked))
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MixedLabelTypesWarning)
+            probe = base(["prediction", "label"])
+        for w in caught:
+            if issubclass(w.category, MixedLabelTypesWarning):
+                raise ValueError(
+                    f"the labels of model {name!r} in this selection have several types ({w.message}); {what} "
+                    "compares one kind of label with the predictions: select one model and version "
+                    "(model=..., version=...), or log one label type per model"
+                )
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        types = dict(zip(probe.columns, (str(t) for t in probe.types), strict=True))
+        if types["prediction"] == "VARCHAR" and field == "prediction":
+            one_kind(store, name, filters, what)
+        from ._sides import StoreSide
+
+        side = StoreSide(store, name, filters)
+        fields = {p: f for p, f in side.fields().items() if p.split(".", 1)[0] in ("features", "context")}
+        desc = f"model {name}" + (f", {describe_filters(filters)}" if filters else "")
+        model_name: str | None = name
+    elif isinstance(source, (pd.DataFrame, pa.Table)):
+        if model is not None or filters:
+            given = ["model=" if model is not None else "", *(f"{k}=" for k in filters)]
+            raise TypeError(
+                f"{', '.join(g for g in given if g)} select rows of a Store; a DataFrame is used as it is "
+                "(filter it with pandas first)"
+            )
+        frame_side, probe = _frame(source, prediction, label, what)
+        own = {f"features.{c}" for c in _OWN}
+        fields = {
+            p: f
+            for p, f in frame_side.fields().items()
+            if p.split(".", 1)[0] in ("features", "context") and p not in own
+        }
+
+        def base(columns: list[str]) -> duckdb.DuckDBPyRelation:
+            paths = [f"features.{c}" if c in ("sample_rate", "status") else c for c in columns]
+            rel = frame_side.relation(paths)
+            return rel.project(", ".join(f"{ident(p)} AS {ident(c)}" for p, c in zip(paths, columns, strict=True)))
+
+        types = dict(zip(probe.columns, (str(t) for t in probe.types), strict=True))
+        desc = frame_side.label
+        model_name = None
+    else:
+        raise TypeError(
+            f"{what}() reads a predlog.replay.Store or a pandas DataFrame with prediction and label columns, "
+            f"got {type(source).__name__}"
+        )
+    plan = _plan(probe, types["prediction"], types["label"], task, threshold, positive_label, "macro")
+    plan = decide(probe, plan)
+    return Labeled(plan, model_name, dict(filters), desc, fields, base)
+
+
+def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str, what: str) -> tuple[FrameSide, Any]:
+    """A DataFrame as a side whose prediction and label columns are named ``prediction`` and
+    ``label``, with ``sample_rate`` and ``status`` (all ok, weight 1) when it lacks them."""
+    import pyarrow as pa
+
+    from ._sides import _arrow
+
+    table = frame if isinstance(frame, pa.Table) else _arrow(frame)
+    names = table.column_names
+    for arg, col in (("prediction", prediction), ("label", label)):
+        if col not in names:
+            close = difflib.get_close_matches(col, names, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise KeyError(
+                f"{what}(): the DataFrame has no {arg} column {col!r}{hint} (columns: {', '.join(names[:20])}); "
+                f"name it with {arg}="
+            )
+    renamed = {prediction: "prediction", label: "label"}
+    for old, new in renamed.items():
+        if old != new and new in names:
+            raise ValueError(
+                f"{what}(): the DataFrame has a column {new!r} besides {old!r} ({new}={old!r}): rename one of them"
+            )
+    table = table.rename_columns([renamed.get(n, n) for n in names])
+    if "sample_rate" not in table.column_names:
+        table = table.append_column("sample_rate", pa.array([1.0] * table.num_rows, pa.float64()))
+    if "status" not in table.column_names:
+        table = table.append_column("status", pa.array(["ok"] * table.num_rows, pa.string()))
+    side = FrameSide(table, label=f"a frame of {table.num_rows:,} rows")
+    probe = side.relation(["prediction", "label"])
+    return side, probe
