@@ -27,17 +27,23 @@ from __future__ import annotations
 
 from . import rules
 from ._drift import DriftResult, input_drift, prediction_drift
+from ._errors import ErrorCorrelation, error_correlation
+from ._fairness import FairnessResult, fairness_audit
 from ._monitor import Alert, Monitor, RuleCheckError
 from ._over_time import DriftOverTime, drift_over_time
 from ._performance import PerformanceResult, performance
 from ._profile import Profile
 from ._shift import ChangePoint, Shift, change_points, when_shifted
+from ._slices import ErrorSlices, error_slices
 
 __all__ = [
     "Alert",
     "ChangePoint",
     "DriftOverTime",
     "DriftResult",
+    "ErrorCorrelation",
+    "ErrorSlices",
+    "FairnessResult",
     "Monitor",
     "PerformanceResult",
     "Profile",
@@ -45,6 +51,9 @@ __all__ = [
     "Shift",
     "change_points",
     "drift_over_time",
+    "error_correlation",
+    "error_slices",
+    "fairness_audit",
     "input_drift",
     "performance",
     "prediction_drift",

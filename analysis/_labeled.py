@@ -26,6 +26,9 @@ The relation that :meth:`Labeled.relation` returns has the requested fields (nam
 ``_y``  the label as a DOUBLE where scored (regression), else NULL
 ``_p``  the prediction as a DOUBLE where usable (regression), else NULL
 ====== =====================================================================================
+
+:meth:`Labeled.errors` adds ``_e``: 1 where a scored row is an error, 0 where it is not, NULL
+where the row is not scored (see :func:`error_rule` for what an error is).
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ if TYPE_CHECKING:
 
     from predlog.replay import Store
 
-__all__ = ["Labeled", "labeled"]
+__all__ = ["REGRESSION_QUANTILE", "Labeled", "labeled"]
+
+REGRESSION_QUANTILE = 0.9
+"""For a regression, a row is an error when its absolute error is above this quantile of the
+absolute errors of the scored rows (``quantile_cont``, unweighted: a sample keeps the shape)."""
 
 _OWN = ("prediction", "label", "sample_rate", "status")
 """Columns every relation reads besides the fields asked for."""
@@ -111,12 +118,13 @@ class Labeled:
             out.append(path)
         return out
 
-    def relation(self, paths: Sequence[str] = ()) -> duckdb.DuckDBPyRelation:
-        """The rows with ``paths`` (by path) and the scoring columns (see the module's docs)."""
+    def relation(self, paths: Sequence[str] = (), *, raw: bool = False) -> duckdb.DuckDBPyRelation:
+        """The rows with ``paths`` (by path) and the scoring columns (see the module's docs);
+        with ``raw``, the ``prediction`` and ``label`` columns as read too."""
         rel = self._base([*paths, *_OWN])
         plan = self.plan
         ok_p, ok_y = _ok_prediction(plan), _ok_label(plan)
-        cols = [ident(p) for p in paths]
+        cols = [ident(p) for p in paths] + (['"prediction"', '"label"'] if raw else [])
         cols.append(f"{WEIGHT} AS _wt")
         cols.append(f"CASE WHEN {_scored(plan)} THEN 1 END AS _sc")
         if plan.task == "classification":
@@ -128,6 +136,93 @@ class Labeled:
                 f'CASE WHEN {ok_p} THEN CAST("prediction" AS DOUBLE) END AS _p',
             ]
         return rel.project(", ".join(cols))
+
+    def errors(self, paths: Sequence[str] = (), error: Any = None) -> tuple[duckdb.DuckDBPyRelation, str]:
+        """The rows with ``paths``, the scoring columns and ``_e`` (the error indicator), and
+        a few words saying what an error is.
+
+        ``error``:
+
+        - None: a misclassification (``_yt <> _yp``) for a classification; for a regression,
+          an absolute error above the 90th percentile of the scored rows' absolute errors.
+        - a SQL expression (text) over the columns ``prediction`` and ``label`` (and the
+          fields named in ``paths``), true for an error: ``"abs(label - prediction) > 5"``.
+          Evaluated in the engine.
+        - a callable ``error(label, prediction) -> booleans``, given pandas Series and
+          returning one boolean per row (an array or Series). Applied in Python to chunks of
+          rows as DuckDB streams them (``DuckDBPyRelation.map``): slower than SQL on a large store.
+
+        Only scored rows (a usable label and prediction) are errors or not; ``_e`` is NULL
+        on the others.
+        """
+        plan = self.plan
+        if error is None:
+            rel = self.relation(paths)
+            if plan.task == "classification":
+                return rel.project("*, CASE WHEN _sc = 1 THEN CAST(_yt IS DISTINCT FROM _yp AS INTEGER) END AS _e"), (
+                    "a misclassification (" + plan.rule + ")"
+                )
+            cut = self._cut()
+            return rel.project(f"*, CASE WHEN _sc = 1 THEN CAST(abs(_y - _p) > {cut!r} AS INTEGER) END AS _e"), (
+                f"an absolute error above {cut:.4g}, the 90th percentile of the absolute errors"
+            )
+        if isinstance(error, str):
+            return self._sql_error(paths, error), f"rows where {error}"
+        if callable(error):
+            return self._callable_error(
+                paths, error
+            ), f"rows where {getattr(error, '__name__', 'error')}(label, prediction)"
+        raise TypeError(
+            f"error= takes a SQL expression (text, e.g. 'abs(label - prediction) > 5') or a callable "
+            f"error(label, prediction) -> booleans; got {type(error).__name__}"
+        )
+
+    def _cut(self) -> float:
+        got = self.relation().aggregate(f"quantile_cont(abs(_y - _p), {REGRESSION_QUANTILE}) FILTER (_sc = 1)")
+        value = got.fetchall()[0][0]
+        if value is None:
+            raise ValueError(
+                f"no scored rows in {self.label}: an error needs a label and a prediction; log labels with "
+                "predlog.log_label(label, prediction_id=...)"
+            )
+        return float(value)
+
+    def _sql_error(self, paths: Sequence[str], error: str) -> duckdb.DuckDBPyRelation:
+        import duckdb
+
+        inner = self.relation(paths, raw=True)
+        try:
+            out = inner.project(
+                f"* EXCLUDE (prediction, label), CASE WHEN _sc = 1 THEN CAST(({error}) AS INTEGER) END AS _e"
+            )
+            out.limit(0).fetchall()
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"error={error!r} is not a SQL expression over these rows ({str(exc).splitlines()[0]}); it may use "
+                f"the columns prediction and label{', ' + ', '.join(paths) if paths else ''}, e.g. "
+                "error='abs(label - prediction) > 5'"
+            ) from None
+        return out
+
+    def _callable_error(self, paths: Sequence[str], error: Any) -> duckdb.DuckDBPyRelation:
+        import numpy as np
+
+        inner = self.relation(paths, raw=True)
+        names = list(inner.columns)
+        types = [str(t) for t in inner.types]
+
+        def apply(chunk: pd.DataFrame) -> pd.DataFrame:
+            got = np.asarray(error(chunk["label"], chunk["prediction"]))
+            if got.shape != (len(chunk),):
+                raise ValueError(
+                    f"error(label, prediction) must return one boolean per row: got shape {got.shape} for {len(chunk)} rows"
+                )
+            e = np.where(chunk["_sc"].notna().to_numpy(), got.astype(bool).astype(np.float64), np.nan)
+            return chunk.drop(columns=["prediction", "label"]).assign(_e=e)
+
+        schema = {n: t for n, t in zip(names, types, strict=True) if n not in ("prediction", "label")}
+        schema["_e"] = "DOUBLE"
+        return inner.map(apply, schema=schema).project("* EXCLUDE (_e), CAST(_e AS INTEGER) AS _e")
 
 
 def _true_and_predicted(plan: _Plan) -> tuple[str, str]:
