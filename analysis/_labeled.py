@@ -80,7 +80,9 @@ class Labeled:
     filters: dict[str, Any]
     label: str
     fields: dict[str, Field]
-    _base: Any  # Callable[[list[str]], duckdb.DuckDBPyRelation]: the raw rows, columns by path
+    _base: Any  # Callable[[list[str]], duckdb.DuckDBPyRelation]: the labeled rows, columns by path
+    _plain: Any  # the same without the label join
+    _rows: int | None = None
 
     @property
     def task(self) -> str:
@@ -136,6 +138,23 @@ class Labeled:
                 f'CASE WHEN {ok_p} THEN CAST("prediction" AS DOUBLE) END AS _p',
             ]
         return rel.project(", ".join(cols))
+
+    def predictions(self, paths: Sequence[str]) -> duckdb.DuckDBPyRelation:
+        """The selected rows with ``paths`` only, labeled or not (no label join: cheap)."""
+        return self._plain(list(paths))
+
+    def rows(self) -> int:
+        """How many rows are selected, labeled or not."""
+        if self._rows is None:
+            self._rows = int(self._plain(["sample_rate"]).aggregate("count(*)").fetchall()[0][0])
+        return self._rows
+
+    def cuts(self, paths: Sequence[str], bins: int) -> dict[str, list[float]]:
+        """Quantile cut points of the number fields ``paths`` over the selected rows (see
+        :func:`._bins.edges`)."""
+        from ._bins import edges
+
+        return edges(self.predictions(paths), paths, bins, self.rows())
 
     def errors(self, paths: Sequence[str] = (), error: Any = None) -> tuple[duckdb.DuckDBPyRelation, str]:
         """The rows with ``paths``, the scoring columns and ``_e`` (the error indicator), and
@@ -276,6 +295,9 @@ def labeled(
         field = prediction if prediction.split(".", 1)[0] == "prediction" else f"prediction.{prediction}"
         store = source
 
+        def plain(columns: list[str]) -> duckdb.DuckDBPyRelation:
+            return store.relation(name, columns=columns, ordered=False, **filters)
+
         def base(columns: list[str]) -> duckdb.DuckDBPyRelation:
             asked = [field if c == "prediction" else c for c in columns]
             rel = store.labeled_relation(name, include_unlabeled=True, columns=asked, ordered=False, **filters)
@@ -323,6 +345,7 @@ def labeled(
             rel = frame_side.relation(paths)
             return rel.project(", ".join(f"{ident(p)} AS {ident(c)}" for p, c in zip(paths, columns, strict=True)))
 
+        plain = base
         types = dict(zip(probe.columns, (str(t) for t in probe.types), strict=True))
         desc = frame_side.label
         model_name = None
@@ -333,7 +356,7 @@ def labeled(
         )
     plan = _plan(probe, types["prediction"], types["label"], task, threshold, positive_label, "macro")
     plan = decide(probe, plan)
-    return Labeled(plan, model_name, dict(filters), desc, fields, base)
+    return Labeled(plan, model_name, dict(filters), desc, fields, base, plain)
 
 
 def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str, what: str) -> tuple[FrameSide, Any]:
