@@ -355,8 +355,46 @@ def labeled(
             f"got {type(source).__name__}"
         )
     plan = _plan(probe, types["prediction"], types["label"], task, threshold, positive_label, "macro")
-    plan = decide(probe, plan)
+    if not (isinstance(source, Store) and _binary_scores(source, model_name, filters, plan)):
+        plan = decide(probe, plan)
+    elif plan.kind == "undecided":
+        plan = dataclasses.replace(plan, kind="score")
     return Labeled(plan, model_name, dict(filters), desc, fields, base, plain)
+
+
+def _binary_scores(store: Store, model: str | None, filters: Mapping[str, Any], plan: _Plan) -> bool:
+    """Whether a float prediction with numeric labels is surely a binary score, from the labels
+    and the predictions alone (no label join, which costs a pass over every row): every
+    numeric label in the store is 0 or 1, and every prediction is within [0, 1].
+
+    Then every scored row has a label of 0 or 1 and :func:`._performance.decide` would say
+    "score" (with scored rows, or without them since the scores are probabilities). When
+    not sure (another model's labels are not binary, a score is outside [0, 1]), the caller
+    decides with a pass over the labeled rows.
+    """
+    from predlog.replay._shapes import fields_of
+
+    if plan.kind != "undecided":
+        return False
+    label = 'CAST("label" AS DOUBLE)'
+
+    def check(cur: duckdb.DuckDBPyConnection, snap: Any) -> tuple[int, int]:
+        if "label" not in fields_of(snap.shape("labels")):
+            return 0, 1
+        got = cur.sql(
+            f"SELECT count(*) FILTER (isfinite({label})), count(*) FILTER (isfinite({label}) AND {label} NOT IN (0, 1)) "
+            "FROM labels"
+        ).fetchall()[0]
+        return int(got[0]), int(got[1])
+
+    labels, nonbinary = store.run(check, store.selection(model, **filters), predictions=False)
+    if not labels or nonbinary:
+        return False
+    rel = store.relation(model, columns=["prediction"], ordered=False, **filters)
+    lo, hi = rel.aggregate(
+        'min("prediction") FILTER (isfinite("prediction")), max("prediction") FILTER (isfinite("prediction"))'
+    ).fetchall()[0]
+    return lo is not None and lo >= 0 and hi <= 1
 
 
 def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str, what: str) -> tuple[FrameSide, Any]:
