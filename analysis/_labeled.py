@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from predlog.replay._shapes import ident
@@ -80,8 +80,8 @@ class Labeled:
     filters: dict[str, Any]
     label: str
     fields: dict[str, Field]
-    _base: Any  # Callable[[list[str]], duckdb.DuckDBPyRelation]: the labeled rows, columns by path
-    _plain: Any  # the same without the label join
+    _base: Callable[[list[str]], duckdb.DuckDBPyRelation]  # the labeled rows, columns by path
+    _plain: Callable[[list[str]], duckdb.DuckDBPyRelation]  # the same without the label join
     _rows: int | None = None
 
     @property
