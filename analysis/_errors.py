@@ -75,8 +75,9 @@ class ErrorCorrelation(Result):
             only), ``auc_bound`` (the largest possible difference from the exact AUC: 0 where
             exact), ``point_biserial`` (the correlation of the value with the error
             indicator; numbers only), ``exact`` (whether ``auc`` and ``point_biserial`` are
-            exact), and the group with the highest lift: ``top_group``, ``top_error_rate``,
-            ``top_lift``, ``top_rows``.
+            exact; None for a category), and the group with the highest lift among those
+            significantly above the overall rate: ``top_group``, ``top_error_rate``,
+            ``top_lift``, ``top_rows`` (None and NaN when there is none).
         by_group: One row per field × group: ``feature``, ``kind``, ``group`` (the category,
             or the bin as ``"[a, b)"``), ``bin`` (the bin's index; None for a category),
             ``lower`` and ``upper`` (the bin's bounds, NaN where open), ``rows``,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from fairlearn.metrics import count as fl_count
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, mean_absolute_error, precision_score
 
 import predlog
@@ -463,3 +466,57 @@ def test_probability_vectors_score_their_argmax_with_index_1_positive() -> None:
     got = fairness_audit(frame, "gender", n_boot=0)
     yp = (p1 > 0.5).astype(float)  # argmax: the first maximum, so 0.5 is class 0
     assert_matches(got, reference(frame["label"], yp, frame["gender"].rename("features.gender")), RATES)
+
+
+def test_a_regression_from_a_store_equals_fairlearn(tmp_path: Path, labeled_writer: Any) -> None:
+    rng = np.random.default_rng(15)
+    n = 600
+    frame = pd.DataFrame({"region": rng.choice(["north", "south"], n), "x": rng.normal(size=n)})
+    frame["label"] = 100 + 10 * frame["x"] + rng.normal(0, 3, n)
+    frame["prediction"] = frame["label"] + rng.normal(0, 2, n) + 4 * (frame["region"] == "south")
+    labeled_writer(tmp_path / "store", frame, context=["region"])
+    with Store(tmp_path / "store") as s:
+        got = fairness_audit(s, "context.region", n_boot=200)
+    mf = MetricFrame(
+        metrics={"mae": mean_absolute_error, "mean_prediction": mean_prediction},
+        y_true=frame["label"].to_numpy(),
+        y_pred=frame["prediction"].to_numpy(),
+        sensitive_features=frame["region"].rename("context.region"),
+    )
+    assert_matches(got, mf, ["mae", "mean_prediction"])
+    assert got.summary["largest_gap"]["highest"] == {"context.region": "south"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(5, 120),
+    groups=st.integers(2, 4),
+    seed=st.integers(0, 2**31),
+    rates=st.lists(st.sampled_from([1.0, 0.5, 0.2]), min_size=1, max_size=3),
+)
+def test_any_small_frame_equals_fairlearn_where_defined(n: int, groups: int, seed: int, rates: list[float]) -> None:
+    """Random frames, tiny groups included (min_group_size=0): each metric equals fairlearn's
+    wherever it is defined (fairlearn reports 0 where the audit reports NaN)."""
+    rng = np.random.default_rng(seed)
+    g = np.asarray([f"g{i}" for i in range(groups)])[np.arange(n) % groups]  # every group present
+    frame = pd.DataFrame(
+        {
+            "prediction": rng.random(n).round(1),
+            "label": rng.integers(0, 2, n),
+            "group": g,
+            "sample_rate": rng.choice(rates, n),
+        }
+    )
+    got = fairness_audit(frame, "group", n_boot=0, min_group_size=0)
+    w = 1 / frame["sample_rate"].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's undefined-metric warnings
+        mf = reference(frame["label"], frame["prediction"], frame["group"].rename("features.group"), w)
+    want = frame_of(mf)
+    for m in RATES:
+        ours = got.by_group[m].to_numpy(dtype=float)
+        theirs = want[m].to_numpy(dtype=float)
+        defined = ~np.isnan(ours)
+        close(ours[defined], theirs[defined])
+        assert np.all(theirs[~defined] == 0), m
+    assert list(got.df["count"]) == [int(c) for c in want["count"]]

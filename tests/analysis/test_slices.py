@@ -267,7 +267,8 @@ def test_weights_equal_rows_repeated_by_their_weight() -> None:
 def test_a_sampled_store_estimates_the_unsampled_store(tmp_path: Path, store_writer: Any) -> None:
     full = generate(40_000, seed=12)
     full["ts"] = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.arange(len(full)), unit="s")
-    rate = np.where(full["context.region"].isin(["north", "east"]), 0.25, 1.0)
+    region = full["context.region"]
+    rate = np.where(region.isin(["north", "east"]), 0.25, np.where(region == "south", 0.5, 1.0))
     kept = np.random.default_rng(12).random(len(full)) < rate
     stores = {}
     for name, rows in (("full", full.assign(sr=1.0)), ("sampled", full.assign(sr=rate)[kept])):
@@ -296,6 +297,9 @@ def test_a_sampled_store_estimates_the_unsampled_store(tmp_path: Path, store_wri
     )
     a = full_r.tested.set_index("slice")
     b = samp_r.tested.set_index("slice").reindex(a.index)
+    planted = "features.region = south and features.device = ios"
+    assert b.loc[planted, "rows"] < 0.6 * a.loc[planted, "rows"]  # half of south was kept
+    assert b.loc[planted, "size"] == pytest.approx(a.loc[planted, "size"], abs=0.01)
     assert samp_r.overall_error_rate == pytest.approx(
         full_r.overall_error_rate, abs=4 * np.sqrt(0.1 * 0.9 / kept.sum())
     )
