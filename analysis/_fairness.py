@@ -699,7 +699,10 @@ class _Regressed:
 
 
 def _nan(fn: Any, x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``numpy.nanmax``/``nanmin`` and friends, NaN (quietly) where every value is NaN."""
+    """``numpy.nanmax``/``nanmin`` and friends, NaN (quietly) where every value is NaN or there
+    is none (every group too small)."""
+    if x.shape[axis] == 0:
+        return np.full(np.delete(x.shape, axis), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.asarray(fn(x, axis=axis))
@@ -998,8 +1001,10 @@ def _summary(
             f"{_group_name(paths, keys[lo_i])} ({_short(values[lo_i])}) and {_group_name(paths, keys[hi_i])} "
             f"({_short(values[hi_i])})"
         )
+    elif not eligible.any():
+        parts.append(f"no group has {min_group_size:,} rows or more (min_group_size), so no group is compared")
     else:
-        parts.append(f"no metric differs between groups of at least {min_group_size} rows")
+        parts.append("no metric is defined in the groups compared")
     if classification and len(measures):
         dp = measures.loc["demographic_parity_difference"]
         if not math.isnan(dp["value"]):
@@ -1022,9 +1027,9 @@ def _summary(
                 )
             else:
                 parts.append(f"every group within four-fifths of {who}'s selection rate")
-    if small:
+    if small and eligible.any():
         parts.append(
-            f"{len(small)} group{'s' if len(small) != 1 else ''} under {min_group_size} rows left out of the gaps"
+            f"{len(small)} group{'s' if len(small) != 1 else ''} under {min_group_size:,} rows left out of the gaps"
         )
     text = "; ".join(parts)
     summary["text"] = text[:1].upper() + text[1:] + "."

@@ -520,3 +520,12 @@ def test_any_small_frame_equals_fairlearn_where_defined(n: int, groups: int, see
         close(ours[defined], theirs[defined])
         assert np.all(theirs[~defined] == 0), m
     assert list(got.df["count"]) == [int(c) for c in want["count"]]
+
+
+def test_when_every_group_is_too_small_nothing_is_compared() -> None:
+    frame = people(200, seed=16)
+    got = fairness_audit(frame, "gender", min_group_size=1000, n_boot=50)
+    assert got.df["too_small"].all() and got.group_min().isna().all() and got.difference().isna().all()
+    assert got.measures["value"].isna().all() and got.summary["reference_group"] is None
+    assert got.summary["text"].startswith("No group has 1,000 rows or more")
+    close(got.overall["selection_rate"], (frame["prediction"] >= 0.5).mean())
