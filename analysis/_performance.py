@@ -498,6 +498,8 @@ def _plan(
             "or a probability vector (a list); for a prediction that is a dict, name the output to score: "
             "performance(s, prediction='prediction.score')"
         )
+    if ltype.strip('"').upper() == "NULL":  # a label column without a single value: no labels yet
+        return _unlabeled(pf, task, base)
     if lf in ("struct", "list", "other"):
         raise ValueError(f"the labels are {ltype}: performance compares a number, a class or a class index")
     comparable = lf in ("bool", "int", "float") or (lf == "string" and pf in ("string", "int", "bool"))
