@@ -210,10 +210,7 @@ def error_correlation(
         what="error_correlation",
     )
     if not lab.labels:
-        raise ValueError(
-            f"no labels in {lab.label}: error correlation compares predictions with their labels; log them "
-            "with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame)"
-        )
+        raise ValueError(_no_labels(lab, label))
     paths = lab.resolve(features, "features")
     if not paths:
         raise ValueError(f"no feature or context field in {lab.label} is a number or a category")
@@ -223,6 +220,15 @@ def error_correlation(
     rel, what = lab.errors(paths, error)
     cells = _cells(rel, paths, grids)
     return _result(lab, paths, grids, cells, what, bins)
+
+
+def _no_labels(lab: Labeled, column: str) -> str:
+    if lab.model is None:
+        return f"no labels in {lab.label}: its label column {column!r} has no value"
+    return (
+        f"no labels in {lab.label}: error correlation compares predictions with their labels; log them with "
+        "predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame)"
+    )
 
 
 def _locations(lab: Labeled, nums: list[str]) -> dict[str, tuple[float, float]]:
@@ -505,10 +511,7 @@ def _result(
         raise ValueError(f"no rows in {lab.label}: the selection is empty (check the filters)")
     if not scored.any():
         if not lab.relation(raw=True).aggregate('count("label")').fetchall()[0][0]:
-            raise ValueError(
-                f"no labels in {lab.label}: error correlation compares predictions with their labels; log them "
-                "with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame)"
-            )
+            raise ValueError(_no_labels(lab, "label"))
         raise ValueError(
             f"no scored rows in {lab.label}: none of its {rows:,} rows has both a label and a usable prediction"
         )

@@ -325,6 +325,8 @@ def test_bad_input(store: Store, frame: pd.DataFrame, tmp_path: Path, store_writ
     root = store_writer(tmp_path / "nolabels", unlabeled)
     with Store(root) as s, pytest.raises(ValueError, match="no labels"):
         error_correlation(s)
+    with pytest.raises(ValueError, match="no labels in a frame of 6,000 rows: its label column 'label' has no value"):
+        error_correlation(frame.assign(label=None))
     with pytest.raises(TypeError, match="Store or a pandas DataFrame"):
         error_correlation([1, 2, 3])  # type: ignore[arg-type]
 
