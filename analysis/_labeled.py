@@ -154,6 +154,8 @@ class Labeled:
         :func:`._bins.edges`)."""
         from ._bins import edges
 
+        if not paths:
+            return {}
         return edges(self.predictions(paths), paths, bins, self.rows())
 
     def errors(self, paths: Sequence[str] = (), error: Any = None) -> tuple[duckdb.DuckDBPyRelation, str]:
