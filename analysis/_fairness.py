@@ -996,11 +996,14 @@ def _summary(
             "lowest": dict(zip(paths, keys[lo_i], strict=True)),
             "highest": dict(zip(paths, keys[hi_i], strict=True)),
         }
-        parts.append(
-            f"largest gap: {head} {_with_ci(g['difference'], g['difference_low'], g['difference_high'])} between "
-            f"{_group_name(paths, keys[lo_i])} ({_short(values[lo_i])}) and {_group_name(paths, keys[hi_i])} "
-            f"({_short(values[hi_i])})"
-        )
+        if lo_i == hi_i or float(g["difference"]) == 0:
+            parts.append(f"no gap: {head} is {_short(values[hi_i])} in every group compared")
+        else:
+            parts.append(
+                f"largest gap: {head} {_with_ci(g['difference'], g['difference_low'], g['difference_high'])} between "
+                f"{_group_name(paths, keys[lo_i])} ({_short(values[lo_i])}) and {_group_name(paths, keys[hi_i])} "
+                f"({_short(values[hi_i])})"
+            )
     elif not eligible.any():
         parts.append(f"no group has {min_group_size:,} rows or more (min_group_size), so no group is compared")
     else:

@@ -31,6 +31,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import predlog  # noqa: E402
+from predlog.replay import Store  # noqa: E402
 
 
 def main(store: Path) -> None:
@@ -143,7 +144,6 @@ def monitor(
     change scales ``mean_texture`` by 1.3. The analysis finds the day.
     """
     from predlog.analysis import input_drift, performance, when_shifted
-    from predlog.replay import Store
 
     rng = np.random.default_rng(0)
     days = 14
@@ -156,10 +156,15 @@ def monitor(
     past.insert(0, "ts", start + pd.to_timedelta(day * 86_400 + rng.integers(0, 86_400, len(day)), unit="s"))
     past["prediction"] = model.predict_proba(past[X_serve.columns])[:, 1]
     past["region"] = rng.choice(["eu", "us", "apac"], len(past))
+    past["device"] = rng.choice(["desktop", "mobile", "kiosk"], len(past), p=[0.55, 0.37, 0.08])
+    labels = y_serve.to_numpy()[rows]
+    # Kiosk scans come from an older scanner: the model is wrong on about a third of them.
+    flip = (past["device"] == "kiosk").to_numpy() & (rng.random(len(past)) < 0.3)
+    labels = np.where(flip, 1 - labels, labels)
 
     rec = predlog.Recorder(store=str(store), model="cancer-history", version="1.0.0")
-    ids = rec.log_frame(past, features=list(X_serve.columns), context=["region"])
-    rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": y_serve.to_numpy()[rows]}))
+    ids = rec.log_frame(past, features=list(X_serve.columns), context=["region", "device"])
+    rec.log_labels(pd.DataFrame({"prediction_id": ids, "label": labels}))
     rec.shutdown()
 
     with Store(store) as s:
@@ -177,6 +182,22 @@ def monitor(
         )
         print("\nWhen did it start?")
         print(when_shifted(s, "features.mean_texture", window="1D", model="cancer-history"))
+        investigate(s)
+
+
+def investigate(s: Store) -> None:
+    """predlog.analysis: which inputs go with the wrong predictions, which slice fails, is it fair by region."""
+    from predlog.analysis import error_correlation, error_slices, fairness_audit
+
+    print("\nWhich inputs go with the errors?")
+    found = error_correlation(s, model="cancer-history", features=["context.region", "context.device", "mean_texture"])
+    print(found.summary["text"])
+    print(found.df[["feature", "cramers_v", "mutual_info", "top_group", "top_lift"]].to_string(index=False))
+    print("\nWhere does the model fail most?")
+    slices = error_slices(s, model="cancer-history", features=["context.region", "context.device", "mean_texture"])
+    print(slices.summary["text"])
+    print("\nIs it fair across regions?")
+    print(fairness_audit(s, "context.region", model="cancer-history", n_boot=200).summary["text"])
 
 
 if __name__ == "__main__":
