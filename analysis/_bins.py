@@ -14,8 +14,10 @@ a field whose distinct values are no more than ``bins`` gets one bin per value.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from predlog.replay._shapes import ident
 
@@ -37,12 +39,15 @@ def edges(rel: duckdb.DuckDBPyRelation, paths: Sequence[str], bins: int, rows: i
     seeded, so the same rows give the same bins). Bins only group rows: every count within a
     bin is exact either way.
 
-    The cut points are the field's smallest value and its ``quantile_disc`` points at
-    ``1 / bins`` … ``(bins - 1) / bins``, deduplicated, without the smallest value itself
-    (nothing is below it): a field with few distinct values gets one bin per value.
+    The cut points are the field's ``quantile_disc`` points at ``1 / bins`` …
+    ``(bins - 1) / bins``, deduplicated, without the smallest value (nothing is below it). A
+    field with at most ``bins`` distinct values gets one bin per value; a field whose
+    smallest value holds a quantile (a heavy minimum: zero-inflated counts, a 0/1 flag with
+    few ones) gets that value as a bin of its own.
     """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
         raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
+    bins = int(bins)
     if not paths:
         return {}
     qs = ", ".join(repr(i / bins) for i in range(1, bins))
@@ -59,10 +64,27 @@ def edges(rel: duckdb.DuckDBPyRelation, paths: Sequence[str], bins: int, rows: i
     assert sampled is not None  # a SELECT always gives a relation
     row = sampled.fetchall()[0]
     out: dict[str, list[float]] = {}
+    tied: list[str] = []
     for i, p in enumerate(paths):
         quantiles, lo = row[2 * i], row[2 * i + 1]
         cuts = {float(v) for v in quantiles or [] if v is not None and math.isfinite(v)}
         out[p] = sorted(c for c in cuts if lo is None or c > lo)
+        if lo is not None and (float(lo) in cuts or len(out[p]) < bins - 1):
+            tied.append(p)
+    if tied:  # few distinct values, or a heavy minimum: the smallest values decide
+        firsts = []
+        for p in tied:
+            x = f"CAST({ident(p)} AS DOUBLE)"
+            ok = f"{ident(p)} IS NOT NULL AND {finite(x)}"
+            firsts.append(f"list_sort(list_distinct(list({x}) FILTER ({ok})))[1:{bins + 1}]")
+        got = rel.query("r", f"SELECT {', '.join(firsts)} FROM {source}")
+        assert got is not None
+        for p, smallest in zip(tied, got.fetchall()[0], strict=True):
+            values = [float(v) for v in smallest or []]
+            if len(values) <= bins:
+                out[p] = values[1:]  # one bin per value
+            elif len(values) > 1:
+                out[p] = sorted(set(out[p]) | {values[1]})  # the minimum alone in the first bin
     return out
 
 
@@ -77,19 +99,29 @@ def bin_sql(path: str, cuts: Sequence[float]) -> str:
 
 def bin_label(cuts: Sequence[float], index: int, lo: float | None = None, hi: float | None = None) -> str:
     """``"[a, b)"`` for bin ``index`` (``"< b"`` and ``">= a"`` at the ends, unless the field's
-    smallest and largest values ``lo`` and ``hi`` are given; ``"= a"`` for a bin of one value)."""
+    smallest and largest values ``lo`` and ``hi`` are given; ``"= a"`` for a bin of one value).
+
+    Numbers have 4 significant digits, or as many more as it takes to tell every cut point
+    (and ``lo``, ``hi``) apart: two bins never share a name.
+    """
+    num = _formatter([*cuts, *(v for v in (lo, hi) if v is not None)])
     a = cuts[index - 1] if index > 0 else lo
     b = cuts[index] if index < len(cuts) else None
     if a is not None and b is None and hi is not None and hi == a:
-        return f"= {_num(a)}"
+        return f"= {num(a)}"
     if a is None and b is None:
         return "all values"
     if a is None:
-        return f"< {_num(b)}"  # type: ignore[arg-type]
+        return f"< {num(b)}"  # type: ignore[arg-type]
     if b is None:
-        return f">= {_num(a)}" if hi is None else f"[{_num(a)}, {_num(hi)}]"
-    return f"[{_num(a)}, {_num(b)})"
+        return f">= {num(a)}" if hi is None else f"[{num(a)}, {num(hi)}]"
+    return f"[{num(a)}, {num(b)})"
 
 
-def _num(x: float) -> str:
-    return f"{x:.4g}"
+def _formatter(values: Sequence[float]) -> Callable[[float], str]:
+    """``format(x, ".{d}g")`` with the fewest digits ``d`` >= 4 that keep ``values`` distinct."""
+    distinct = set(values)
+    for digits in range(4, 18):
+        if len({f"{v:.{digits}g}" for v in distinct}) == len(distinct):
+            break
+    return lambda x: f"{x:.{digits}g}"

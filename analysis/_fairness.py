@@ -243,7 +243,7 @@ def fairness_audit(
     bins: int = 4,
     seed: int = 0,
     prediction: str = "prediction",
-    label: str = "label",
+    label: str | None = "label",
     task: str = "auto",
     **filters: Any,
 ) -> FairnessResult:
@@ -281,7 +281,8 @@ def fairness_audit(
         seed: Seeds the bootstrap: the same rows and seed give the same intervals.
         prediction: The prediction column (a DataFrame), or the field scored (a store:
             ``"prediction"``, or one output of a dict prediction, ``"prediction.score"``).
-        label: The label column of a DataFrame.
+        label: The label column of a DataFrame; None for a DataFrame without labels (selection
+            rate, demographic parity and count need none).
         task: ``"classification"``, ``"regression"`` or ``"auto"`` (as ``performance``).
         **filters: ``Store.predictions`` filters (``version``, ``start``, ``end``, ``last``,
             ``user_id``, ``status``, ``request_id``, ``where``, ...).

@@ -58,7 +58,7 @@ REGRESSION_QUANTILE = 0.9
 """For a regression, a row is an error when its absolute error is above this quantile of the
 absolute errors of the scored rows (``quantile_cont``, unweighted: a sample keeps the shape)."""
 
-_OWN = ("prediction", "label", "sample_rate", "status")
+_OWN = ("prediction", "label", "sample_rate")
 """Columns every relation reads besides the fields asked for."""
 
 
@@ -275,7 +275,7 @@ def labeled(
     model: str | None,
     filters: dict[str, Any],
     prediction: str = "prediction",
-    label: str = "label",
+    label: str | None = "label",
     task: str = "auto",
     threshold: float = 0.5,
     positive_label: Any = None,
@@ -291,7 +291,7 @@ def labeled(
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if isinstance(source, Store):
         _check_filters(filters, what)
-        if label != "label":
+        if label != "label" and label is not None:
             raise TypeError("label= names a DataFrame column; a store's labels are those logged with predlog.log_label")
         name = resolve_model(source, model, filters)
         field = prediction if prediction.split(".", 1)[0] == "prediction" else f"prediction.{prediction}"
@@ -343,7 +343,7 @@ def labeled(
         }
 
         def base(columns: list[str]) -> duckdb.DuckDBPyRelation:
-            paths = [f"features.{c}" if c in ("sample_rate", "status") else c for c in columns]
+            paths = ["features.sample_rate" if c == "sample_rate" else c for c in columns]
             rel = frame_side.relation(paths)
             return rel.project(", ".join(f"{ident(p)} AS {ident(c)}" for p, c in zip(paths, columns, strict=True)))
 
@@ -399,22 +399,39 @@ def _binary_scores(store: Store, model: str | None, filters: Mapping[str, Any], 
     return lo is not None and lo >= 0 and hi <= 1
 
 
-def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str, what: str) -> tuple[FrameSide, Any]:
+def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str | None, what: str) -> tuple[FrameSide, Any]:
     """A DataFrame as a side whose prediction and label columns are named ``prediction`` and
-    ``label``, with ``sample_rate`` and ``status`` (all ok, weight 1) when it lacks them."""
+    ``label`` (``label=None``: no labels, a column of nulls), with ``sample_rate`` (1: every
+    row weighs 1) when it lacks one. A ``sample_rate`` column must hold rates in (0, 1]."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from ._sides import _arrow
 
     table = frame if isinstance(frame, pa.Table) else _arrow(frame)
     names = table.column_names
+    if label is None:
+        if "label" in names:
+            raise ValueError(f"{what}(): label=None, but the DataFrame has a column 'label': drop it or name it")
+        table = table.append_column("label", pa.nulls(table.num_rows))
+        names, label = table.column_names, "label"
     for arg, col in (("prediction", prediction), ("label", label)):
         if col not in names:
             close = difflib.get_close_matches(col, names, n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            unlabeled = " (or label=None for rows without labels)" if arg == "label" else ""
             raise KeyError(
                 f"{what}(): the DataFrame has no {arg} column {col!r}{hint} (columns: {', '.join(names[:20])}); "
-                f"name it with {arg}="
+                f"name it with {arg}={unlabeled}"
+            )
+    if "sample_rate" in names:
+        rates = table.column("sample_rate")
+        if not pa.types.is_integer(rates.type) and not pa.types.is_floating(rates.type):
+            raise TypeError(f"{what}(): the sample_rate column must hold numbers (rates in (0, 1]), not {rates.type}")
+        bad = pc.sum(pc.invert(pc.and_(pc.greater(rates, 0), pc.less_equal(rates, 1))).fill_null(False)).as_py()
+        if bad:
+            raise ValueError(
+                f"{what}(): {bad:,} rows have a sample_rate outside (0, 1]; a row kept with probability r weighs 1 / r"
             )
     renamed = {prediction: "prediction", label: "label"}
     for old, new in renamed.items():
@@ -425,8 +442,6 @@ def _frame(frame: pd.DataFrame | pa.Table, prediction: str, label: str, what: st
     table = table.rename_columns([renamed.get(n, n) for n in names])
     if "sample_rate" not in table.column_names:
         table = table.append_column("sample_rate", pa.array([1.0] * table.num_rows, pa.float64()))
-    if "status" not in table.column_names:
-        table = table.append_column("status", pa.array(["ok"] * table.num_rows, pa.string()))
     side = FrameSide(table, label=f"a frame of {table.num_rows:,} rows")
     probe = side.relation(["prediction", "label"])
     return side, probe
