@@ -25,6 +25,7 @@ from predlog.replay._shapes import ident
 from ._bins import bin_label
 from ._performance import Z95, wilson
 from ._result import Result, figure, jsonable
+from ._stats import upper_p
 from ._summary import finite
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ def error_correlation(
     features: str | Sequence[str] | None = None,
     error: Any = None,
     bins: int = 10,
+    alpha: float = 0.05,
     prediction: str = "prediction",
     label: str = "label",
     task: str = "auto",
@@ -176,6 +178,10 @@ def error_correlation(
             prediction) > 5"``); or a callable ``error(label, prediction) -> booleans``.
         bins: Quantile bins of a number field (at least 2; fewer when the field has few
             distinct values).
+        alpha: The false discovery rate of the groups called significantly above the
+            overall error rate (one-sided binomial tests, Benjamini–Hochberg over every group
+            of every field with 30 scored rows or more): the summary states the strongest
+            significant one, or none.
         prediction: The prediction column of a DataFrame, or the field scored in a store
             (``"prediction.score"``).
         label: The label column of a DataFrame.
@@ -196,8 +202,11 @@ def error_correlation(
     """
     from ._labeled import labeled
 
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
         raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
+    bins = int(bins)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
     lab = labeled(
         source,
         model=model,
@@ -219,7 +228,7 @@ def error_correlation(
     grids = {p: _Grid(*locations[p], integer=lab.fields[p].dtype.upper() in _INTEGER) for p in nums}
     rel, what = lab.errors(paths, error)
     cells = _cells(rel, paths, grids)
-    return _result(lab, paths, grids, cells, what, bins)
+    return _result(lab, paths, grids, cells, what, bins, alpha)
 
 
 def _no_labels(lab: Labeled, column: str) -> str:
@@ -344,9 +353,18 @@ class _Grid:
 
 def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
     """Rows per field × cell (a number's cell key, a category's value) × weight × error, in
-    one aggregate over ``rel``; categories past the :data:`MAX_CATEGORIES` heaviest pooled."""
+    one aggregate over ``rel``; categories past the :data:`MAX_CATEGORIES` heaviest pooled.
+    For a number, also the sums of ``t`` and ``t²`` in each cell (``t`` is the value, centred
+    and scaled: :meth:`_Grid.t_sql`), from which the point-biserial correlation is exact."""
     inner = [f"{grids[p].t_sql(p)} AS t{i}" if p in grids else f"{ident(p)} AS k{i}" for i, p in enumerate(paths)]
-    keys = [f"{_Grid.cell_sql(f't{i}')} AS k{i}" if p in grids else f"k{i}" for i, p in enumerate(paths)]
+    keys = [f"{_Grid.cell_sql(f't{i}')} AS k{i}, t{i}" if p in grids else f"k{i}" for i, p in enumerate(paths)]
+    nums = [i for i, p in enumerate(paths) if p in grids]
+    sums = "".join(
+        f", sum(t{i}) FILTER (isfinite(t{i})) AS st{i}, sum(t{i} * t{i}) FILTER (isfinite(t{i})) AS stt{i}"
+        for i in nums
+    )
+    st = " ".join(f"WHEN g{i} = 0 THEN st{i}" for i in nums) or "WHEN false THEN 0.0"
+    stt = " ".join(f"WHEN g{i} = 0 THEN stt{i}" for i in nums) or "WHEN false THEN 0.0"
     sets = ", ".join(f"(k{i}, _wt, _e)" for i in range(len(paths)))
     flags = ", ".join(f"GROUPING(k{i}) AS g{i}" for i in range(len(paths)))
     which = " ".join(f"WHEN g{i} = 0 THEN {i}" for i in range(len(paths)))
@@ -358,12 +376,13 @@ def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
     # g is MATERIALIZED: it is read twice below, and must not run the labeled rows twice.
     sql = f"""
         WITH g AS MATERIALIZED (
-            SELECT {flags}, {", ".join(f"k{i}" for i in range(len(paths)))}, _wt, _e, count(*) AS n
+            SELECT {flags}, {", ".join(f"k{i}" for i in range(len(paths)))}, _wt, _e, count(*) AS n{sums}
             FROM (SELECT {", ".join(keys)}, _wt, _e FROM (SELECT {", ".join(inner)}, _wt, _e FROM r))
             GROUP BY GROUPING SETS ({sets})
         ),
         u AS (
-            SELECT CASE {which} END AS _s, CAST(CASE {num} END AS BIGINT) AS _k, CASE {cat} END AS _v, _wt, _e, n
+            SELECT CASE {which} END AS _s, CAST(CASE {num} END AS BIGINT) AS _k, CASE {cat} END AS _v, _wt, _e, n,
+                   CAST(CASE {st} END AS DOUBLE) AS _st, CAST(CASE {stt} END AS DOUBLE) AS _stt
             FROM g
         ),
         rk AS (
@@ -371,9 +390,10 @@ def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
             FROM u WHERE _v IS NOT NULL GROUP BY _s, _v
         )
         SELECT u._s, u._k, CASE WHEN rk._r > {MAX_CATEGORIES} THEN NULL ELSE u._v END AS _v,
-               coalesce(rk._r > {MAX_CATEGORIES}, false) AS _other, u._wt, u._e, sum(u.n) AS n
+               coalesce(rk._r > {MAX_CATEGORIES}, false) AS _other, u._wt, u._e, sum(u.n) AS n,
+               sum(u._st) AS _st, sum(u._stt) AS _stt
         FROM u LEFT JOIN rk ON u._s = rk._s AND u._v = rk._v
-        GROUP BY ALL
+        GROUP BY u._s, u._k, 3, 4, u._wt, u._e
     """
     got = rel.query("r", sql)
     frame: pd.DataFrame = got.df()
@@ -429,15 +449,18 @@ def _auc(value_key: np.ndarray, pos: np.ndarray, neg: np.ndarray, single: np.nda
     return auc, bound
 
 
-def _pearson(x: np.ndarray, e: np.ndarray, w: np.ndarray) -> float:
-    """The weighted correlation of ``x`` with the 0/1 ``e`` (``scipy.stats.pointbiserialr``
-    with equal weights)."""
+def _pearson_sums(w: np.ndarray, e: np.ndarray, wx: np.ndarray, wxx: np.ndarray) -> float:
+    """The weighted correlation of a value with the 0/1 error indicator from per-cell sums:
+    the cells' weights ``w``, errors ``e`` (0 or 1 per cell), and weighted sums of the value
+    ``wx`` and of its square ``wxx`` (``scipy.stats.pointbiserialr`` with equal weights)."""
     sw = float(w.sum())
     if sw <= 0:
         return math.nan
-    mx, me = float(np.sum(w * x) / sw), float(np.sum(w * e) / sw)
-    dx, de = x - mx, e - me
-    sxx, see, sxe = float(np.sum(w * dx * dx)), float(np.sum(w * de * de)), float(np.sum(w * dx * de))
+    swx, swe = float(wx.sum()), float(np.sum(w * e))
+    mx, me = swx / sw, swe / sw
+    sxx = float(wxx.sum()) - sw * mx * mx
+    see = swe - sw * me * me
+    sxe = float(np.sum(wx * e)) - sw * mx * me
     if sxx <= 0 or see <= 0:
         return math.nan
     return sxe / math.sqrt(sxx * see)
@@ -496,7 +519,7 @@ def _field_groups(cells: pd.DataFrame, grid: _Grid | None, bins: int) -> pd.Data
 
 
 def _result(
-    lab: Labeled, paths: list[str], grids: dict[str, _Grid], cells: pd.DataFrame, what: str, bins: int
+    lab: Labeled, paths: list[str], grids: dict[str, _Grid], cells: pd.DataFrame, what: str, bins: int, alpha: float
 ) -> ErrorCorrelation:
     import pandas as pd
 
@@ -535,6 +558,8 @@ def _result(
         low, high = wilson(rate, eff, Z95)
         g["error_rate"], g["error_rate_low"], g["error_rate_high"] = rate, low, high
         g["lift"] = rate / overall if overall > 0 else np.nan
+        # one-sided: is the group's error rate above the overall rate (BH over every group below)
+        g["p_value"] = np.where(ws > 0, upper_p(np.nan_to_num(rate), eff, overall), np.nan)
         g = g.drop(columns=["sw2"])
         table = np.column_stack([we, ws - we])
         mi, chi2, p, v = _association(table, n_eff)
@@ -542,7 +567,6 @@ def _result(
         exact: bool | None = None
         if grid is not None:
             auc, bound, pb, exact = _numeric(part, grid)
-        best = _top(g, overall)
         stats.append(
             {
                 "feature": path,
@@ -557,13 +581,16 @@ def _result(
                 "auc_bound": bound,
                 "point_biserial": pb,
                 "exact": exact,
-                "top_group": None if best is None else best["group"],
-                "top_error_rate": math.nan if best is None else float(best["error_rate"]),
-                "top_lift": math.nan if best is None else float(best["lift"]),
-                "top_rows": 0 if best is None else int(best["scored_rows"]),
             }
         )
         groups.append(g)
+    _significance(groups, alpha)
+    for entry, g in zip(stats, groups, strict=True):
+        best = _top(g)
+        entry["top_group"] = None if best is None else best["group"]
+        entry["top_error_rate"] = math.nan if best is None else float(best["error_rate"])
+        entry["top_lift"] = math.nan if best is None else float(best["lift"])
+        entry["top_rows"] = 0 if best is None else int(best["scored_rows"])
     df = pd.DataFrame(stats)
     df["_v"] = df["cramers_v"].fillna(-1.0)
     df["_mi"] = df["mutual_info"].fillna(-1.0)
@@ -590,18 +617,37 @@ def _numeric(part: pd.DataFrame, grid: _Grid) -> tuple[float, float, float, bool
     uniq, inv = np.unique(keys, return_inverse=True)
     pos = np.bincount(inv, weights=w * e, minlength=len(uniq))
     neg = np.bincount(inv, weights=w * (1 - e), minlength=len(uniq))
-    x, single = grid.values(uniq)
+    _, single = grid.values(uniq)
     auc, bound = _auc(uniq, pos, neg, single)
-    # every scored cell with a value stands for its value (exact) or its midpoint (approximate)
-    pb = _pearson(x[inv], e, w)
+    wt = c["_wt"].to_numpy(dtype=float)
+    pb = _pearson_sums(w, e, wt * c["_st"].to_numpy(dtype=float), wt * c["_stt"].to_numpy(dtype=float))
     exact = bool(np.all(single[(pos > 0) | (neg > 0)])) if len(uniq) else None
     return auc, bound, pb, exact
 
 
-def _top(g: pd.DataFrame, overall: float) -> dict[str, Any] | None:
-    """The group with the highest lift among those with :data:`MIN_ROWS` scored rows whose
-    error rate is above the overall rate beyond its 95 % interval."""
-    ok = (g["scored_rows"] >= MIN_ROWS) & (g["error_rate_low"] > overall)
+def _significance(groups: list[pd.DataFrame], alpha: float) -> None:
+    """``p_adjusted`` (Benjamini–Hochberg over every group of every field with
+    :data:`MIN_ROWS` scored rows) and ``significant`` (at ``alpha``), into each frame: with
+    dozens of fields and hundreds of groups, some group is above the overall rate by chance."""
+    from scipy.stats import false_discovery_control
+
+    tested = [
+        (g["scored_rows"].to_numpy() >= MIN_ROWS) & np.isfinite(g["p_value"].to_numpy(dtype=float)) for g in groups
+    ]
+    p = np.concatenate([g["p_value"].to_numpy(dtype=float)[t] for g, t in zip(groups, tested, strict=True)])
+    adjusted = false_discovery_control(np.clip(p, 0.0, 1.0), method="bh") if len(p) else p
+    at = 0
+    for g, t in zip(groups, tested, strict=True):
+        col = np.full(len(g), np.nan)
+        col[t] = adjusted[at : at + int(t.sum())]
+        at += int(t.sum())
+        g["p_adjusted"] = col
+        g["significant"] = np.nan_to_num(col, nan=1.0) <= alpha
+
+
+def _top(g: pd.DataFrame) -> dict[str, Any] | None:
+    """The group with the highest lift among those significantly above the overall rate."""
+    ok = g["significant"].to_numpy(dtype=bool)
     if not ok.any():
         return None
     best = g[ok].sort_values(["lift", "scored_rows"], ascending=[False, False], kind="stable").iloc[0]

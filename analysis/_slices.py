@@ -33,6 +33,7 @@ from ._bins import SAMPLE_ROWS, bin_label, bin_sql
 from ._labeled import Labeled, labeled
 from ._performance import wilson
 from ._result import Result, figure
+from ._stats import upper_p
 
 if TYPE_CHECKING:
     import duckdb
@@ -501,24 +502,6 @@ def _slices(
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def upper_p(rate: Any, n_eff: Any, p0: Any) -> np.ndarray:
-    """One-sided p-value of ``rate`` over ``n_eff`` rows against a rate ``p0``: P(X ≥ k) for
-    X ~ Binomial(n_eff, p0), k = rate · n_eff, as the regularised incomplete beta
-    I_p0(k, n_eff − k + 1) (``scipy.stats.binomtest(k, n, p0, alternative="greater")`` when k
-    and n are whole numbers; continuous in both otherwise). 1 where k is 0."""
-    from scipy.special import betainc
-
-    rate = np.asarray(rate, dtype=float)
-    n = np.asarray(n_eff, dtype=float)
-    p0 = np.broadcast_to(np.asarray(p0, dtype=float), rate.shape)
-    k = np.clip(rate * n, 0.0, n)
-    ok = (k > 0) & (n > 0) & np.isfinite(k) & np.isfinite(p0)
-    a = np.where(ok, k, 1.0)
-    b = np.where(ok, n - k + 1.0, 1.0)
-    x = np.clip(np.where(ok, p0, 0.5), 0.0, 1.0)
-    return np.where(ok, betainc(a, b, x), 1.0)
 
 
 def _test(

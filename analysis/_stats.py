@@ -42,6 +42,7 @@ __all__ = [
     "compare_numbers",
     "decile_edges",
     "ks_pvalue",
+    "upper_p",
     "welch",
 ]
 
@@ -273,3 +274,21 @@ def welch(ref: Numbers, cur: Numbers, *, confidence: float = 0.95) -> Welch:
     p = float(2 * stats.t.sf(abs(t), dof))
     half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
     return Welch(diff, diff - half, diff + half, t, p, dof)
+
+
+def upper_p(rate: Any, n_eff: Any, p0: Any) -> np.ndarray:
+    """One-sided p-value of ``rate`` over ``n_eff`` rows against a rate ``p0``: P(X ≥ k) for
+    X ~ Binomial(n_eff, p0), k = rate · n_eff, as the regularised incomplete beta
+    I_p0(k, n_eff − k + 1) (``scipy.stats.binomtest(k, n, p0, alternative="greater")`` when k
+    and n are whole numbers; continuous in both otherwise). 1 where k is 0."""
+    from scipy.special import betainc
+
+    rate = np.asarray(rate, dtype=float)
+    n = np.asarray(n_eff, dtype=float)
+    p0 = np.broadcast_to(np.asarray(p0, dtype=float), rate.shape)
+    k = np.clip(rate * n, 0.0, n)
+    ok = (k > 0) & (n > 0) & np.isfinite(k) & np.isfinite(p0)
+    a = np.where(ok, k, 1.0)
+    b = np.where(ok, n - k + 1.0, 1.0)
+    x = np.clip(np.where(ok, p0, 0.5), 0.0, 1.0)
+    return np.where(ok, betainc(a, b, x), 1.0)
