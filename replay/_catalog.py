@@ -26,6 +26,7 @@ from ._live import live_tables, read_live
 from ._selection import Selection
 from ._shapes import NULL, fields_of, schema_shape
 from ._views import (
+    KEYS,
     LABEL_HIVE,
     PREDICTION_HIVE,
     Footer,
@@ -82,8 +83,10 @@ class Catalog:
         families = sorted({ft.label_family for _, ft in footers}) if labels else [""]
         for family in families:
             items = [(f, ft.shape) for f, ft in footers if not labels or ft.label_family == family]
+            keys = {f: ft.keys for f, ft in footers}
             for raw, paths in group_files(items):
-                out.append(Source(view_shape(raw, hive=hive), paths, types, family=family, raw=raw))
+                held = frozenset().union(*(keys[f] for f in paths)) if labels else KEYS
+                out.append(Source(view_shape(raw, hive=hive), paths, types, family=family, raw=raw, keys=held))
         return out
 
     def _live_sources(self, tables: list[pa.Table], *, labels: bool = False) -> list[Source]:
@@ -94,7 +97,9 @@ class Catalog:
                 name = f"_predlog_live_{self._live_seq}"
             raw = schema_shape(t.schema)
             family = label_family(t.schema.field("label").type) if labels and "label" in t.column_names else ""
-            out.append(Source(view_shape(raw, live=True), table=t, name=name, family=family, raw=raw))
+            held = frozenset(k for k in KEYS if k in t.column_names and t.column(k).null_count < t.num_rows)
+            keys = held if labels else KEYS
+            out.append(Source(view_shape(raw, live=True), table=t, name=name, family=family, raw=raw, keys=keys))
         return out
 
     def snapshot(

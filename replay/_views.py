@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "KEYS",
     "LABEL_TYPE",
     "PREDICTION_COLUMNS",
     "Footer",
@@ -93,6 +94,10 @@ _NUMERIC = frozenset({"bool", "int", "float"})
 # ---------------------------------------------------------------- file footers
 
 
+KEYS = frozenset({"prediction_id", "request_id"})
+"""The columns a label is joined to its prediction by."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Footer:
     """What a query needs to know of one Parquet file, from its footer alone."""
@@ -104,6 +109,7 @@ class Footer:
     versions: frozenset[str] | None  # model_version values, from statistics (None: unknown)
     hashed: frozenset[str]  # dotted paths the writer hashed (``hash_fields``)
     label_family: str  # labels files: the family of the ``label`` column (see label_family)
+    keys: frozenset[str] = KEYS  # labels files: the key columns (prediction_id, request_id) holding a value
 
 
 def label_family(t: pa.DataType | None) -> str:
@@ -147,8 +153,33 @@ def read_footer(path: str, st: os.stat_result) -> Footer:
             hashed = frozenset(str(p) for p in json.loads(raw))
     label = schema.field("label").type if "label" in schema.names else None
     return Footer(
-        st.st_mtime_ns, st.st_size, schema_shape(schema), meta.num_rows, _versions(meta), hashed, label_family(label)
+        st.st_mtime_ns,
+        st.st_size,
+        schema_shape(schema),
+        meta.num_rows,
+        _versions(meta),
+        hashed,
+        label_family(label),
+        _keys(meta) if label is not None else KEYS,
     )
+
+
+def _keys(meta: Any) -> frozenset[str]:
+    """The key columns of a label file that hold a value, from its row-group statistics
+    (a column whose statistics are missing counts as holding one)."""
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    out = set()
+    for key in KEYS:
+        if key not in names:
+            continue
+        j = names.index(key)
+        for g in range(meta.num_row_groups):
+            col = meta.row_group(g).column(j)
+            stats = col.statistics
+            if stats is None or not stats.has_null_count or stats.null_count < col.num_values:
+                out.add(key)
+                break
+    return frozenset(out)
 
 
 def _versions(meta: Any) -> frozenset[str] | None:
@@ -185,6 +216,7 @@ class Source:
     name: str = ""
     empty: bool = False  # only lends its schema to an empty result
     family: str = ""  # labels: the label family of its files
+    keys: frozenset[str] = KEYS  # labels: the key columns holding a value in some row
     raw: Shape = NULL  # the files' own shape
 
     def select(self, target: Shape, *, json_labels: bool = False) -> str:
@@ -446,6 +478,14 @@ class Snapshot:
         return frozenset(s.family for s in self.label_sources) - {"null"}
 
     @property
+    def label_keys(self) -> frozenset[str]:
+        """The key columns (``prediction_id``, ``request_id``) that some label the labels
+        view reads is logged under: a key no label has needs no join."""
+        view = self.views.get("labels")
+        sources = view.sources if view is not None else []
+        return frozenset().union(*(s.keys for s in sources)) if sources else frozenset()
+
+    @property
     def mixed_labels(self) -> bool:
         """Whether the labels view reads labels as JSON text (their types disagree)."""
         view = self.views.get("labels")
@@ -487,16 +527,20 @@ def labeled_sql(snap: Snapshot, predictions: str = "predictions") -> tuple[str, 
         carried.append(("extra", "label_extra"))
     if LABEL_TYPE in lfields:
         carried.append((LABEL_TYPE, LABEL_TYPE))
+    # A label logged under a request id needs a second join; none is, in most stores (the
+    # statistics of the label files say so), and the join would cost a pass over the labels.
+    by_request = "request_id" in pfields and "request_id" in snap.label_keys
     cols = [
-        f"CASE WHEN lp._k IS NOT NULL THEN lp.{ident(dst)} ELSE lr.{ident(dst)} END AS {ident(dst)}"
+        f"CASE WHEN lp._k IS NOT NULL THEN lp.{ident(dst)}{f' ELSE lr.{ident(dst)}' if by_request else ''} END "
+        f"AS {ident(dst)}"
         for _, dst in carried
     ]
-    request_join = "lr._k = p.request_id" if "request_id" in pfields else "false"
     sql = (
         f"SELECT p.*, {', '.join(cols)} FROM {predictions} AS p "
-        f"LEFT JOIN ({latest_labels_sql(snap, 'prediction_id', carried)}) AS lp ON lp._k = p.prediction_id "
-        f"LEFT JOIN ({latest_labels_sql(snap, 'request_id', carried)}) AS lr ON {request_join}"
+        f"LEFT JOIN ({latest_labels_sql(snap, 'prediction_id', carried)}) AS lp ON lp._k = p.prediction_id"
     )
+    if by_request:
+        sql += f" LEFT JOIN ({latest_labels_sql(snap, 'request_id', carried)}) AS lr ON lr._k = p.request_id"
     shape_fields = dict(pfields)
     for src, dst in carried:
         shape_fields[dst] = lfields.get(src, NULL) if src != "ts" else ("scalar", "time")
