@@ -602,7 +602,7 @@ def _result(
     by_group = by_group.drop(columns=["_o"]).reset_index(drop=True)
     for col in ("rows", "scored_rows", "errors"):
         by_group[col] = by_group[col].astype(np.int64)
-    summary = _summary(lab, df, by_group, what, bins, rows, total_w, total_e, int(n[scored].sum()), overall)
+    summary = _summary(lab, df, by_group, what, bins, rows, total_w, total_e, int(n[scored].sum()), overall, alpha)
     return ErrorCorrelation(df, by_group, summary)
 
 
@@ -675,6 +675,7 @@ def _summary(
     total_e: float,
     scored: int,
     overall: float,
+    alpha: float,
 ) -> dict[str, Any]:
     top_feature = top_group = None
     lift = math.nan
@@ -689,15 +690,15 @@ def _summary(
             else f" (the most associated field, {df['feature'].iloc[0]}, has no such group)"
         )
         text = (
-            f"errors are {lift:.1f}× more frequent when {_where(top_feature, str(row['kind']), top_group)} "
+            f"Errors are {lift:.1f}× more frequent when {_where(top_feature, str(row['kind']), top_group)} "
             f"(n={int(row['top_rows']):,}): {float(row['top_error_rate']):.1%} against {overall:.1%} overall; "
-            f"Cramér's V {float(row['cramers_v']):.3g}{first}"
+            f"Cramér's V {float(row['cramers_v']):.3g}{first}."
         )
         break
     if not text:
         text = (
-            f"no group of the {len(df)} fields has an error rate significantly above the overall {overall:.1%} "
-            f"(with at least {MIN_ROWS} scored rows)"
+            f"No group of the {len(df)} fields has an error rate significantly above the overall {overall:.1%} "
+            f"(false discovery rate {alpha:g}, groups of {MIN_ROWS} scored rows or more)."
         )
     return {
         "text": text,

@@ -66,6 +66,10 @@ MEASURES = (
 METHODS = ("between_groups", "to_overall")
 """How ``difference()`` and ``ratio()`` compare groups (fairlearn's ``method=``)."""
 
+MAX_LISTED = 20
+"""The summary lists at most this many too-small groups and groups outside four-fifths (``.df``
+has them all)."""
+
 FOUR_FIFTHS = 0.8
 """A group passes the four-fifths rule when its selection rate is within [4/5, 5/4] of the reference group's."""
 
@@ -956,7 +960,7 @@ def _summary(
     plan = lab.plan
     classification = plan.task == "classification"
     small = [dict(zip(paths, keys[i], strict=True)) for i in np.flatnonzero(~eligible)]
-    failing = [dict(zip(paths, keys[i], strict=True)) for i, f in enumerate(four) if f is False]
+    failing = [dict(zip(paths, keys[i], strict=True)) for i, f in enumerate(four) if f is False][:MAX_LISTED]
     summary: dict[str, Any] = {
         "text": "",
         "model": lab.model,
@@ -969,7 +973,8 @@ def _summary(
         "rows": int(frame["count"].sum()),
         "scored_rows": scored,
         "groups": len(keys),
-        "too_small": small,
+        "too_small": small[:MAX_LISTED],
+        "too_small_groups": len(small),
         "min_group_size": min_group_size,
         "reference_group": None if ref is None else dict(zip(paths, keys[ref], strict=True)),
         "four_fifths_failing": failing,

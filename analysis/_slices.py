@@ -333,7 +333,11 @@ def _no_rows(lab: Labeled) -> ValueError:
     if not got:
         return ValueError(
             f"no labels in {lab.label} ({rows:,} predictions): error slices compare predictions with their labels; "
-            "log labels with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame)"
+            + (
+                "log labels with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame)"
+                if lab.model is not None
+                else "the label column has no value"
+            )
         )
     return ValueError(
         f"no scored rows in {lab.label}: none of the {got:,} labeled predictions has a usable prediction and "

@@ -35,6 +35,6 @@ def test_the_quickstart_finds_the_planted_shift(tmp_path: Path) -> None:
     assert pd.Timestamp(shifted.group(1), tz="UTC") == first.floor("D") + pd.Timedelta(days=9)
     assert "accuracy by region" in out.lower() and re.search(r"^accuracy 0\.9\d\d \[", out, re.M)
     # The planted failure (kiosk scans, a third of them wrong) is what the investigations find.
-    assert re.search(r"^errors are [\d.]+× more frequent when context\.device = 'kiosk'", out, re.M), out
+    assert re.search(r"^Errors are [\d.]+× more frequent when context\.device = 'kiosk'", out, re.M), out
     assert re.search(r"^The top error slice is context\.device = kiosk:", out, re.M), out
     assert re.search(r"^Largest gap: .*demographic parity difference", out, re.M), out

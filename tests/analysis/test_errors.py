@@ -96,7 +96,7 @@ def test_the_planted_feature_comes_first(result: ErrorCorrelation) -> None:
     assert result.summary["top_feature"] == "context.device" and result.summary["top_group"] == "ios"
     assert 1.6 < result.summary["top_lift"] < 2.0  # 36 % against about 21 % overall (iOS rows included)
     text = result.summary["text"]
-    assert text.startswith("errors are ") and "context.device = 'ios'" in text and "(n=" in text
+    assert text.startswith("Errors are ") and "context.device = 'ios'" in text and "(n=" in text
     assert result.summary["ranked_by"] == "cramers_v"
     assert list(result.df["cramers_v"]) == sorted(result.df["cramers_v"], reverse=True)
     assert set(result.df["feature"]) == {"features.age", "features.income", "features.plan", "context.device"}
