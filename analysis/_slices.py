@@ -418,8 +418,13 @@ def _cover(cards: Sequence[int], depth: int) -> list[list[int]]:
     uncovered = set(itertools.combinations(range(m), depth))
     limit = max([CELLS, *(math.prod(cards[i] for i in s) for s in uncovered)])
     groups: list[list[int]] = []
+    # Each group starts from the largest subset not yet covered: sorted once, walked once.
+    order = sorted(uncovered, key=lambda s: (-math.prod(cards[i] for i in s), s))
+    at = 0
     while uncovered:
-        first = min(uncovered, key=lambda s: (-math.prod(cards[i] for i in s), s))
+        while order[at] not in uncovered:
+            at += 1
+        first = order[at]
         group, size = list(first), math.prod(cards[i] for i in first)
         while True:
             best, gain = -1, 0
