@@ -39,20 +39,16 @@ sys.path.insert(0, HERE)
 
 from bench_capture import Row, run_cli, temp_store  # noqa: E402
 from bench_replay import _replay_arguments  # noqa: E402
-from investigate_store import CATEGORIES, CONTEXT, FEATURES, investigation_store  # noqa: E402
+from investigate_store import CATEGORIES, CONTEXT, FEATURES, investigation_store, join_floor, read_labeled  # noqa: E402
 
 MODEL = "churn"
 
 
 def _read(path: str) -> Any:
     """The selected rows with their latest labels and the error indicator, by pandas."""
-    import pandas as pd
 
     cols = ["prediction_id", "features", "context", "prediction", "sample_rate"]
-    df = pd.read_parquet(os.path.join(path, "predictions"), columns=cols, dtype_backend="pyarrow", partitioning=None)
-    labels = pd.read_parquet(os.path.join(path, "labels"), columns=["prediction_id", "ts", "label"], partitioning=None)
-    labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
-    df = df.merge(labels[["prediction_id", "label"]], on="prediction_id", how="left")
+    df = read_labeled(path, cols)
     out = df["features"].struct.explode()
     for name in CONTEXT:
         out[f"context.{name}"] = df["context"].struct.field(name)
@@ -104,11 +100,8 @@ def _same_bins(df: Any, got: Any) -> tuple[bool, float]:
 
 
 def _floor(s: Any) -> float:
-    """Seconds of the labels join alone: count(*) over the labeled relation."""
-    t0 = perf_counter()
-    rel = s.labeled_relation(MODEL, include_unlabeled=True, columns=["prediction", "label"], ordered=False)
-    rel.aggregate("count(*)").fetchall()
-    return perf_counter() - t0
+    """Seconds of the labels join alone."""
+    return join_floor(s)
 
 
 def _pass(s: Any) -> float:

@@ -39,20 +39,16 @@ sys.path.insert(0, HERE)
 
 from bench_capture import Row, run_cli, temp_store  # noqa: E402
 from bench_replay import _replay_arguments  # noqa: E402
-from investigate_store import SENSITIVE, investigation_store  # noqa: E402
+from investigate_store import SENSITIVE, investigation_store, join_floor, read_labeled  # noqa: E402
 
 RATES = ("selection_rate", "tpr", "fpr", "fnr", "precision", "accuracy")
 
 
 def _read(path: str) -> Any:
     """The rows by hand: pandas reads predictions and labels, keeps the latest label, merges."""
-    import pandas as pd
 
     cols = ["prediction_id", "prediction", "context", "sample_rate", "status"]
-    df = pd.read_parquet(os.path.join(path, "predictions"), columns=cols, dtype_backend="pyarrow", partitioning=None)
-    labels = pd.read_parquet(os.path.join(path, "labels"), columns=["prediction_id", "ts", "label"], partitioning=None)
-    labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
-    df = df.merge(labels[["prediction_id", "label"]], on="prediction_id", how="left")
+    df = read_labeled(path, cols)
     for p in SENSITIVE:
         df[p] = df["context"].struct.field(p.split(".", 1)[1])
     return df
@@ -115,12 +111,8 @@ def _agreement(got: Any, mf: Any) -> float:
 
 
 def _floor(s: Any) -> float:
-    """Seconds of the labels join alone: count(*) over the labeled relation of the columns the audit reads."""
-    t0 = perf_counter()
-    columns = [*SENSITIVE, "prediction", "label", "sample_rate", "status"]
-    rel = s.labeled_relation("churn", include_unlabeled=True, columns=columns, ordered=False)
-    rel.aggregate("count(*)").fetchall()
-    return perf_counter() - t0
+    """Seconds of the labels join alone, over the columns the audit reads."""
+    return join_floor(s, [*SENSITIVE, "prediction", "label", "sample_rate"])
 
 
 def bench_fairness(args: argparse.Namespace) -> list[Row]:

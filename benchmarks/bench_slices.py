@@ -43,7 +43,7 @@ sys.path.insert(0, HERE)
 
 from bench_capture import Row, run_cli, temp_store  # noqa: E402
 from bench_replay import _replay_arguments  # noqa: E402
-from investigate_store import CATEGORIES, CONTEXT, PLANTED, investigation_store  # noqa: E402
+from investigate_store import CATEGORIES, CONTEXT, PLANTED, investigation_store, join_floor, read_labeled  # noqa: E402
 
 from predlog.replay._shapes import ident  # noqa: E402
 
@@ -63,10 +63,7 @@ def _read(path: str) -> Any:
     import pandas as pd
 
     cols = ["prediction_id", "features", "context", "prediction", "sample_rate"]
-    df = pd.read_parquet(os.path.join(path, "predictions"), columns=cols, dtype_backend="pyarrow", partitioning=None)
-    labels = pd.read_parquet(os.path.join(path, "labels"), columns=["prediction_id", "ts", "label"], partitioning=None)
-    labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
-    df = df.merge(labels[["prediction_id", "label"]], on="prediction_id", how="left")
+    df = read_labeled(path, cols)
     out = pd.DataFrame(index=df.index)
     for f in FIELDS:
         root, name = f.split(".", 1)
@@ -117,11 +114,8 @@ def _agree(got: Any, want: dict[tuple[str, ...], Any]) -> tuple[bool, int]:
 
 
 def _floor(s: Any) -> float:
-    """Seconds of the labels join alone: count(*) over the labeled relation."""
-    t0 = perf_counter()
-    rel = s.labeled_relation(MODEL, include_unlabeled=True, columns=["prediction", "label"], ordered=False)
-    rel.aggregate("count(*)").fetchall()
-    return perf_counter() - t0
+    """Seconds of the labels join alone."""
+    return join_floor(s)
 
 
 def _scored(s: Any) -> float:

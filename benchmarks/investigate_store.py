@@ -50,6 +50,7 @@ CONTEXT = {
 }
 FEATURES = [*FLOATS, *CATEGORIES]
 SENSITIVE = ["context.gender", "context.region"]
+MODEL = "churn"
 PLANTED = {"context.region": "south", "context.device": "ios"}
 
 
@@ -87,7 +88,7 @@ def generate(path: str, rows: int) -> dict[str, Any]:
     chunks = max(1, rows // CHUNK)
     per = rows // chunks
     span = DAYS * day_us // chunks
-    rec = predlog.Recorder(store=path, model="churn", version="2.1.0")
+    rec = predlog.Recorder(store=path, model=MODEL, version="2.1.0")
     try:
         for i in range(chunks):
             n = per if i < chunks - 1 else rows - per * (chunks - 1)
@@ -124,3 +125,24 @@ def investigation_store(args: argparse.Namespace, tmp: str) -> tuple[str, dict[s
     dst = os.path.join(tmp, key + "-run")
     _link_copy(src, dst)
     return dst, desc
+
+
+def read_labeled(path: str, columns: list[str]) -> Any:
+    """The baselines' read, by pandas: the predictions' ``columns`` (pyarrow dtypes) merged
+    with the latest label of each prediction (a ``label`` column)."""
+    import pandas as pd
+
+    df = pd.read_parquet(os.path.join(path, "predictions"), columns=columns, dtype_backend="pyarrow", partitioning=None)
+    labels = pd.read_parquet(os.path.join(path, "labels"), columns=["prediction_id", "ts", "label"], partitioning=None)
+    labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
+    return df.merge(labels[["prediction_id", "label"]], on="prediction_id", how="left")
+
+
+def join_floor(s: Any, columns: list[str] | None = None) -> float:
+    """Seconds of the labels join alone: a ``count(*)`` over ``Store.labeled_relation`` of
+    ``columns`` (default: the prediction and the label), the floor under every investigation."""
+    t0 = perf_counter()
+    columns = columns or ["prediction", "label"]
+    rel = s.labeled_relation(MODEL, include_unlabeled=True, columns=columns, ordered=False)
+    rel.aggregate("count(*)").fetchall()
+    return perf_counter() - t0
