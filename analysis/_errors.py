@@ -228,7 +228,8 @@ def error_correlation(
     grids = {p: _Grid(*locations[p], integer=lab.fields[p].dtype.upper() in _INTEGER) for p in nums}
     rel, what = lab.errors(paths, error)
     cells = _cells(rel, paths, grids)
-    return _result(lab, paths, grids, cells, what, bins, alpha)
+    moments = _moments(rel, paths, grids)
+    return _result(lab, paths, grids, cells, moments, what, bins, alpha)
 
 
 def _no_labels(lab: Labeled, column: str) -> str:
@@ -353,18 +354,9 @@ class _Grid:
 
 def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
     """Rows per field × cell (a number's cell key, a category's value) × weight × error, in
-    one aggregate over ``rel``; categories past the :data:`MAX_CATEGORIES` heaviest pooled.
-    For a number, also the sums of ``t`` and ``t²`` in each cell (``t`` is the value, centred
-    and scaled: :meth:`_Grid.t_sql`), from which the point-biserial correlation is exact."""
+    one aggregate over ``rel``; categories past the :data:`MAX_CATEGORIES` heaviest pooled."""
     inner = [f"{grids[p].t_sql(p)} AS t{i}" if p in grids else f"{ident(p)} AS k{i}" for i, p in enumerate(paths)]
-    keys = [f"{_Grid.cell_sql(f't{i}')} AS k{i}, t{i}" if p in grids else f"k{i}" for i, p in enumerate(paths)]
-    nums = [i for i, p in enumerate(paths) if p in grids]
-    sums = "".join(
-        f", sum(t{i}) FILTER (isfinite(t{i})) AS st{i}, sum(t{i} * t{i}) FILTER (isfinite(t{i})) AS stt{i}"
-        for i in nums
-    )
-    st = " ".join(f"WHEN g{i} = 0 THEN st{i}" for i in nums) or "WHEN false THEN 0.0"
-    stt = " ".join(f"WHEN g{i} = 0 THEN stt{i}" for i in nums) or "WHEN false THEN 0.0"
+    keys = [f"{_Grid.cell_sql(f't{i}')} AS k{i}" if p in grids else f"k{i}" for i, p in enumerate(paths)]
     sets = ", ".join(f"(k{i}, _wt, _e)" for i in range(len(paths)))
     flags = ", ".join(f"GROUPING(k{i}) AS g{i}" for i in range(len(paths)))
     which = " ".join(f"WHEN g{i} = 0 THEN {i}" for i in range(len(paths)))
@@ -376,13 +368,12 @@ def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
     # g is MATERIALIZED: it is read twice below, and must not run the labeled rows twice.
     sql = f"""
         WITH g AS MATERIALIZED (
-            SELECT {flags}, {", ".join(f"k{i}" for i in range(len(paths)))}, _wt, _e, count(*) AS n{sums}
+            SELECT {flags}, {", ".join(f"k{i}" for i in range(len(paths)))}, _wt, _e, count(*) AS n
             FROM (SELECT {", ".join(keys)}, _wt, _e FROM (SELECT {", ".join(inner)}, _wt, _e FROM r))
             GROUP BY GROUPING SETS ({sets})
         ),
         u AS (
-            SELECT CASE {which} END AS _s, CAST(CASE {num} END AS BIGINT) AS _k, CASE {cat} END AS _v, _wt, _e, n,
-                   CAST(CASE {st} END AS DOUBLE) AS _st, CAST(CASE {stt} END AS DOUBLE) AS _stt
+            SELECT CASE {which} END AS _s, CAST(CASE {num} END AS BIGINT) AS _k, CASE {cat} END AS _v, _wt, _e, n
             FROM g
         ),
         rk AS (
@@ -390,14 +381,39 @@ def _cells(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> pd.DataFrame:
             FROM u WHERE _v IS NOT NULL GROUP BY _s, _v
         )
         SELECT u._s, u._k, CASE WHEN rk._r > {MAX_CATEGORIES} THEN NULL ELSE u._v END AS _v,
-               coalesce(rk._r > {MAX_CATEGORIES}, false) AS _other, u._wt, u._e, sum(u.n) AS n,
-               sum(u._st) AS _st, sum(u._stt) AS _stt
+               coalesce(rk._r > {MAX_CATEGORIES}, false) AS _other, u._wt, u._e, sum(u.n) AS n
         FROM u LEFT JOIN rk ON u._s = rk._s AND u._v = rk._v
-        GROUP BY u._s, u._k, 3, 4, u._wt, u._e
+        GROUP BY ALL
     """
     got = rel.query("r", sql)
     frame: pd.DataFrame = got.df()
     return frame
+
+
+def _moments(rel: Any, paths: list[str], grids: dict[str, _Grid]) -> dict[str, pd.DataFrame]:
+    """Per number field, per weight × error: the scored rows with a value, and the sums of
+    ``t`` and ``t²`` (``t``: the value centred and scaled, :meth:`_Grid.t_sql`, which keeps
+    the sums well conditioned): the point-biserial correlation follows exactly.
+
+    A second, small aggregate: inside the grouping sets the sums would be computed for every
+    set, which costs several times the pass itself.
+    """
+    nums = [(i, p) for i, p in enumerate(paths) if p in grids]
+    if not nums:
+        return {}
+    inner = ", ".join(f"{grids[p].t_sql(p)} AS t{i}" for i, p in nums)
+    aggs = ", ".join(
+        f"count(t{i}) FILTER (isfinite(t{i})) AS n{i}, sum(t{i}) FILTER (isfinite(t{i})) AS s{i}, "
+        f"sum(t{i} * t{i}) FILTER (isfinite(t{i})) AS q{i}"
+        for i, _ in nums
+    )
+    sql = f"SELECT _wt, _e, {aggs} FROM (SELECT {inner}, _wt, _e FROM r WHERE _e IS NOT NULL) GROUP BY _wt, _e"
+    got = rel.query("r", sql)
+    frame: pd.DataFrame = got.df()
+    return {
+        p: frame[["_wt", "_e", f"n{i}", f"s{i}", f"q{i}"]].set_axis(["_wt", "_e", "n", "s", "q"], axis=1)
+        for i, p in nums
+    }
 
 
 # ---------------------------------------------------------------- statistics
@@ -519,7 +535,14 @@ def _field_groups(cells: pd.DataFrame, grid: _Grid | None, bins: int) -> pd.Data
 
 
 def _result(
-    lab: Labeled, paths: list[str], grids: dict[str, _Grid], cells: pd.DataFrame, what: str, bins: int, alpha: float
+    lab: Labeled,
+    paths: list[str],
+    grids: dict[str, _Grid],
+    cells: pd.DataFrame,
+    moments: dict[str, pd.DataFrame],
+    what: str,
+    bins: int,
+    alpha: float,
 ) -> ErrorCorrelation:
     import pandas as pd
 
@@ -566,7 +589,7 @@ def _result(
         auc = bound = pb = math.nan
         exact: bool | None = None
         if grid is not None:
-            auc, bound, pb, exact = _numeric(part, grid)
+            auc, bound, pb, exact = _numeric(part, grid, moments[path])
         stats.append(
             {
                 "feature": path,
@@ -606,7 +629,7 @@ def _result(
     return ErrorCorrelation(df, by_group, summary)
 
 
-def _numeric(part: pd.DataFrame, grid: _Grid) -> tuple[float, float, float, bool | None]:
+def _numeric(part: pd.DataFrame, grid: _Grid, sums: pd.DataFrame) -> tuple[float, float, float, bool | None]:
     """AUC, its bound, the point-biserial correlation and whether both are exact, from the
     scored cells of a number field that have a value."""
     ok = part["_k"].notna() & part["_e"].notna()
@@ -619,8 +642,13 @@ def _numeric(part: pd.DataFrame, grid: _Grid) -> tuple[float, float, float, bool
     neg = np.bincount(inv, weights=w * (1 - e), minlength=len(uniq))
     _, single = grid.values(uniq)
     auc, bound = _auc(uniq, pos, neg, single)
-    wt = c["_wt"].to_numpy(dtype=float)
-    pb = _pearson_sums(w, e, wt * c["_st"].to_numpy(dtype=float), wt * c["_stt"].to_numpy(dtype=float))
+    wt = sums["_wt"].to_numpy(dtype=float)
+    pb = _pearson_sums(
+        wt * sums["n"].to_numpy(dtype=float),
+        sums["_e"].to_numpy(dtype=float),
+        wt * sums["s"].to_numpy(dtype=float),
+        wt * sums["q"].to_numpy(dtype=float),
+    )
     exact = bool(np.all(single[(pos > 0) | (neg > 0)])) if len(uniq) else None
     return auc, bound, pb, exact
 
