@@ -35,13 +35,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from predlog.replay._shapes import ident
 
-from ._performance import TASKS, _check_filters, _ok_label, _ok_prediction, _Plan, _plan, _scored, decide
+from ._performance import (
+    TASKS,
+    _check_filters,
+    _ok_label,
+    _ok_prediction,
+    _Plan,
+    _plan,
+    _scored,
+    decide,
+    one_label_type,
+)
 from ._sides import WEIGHT, FrameSide, describe_filters, feature_path, one_kind, resolve_model
 from ._summary import Field
 
@@ -285,7 +294,7 @@ def labeled(
     import pandas as pd
     import pyarrow as pa
 
-    from predlog.replay import MixedLabelTypesWarning, Store
+    from predlog.replay import Store
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -307,17 +316,7 @@ def labeled(
                 return rel
             return rel.project(", ".join(f"{ident(c)} AS {ident('prediction' if c == field else c)}" for c in asked))
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MixedLabelTypesWarning)
-            probe = base(["prediction", "label"])
-        for w in caught:
-            if issubclass(w.category, MixedLabelTypesWarning):
-                raise ValueError(
-                    f"the labels of model {name!r} in this selection have several types ({w.message}); {what} "
-                    "compares one kind of label with the predictions: select one model and version "
-                    "(model=..., version=...), or log one label type per model"
-                )
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        probe = one_label_type(lambda: base(["prediction", "label"]), name, what)
         types = dict(zip(probe.columns, (str(t) for t in probe.types), strict=True))
         if types["prediction"] == "VARCHAR" and field == "prediction":
             one_kind(store, name, filters, what)

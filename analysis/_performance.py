@@ -24,7 +24,7 @@ import difflib
 import math
 import statistics
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -271,7 +271,7 @@ def performance(
             version), labels and predictions that cannot be compared, or a metric that does
             not apply.
     """
-    from predlog.replay import MixedLabelTypesWarning, Store
+    from predlog.replay import Store
 
     if not isinstance(s, Store):
         raise TypeError(f"the first argument must be a predlog.replay.Store, got {type(s).__name__}")
@@ -304,17 +304,7 @@ def performance(
             return got
         return got.project(", ".join(f"{ident(c)} AS {ident('prediction' if c == field else c)}" for c in got.columns))
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MixedLabelTypesWarning)
-        rel = labeled()
-    for w in caught:
-        if issubclass(w.category, MixedLabelTypesWarning):
-            raise ValueError(
-                f"the labels of model {name!r} in this selection have several types ({w.message}); performance "
-                "compares one kind of label with the predictions: select one model and version "
-                "(model=..., version=...), or log one label type per model"
-            )
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    rel = one_label_type(labeled, name, "performance")
     types = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
     if types["prediction"] == "VARCHAR" and field == "prediction":
         one_kind(s, name, filters)
@@ -354,6 +344,26 @@ def performance(
 
 
 # ---------------------------------------------------------------- arguments
+
+
+def one_label_type(make: Callable[[], duckdb.DuckDBPyRelation], model: str, what: str) -> duckdb.DuckDBPyRelation:
+    """The labeled relation ``make()`` gives, or a ValueError when the selection's labels are
+    of several types (a ``MixedLabelTypesWarning``): ``what`` compares one kind of label with
+    the predictions. Other warnings pass through."""
+    from predlog.replay import MixedLabelTypesWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MixedLabelTypesWarning)
+        rel = make()
+    for w in caught:
+        if issubclass(w.category, MixedLabelTypesWarning):
+            raise ValueError(
+                f"the labels of model {model!r} in this selection have several types ({w.message}); {what} "
+                "compares one kind of label with the predictions: select one model and version "
+                "(model=..., version=...), or log one label type per model"
+            )
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return rel
 
 
 def _window(window: Any) -> tuple[int, str]:
