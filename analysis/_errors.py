@@ -114,7 +114,9 @@ class ErrorCorrelation(Result):
         if features is None:
             names = list(self.df["feature"].head(top))
         else:
-            names = [features] if isinstance(features, str) else list(features)
+            from ._sides import feature_path
+
+            names = [feature_path(n) for n in ([features] if isinstance(features, str) else list(features))]
             known = set(self.df["feature"])
             for n in names:
                 if n not in known:

@@ -314,6 +314,8 @@ def test_the_result_object(result: ErrorCorrelation) -> None:
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
     fig = result.plot("features.age")
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 1
+    fig = result.plot(["age", "context.device"])  # a bare name is a feature, as everywhere
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
     with pytest.raises(ValueError, match="no field 'features.nope'"):
         result.plot("features.nope")
 
