@@ -26,10 +26,17 @@ from ._summary import finite
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["SAMPLE_ROWS", "bin_label", "bin_sql", "edges"]
+__all__ = ["SAMPLE_ROWS", "bin_label", "bin_sql", "check_bins", "edges"]
 
 SAMPLE_ROWS = 200_000
 """Cut points come from a uniform sample of this many rows (every row when there are fewer)."""
+
+
+def check_bins(bins: object) -> int:
+    """``bins`` as an int, or a ValueError: the number of quantile bins, at least 2."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
+    return int(bins)
 
 
 def edges(rel: duckdb.DuckDBPyRelation, paths: Sequence[str], bins: int, rows: int) -> dict[str, list[float]]:
@@ -45,9 +52,7 @@ def edges(rel: duckdb.DuckDBPyRelation, paths: Sequence[str], bins: int, rows: i
     smallest value holds a quantile (a heavy minimum: zero-inflated counts, a 0/1 flag with
     few ones) gets that value as a bin of its own.
     """
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
-    bins = int(bins)
+    bins = check_bins(bins)
     if not paths:
         return {}
     qs = ", ".join(repr(i / bins) for i in range(1, bins))

@@ -22,7 +22,7 @@ import numpy as np
 
 from predlog.replay._shapes import ident
 
-from ._bins import bin_label
+from ._bins import bin_label, check_bins
 from ._performance import Z95, wilson
 from ._result import Result, figure, jsonable
 from ._stats import upper_p
@@ -204,9 +204,7 @@ def error_correlation(
     """
     from ._labeled import labeled
 
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
-    bins = int(bins)
+    bins = check_bins(bins)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
     lab = labeled(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._bins import check_bins
 from ._result import Result, figure, jsonable
 
 if TYPE_CHECKING:
@@ -365,8 +366,7 @@ def _check_numbers(ci: Any, n_boot: Any, min_group_size: Any, threshold: Any, bi
             raise ValueError(f"{name} must be a whole number of at least 0, got {value!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins must be a whole number of at least 2, got {bins!r}")
+    check_bins(bins)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
 

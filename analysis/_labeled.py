@@ -100,7 +100,9 @@ class Labeled:
 
     @property
     def labels(self) -> bool:
-        """Whether the selection holds any label at all."""
+        """False when the selection surely has no label (its label column has no type, or
+        the plan found none); True when labels may exist: another model's labels can type
+        the column, so a caller that must know counts them in its own pass."""
         return not self.plan.unlabeled
 
     def resolve(self, names: str | Sequence[str] | None, what: str) -> list[str]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from predlog.replay._shapes import ident, lit
 
-from ._bins import SAMPLE_ROWS, bin_label, bin_sql
+from ._bins import SAMPLE_ROWS, bin_label, bin_sql, check_bins
 from ._labeled import Labeled, labeled
 from ._performance import wilson
 from ._result import Result, figure
@@ -308,8 +308,7 @@ def _check_args(max_depth: Any, min_support: Any, alpha: Any, top: Any, bins: An
         raise ValueError(f"alpha must be a number between 0 and 1 (a false discovery rate, e.g. 0.05), got {alpha!r}")
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
         raise ValueError(f"top must be an integer of at least 1 (or None for every slice), got {top!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins must be an integer of at least 2, got {bins!r}")
+    check_bins(bins)
     if min_support is not None:
         ok = not isinstance(min_support, bool) and (
             (isinstance(min_support, (int, np.integer)) and min_support >= 1)
