@@ -89,7 +89,7 @@ class AlertCheck(Result):
         per_rule = self.df.groupby("condition", sort=False)["breached"].sum()
         worst, count = str(per_rule.idxmax()), int(per_rule.max())
         return (
-            f"Not validated: {worst} breached on {count} of the last {self.consecutive} windows "
+            f"Not validated: {worst!r} held on {count} of the last {self.consecutive} windows "
             f"ending {self.at:%Y-%m-%d %H:%M} UTC; a passing blip, or too early to act. Check again later."
         )
 
@@ -282,7 +282,7 @@ class HoldoutCheck(Result):
                 f"Held-out check {verdict}: {row['metric']} {fmt(row['candidate'])} for the candidate vs "
                 f"{fmt(row['baseline'])} for the baseline on the same {row['n']:,} rows "
                 f"({better} by {abs(row['difference']):.4g}; tolerance {row['tolerance']:g}; "
-                f"one-sided p = {fmt(p)})."
+                f"p = {fmt(p)} that it is worse)."
             ),
             "passed": passed,
             **{k: v for k, v in row.items() if k != "metric"},

@@ -36,6 +36,9 @@ SCRIPTS.update({"drift": "bench_drift.py", "performance": "bench_performance.py"
 SCRIPTS["history"] = "bench_history.py"
 # Investigations on a generated 10M-row labeled classification store (benchmarks/investigate_store.py).
 SCRIPTS.update({"fairness": "bench_fairness.py", "errors": "bench_errors.py", "slices": "bench_slices.py"})
+SCRIPTS["compare"] = "bench_compare.py"  # compare_versions on a 10M-row store of two versions (5 % canary)
+SCRIPTS["report"] = "bench_report.py"  # the HTML report on the investigation store, against its analysis calls
+SCRIPTS["canary"] = "bench_canary.py"  # canary routing: router(x) over the captured call
 BENCHMARKS = SCRIPTS
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from predlog._layout import FORMAT_VERSION, MARKER, PREDICTIONS, marker_format, model_of, segment_paths, wal_dir
 
-from . import _compact, _files, _forget, _replay, _retain
+from . import _compact, _events, _files, _forget, _replay, _retain
 from ._catalog import Catalog
 from ._compact import CompactResult
 from ._connection import LockedConnection, Slot
@@ -1012,6 +1012,33 @@ class Store:
             "replay_rows": replay_rows,
             "read_only": self.read_only,
         }
+
+    def events(
+        self, model: Names = None, *, kind: Names = None, start: TimeBound = None, end: TimeBound = None
+    ) -> pd.DataFrame:
+        """The canary events of the store (start, share, promote, rollback), oldest first.
+
+        One row per event written by ``predlog.canary``, with columns ``ts`` (UTC),
+        ``model``, ``kind``, ``baseline_version``, ``candidate_version``, ``share``,
+        ``state``, ``shadow``, ``host``, ``pid`` and ``reason``; an empty frame with these
+        columns when there are none. A file in ``events/`` that is not a valid event is
+        skipped with a warning naming it.
+
+        Example::
+
+            s.events("fraud", kind=["promote", "rollback"], start="2026-12-01")
+
+        Args:
+            model: A model name or a list of them (default: every model).
+            kind: ``"start"``, ``"share"``, ``"promote"``, ``"rollback"``, or a list of them.
+            start, end: ``[start, end)`` in UTC, as for :meth:`predictions`.
+
+        Raises:
+            FilterError: ``model`` or ``kind`` is not a string or a list of them, or ``kind``
+                names no event kind.
+            TimeBoundError: ``start`` or ``end`` is not a time.
+        """
+        return _events.read_events(self.root, model, kind=kind, start=start, end=end)
 
     # ------------------------------------------------------------ delegated operations
 

@@ -15,7 +15,8 @@ Decorate a predict function and every call becomes one row in a Parquet replay s
     predlog.log_label(1, prediction_id=pid)
 
 History from before predlog, and labels in bulk, come in as frames: :func:`log_frame` and
-:func:`log_labels`. The module-level functions act on one default :class:`Recorder`. Reading the store lives in
+:func:`log_labels`. A new version goes live on a share of traffic through :func:`canary`.
+The module-level functions act on one default :class:`Recorder`. Reading the store lives in
 :mod:`predlog.replay` (extra ``predlog[query]``); this package imports neither pandas,
 duckdb nor scipy.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._canary import Canary
 from ._config import Config, ConfigError
 from ._context import context, suppressed
 from ._convert import ids_for as _ids_for
@@ -33,11 +35,13 @@ from ._recorder import last_record as _last_record
 from ._sinks import Sink
 
 __all__ = [
+    "Canary",
     "Config",
     "ConfigError",
     "Processor",
     "Recorder",
     "Sink",
+    "canary",
     "capture",
     "configure",
     "context",
@@ -72,6 +76,7 @@ def __getattr__(name: str) -> str:
 _default = Recorder()
 
 capture = _default.capture
+canary = _default.canary
 log_label = _default.log_label
 log_labels = _default.log_labels
 log_frame = _default.log_frame

@@ -7,6 +7,7 @@
     <store>/labels/date=<YYYY-MM-DD>/<host>-<pid>-<rand>-<n>.parquet
     <store>/_wal/<host>-<pid>-<rand>.arrows                        live write-ahead segments
     <store>/_maintenance/<op-id>.json                               maintenance in progress
+    <store>/events/date=<YYYY-MM-DD>/<host>-<pid>-<rand>-<n>.json   canary events, one per file
 
 The writer, the sealer, live reading, maintenance, the command line and ``Store.stats`` all
 name and parse paths through this module (docs/store-format.md is the specification).
@@ -23,6 +24,9 @@ from collections.abc import Iterable, Iterator
 
 __all__ = [
     "DATE_KEY",
+    "EVENTS",
+    "EVENT_SUFFIX",
+    "HOST",
     "FORMAT_VERSION",
     "LABELS",
     "MAINTENANCE",
@@ -32,6 +36,9 @@ __all__ = [
     "SEGMENT_SUFFIX",
     "WAL_DIR",
     "date_of",
+    "event_dir",
+    "event_name",
+    "event_paths",
     "is_model_name",
     "label_dir",
     "list_partition_values",
@@ -53,6 +60,8 @@ PREDICTIONS = "predictions"
 LABELS = "labels"
 WAL_DIR = "_wal"
 MAINTENANCE = "_maintenance"
+EVENTS = "events"
+EVENT_SUFFIX = ".json"
 SEGMENT_SUFFIX = ".arrows"
 PARQUET_SUFFIX = ".parquet"
 MODEL_KEY = "model"
@@ -60,6 +69,8 @@ DATE_KEY = "date"
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
+HOST = _HOST
+"""This host's name as file names carry it (letters, digits, ``-``, ``.``; others as ``_``)."""
 
 
 def is_model_name(name: object) -> bool:
@@ -195,4 +206,35 @@ def in_range(dates: Iterable[str], start: dt.date | None, end: dt.date | None) -
             continue
         if (start is None or d >= start) and (end is None or d <= end):
             out.append(text)
+    return out
+
+
+# ---------------------------------------------------------------- events
+
+
+def event_dir(root: str, date: str) -> str:
+    return os.path.join(root, EVENTS, f"{DATE_KEY}={date}")
+
+
+def event_name(rand: str, n: int) -> str:
+    """The name of this process's ``n``-th event file; ``rand`` tells its event logs apart."""
+    return f"{_HOST}-{os.getpid()}-{rand}-{n}{EVENT_SUFFIX}"
+
+
+def event_paths(root: str, start: dt.date | None = None, end: dt.date | None = None) -> list[str]:
+    """The event files of the dates within ``[start, end]``, sorted by path (hidden temporary
+    files and symlinks left out)."""
+    base = os.path.join(root, EVENTS)
+    out: list[str] = []
+    for date in in_range(list_partition_values(base, DATE_KEY), start, end):
+        directory = event_dir(root, date)
+        try:
+            names = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        out.extend(
+            os.path.join(directory, n)
+            for n in names
+            if n.endswith(EVENT_SUFFIX) and not n.startswith(".") and not os.path.islink(os.path.join(directory, n))
+        )
     return out

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _ids
+from ._canary import Canary, EventLog, make_canary
 from ._capture import FunctionSpec, wrap
 from ._config import Config, ConfigError, resolve_config
 from ._context import CURRENT
@@ -233,6 +234,62 @@ class Recorder:
         if fn is not None:
             return decorate(fn)
         return decorate
+
+    def canary(
+        self,
+        baseline: Callable[..., Any],
+        candidate: Callable[..., Any],
+        *,
+        share: float = 0.05,
+        key: str | None = "user_id",
+        shadow: bool = False,
+        fallback: bool = True,
+        shadow_queue_size: int = 1000,
+    ) -> Canary:
+        """Route calls between two versions of a model, both decorated with this recorder's capture.
+
+        Each call goes to one of the two; its row names the version that served it and carries
+        ``context.canary_arm`` (``"baseline"`` or ``"candidate"``). ``promote()``,
+        ``rollback()`` and share changes are recorded as events in the store's ``events/``
+        (read them with ``Store.events()``). See docs/canary.md.
+
+        Example::
+
+            router = rec.canary(baseline=predict_v1, candidate=predict_v2, share=0.05)
+            y = router(x)
+
+        Args:
+            baseline: The version serving now (``@capture(version=...)``).
+            candidate: The version under test (same model, another version).
+            share: Share of keys routed to the candidate, in [0, 1].
+            key: The context field routing is deterministic by: ``"user_id"``,
+                ``"request_id"`` or an extra set with ``predlog.context(...)``. Calls without
+                it (and every call with ``key=None``) are routed at random.
+            shadow: Serve every call with the baseline and run the candidate on the same
+                input off the request thread, its row under the same request id.
+            fallback: When the candidate raises, serve the call with the baseline (its row
+                carries ``context.canary_fallback``); with False the exception propagates.
+            shadow_queue_size: Shadow calls waiting at most; more are dropped and counted.
+
+        Raises:
+            ConfigError: a function is not captured by this recorder, both are the same
+                version or of different models, or an argument is invalid.
+        """
+        return make_canary(
+            baseline,
+            candidate,
+            queue=self._queue,
+            events=EventLog(self._event_store, self._health),
+            share=share,
+            key=key,
+            shadow=shadow,
+            fallback=fallback,
+            shadow_queue_size=shadow_queue_size,
+        )
+
+    def _event_store(self) -> str | None:
+        """Where events are written: the store, while capture is enabled."""
+        return os.fspath(self.config.store) if self.config.enabled else None
 
     def configure(self, **config: Any) -> Config:
         """Replace this recorder's configuration (pending records are flushed first).

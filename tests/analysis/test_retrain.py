@@ -76,8 +76,8 @@ def test_drift_that_holds_three_days_is_validated_and_a_blip_is_not(history: Pat
     assert held.summary["text"].startswith("Validated: churn: a feature drifted (x) on 3 consecutive 1D windows")
     assert list(held.df["breached"]) == [True, True, True]
     assert not blip.validated and blip.alerts == []
-    assert "breached on 1 of the last 3 windows" in blip.summary["text"]
-    assert not early.validated and "breached on 2 of the last 3 windows" in early.summary["text"]
+    assert "held on 1 of the last 3 windows" in blip.summary["text"]
+    assert not early.validated and "held on 2 of the last 3 windows" in early.summary["text"]
     assert fired == []  # validating does not call the monitor's callbacks again
     assert monitor.rules[0].consecutive == 1  # nor change the monitor
     json.dumps(held.to_dict(), allow_nan=False)
