@@ -66,6 +66,9 @@ _LABELS_MISSING = (
     "No labels yet: log them with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame), "
     "and this section fills in."
 )
+_SLICE_FIELDS = 8
+"""Error slices search this many fields: those error correlation ranks first (pairs of 8
+fields are 28 groupings; of 23 fields, 253)."""
 _EVENT_LINES = {"promote": ("#1a7f37", "promote"), "rollback": ("#cf222e", "rollback")}
 _DAY = dt.timedelta(days=1)
 _US = dt.timedelta(microseconds=1)
@@ -354,21 +357,40 @@ def _t(value: Any) -> str:
 
 
 def _add_figure(job: _Job, section: Section, draw: Callable[[], Figure]) -> None:
-    """Draw a figure into the section; a figure that cannot be drawn leaves a note, not an error."""
+    """Draw a figure into the section. Nothing to draw leaves a note; a figure that fails
+    marks the section as failed (its table is still shown: it tells the story)."""
     if not job.plots:
         return
     try:
         fig = draw()
-    except Exception as exc:  # the table still tells the story
-        section.blocks.append(note_block(f"No figure: {_one_line(exc)}"))
+    except ValueError as exc:
+        if not str(exc).startswith("nothing to plot"):
+            _partial_failure(section, f"The figure failed: {_one_line(exc)}")
+        else:
+            section.blocks.append(note_block(f"No figure: {exc}."))
+        return
+    except Exception as exc:
+        _partial_failure(section, f"The figure failed: {_one_line(exc)}")
         return
     section.blocks.append(figure_block(fig))
+
+
+def _partial_failure(section: Section, message: str) -> None:
+    """A part of a section failed: shown in place, and the section counts as failed."""
+    section.blocks.append(error_block(message))
+    section.error = f"{section.error} {message}".strip()
 
 
 def _add_result(job: _Job, section: Section, result: Any, draw: Callable[[], Figure] | None = None) -> None:
     """A result as the report shows it: its figure, then its own HTML table."""
     _add_figure(job, section, draw or result.plot)
     section.blocks.append(table_block(result._repr_html_()))
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop, to be joined with others."""
+    text = text.strip()
+    return text if not text or text.endswith((".", "!", "?")) else f"{text}."
 
 
 def _text_of(result: Any) -> str:
@@ -587,6 +609,15 @@ def _prediction_drift(job: _Job, section: Section) -> None:
 
     reference, current, said = _sides(job)
     result = prediction_drift(job.store, reference, current, model=job.model)
+    if job.reference is not None and not result.summary.get("tested"):
+        # A training set has labels, not predictions: compare with the first part of the range instead.
+        ref = job.default_reference()
+        result = prediction_drift(job.store, ref, current, model=job.model)
+        said = [
+            f"The reference given has no predictions to compare (a training set?): the first part of the range "
+            f"({_t(ref['start'])} → {_t(ref['end'])}) is the reference instead; current: the last day of the "
+            f"range ({_t(current['start'])} → {_t(job.last)})."
+        ]
     section.summary = _text_of(result)
     section.details += said
     _add_result(job, section, result, lambda: result.plot(_tested(result)))
@@ -621,19 +652,28 @@ def _errors(job: _Job, section: Section) -> None:
         section.note = _LABELS_MISSING
         return
     texts, failures = [], []
+    fields: list[str] | None = None  # error slices search the fields error correlation ranks first
     for name, run in (("Error correlation", error_correlation), ("Error slices", error_slices)):
         section.blocks.append(heading_block(name))
         try:
-            result = run(job.store, model=job.model, **job.filters)
+            result = run(job.store, model=job.model, features=fields, **job.filters)
         except Exception as exc:  # the other investigation may still answer
-            failures.append(_one_line(exc))
+            failures.append(f"{name} failed: {_one_line(exc)}")
             section.blocks.append(error_block(failures[-1]))
             continue
+        if run is error_correlation:
+            fields = [str(f) for f in result.df["feature"].head(_SLICE_FIELDS)] or None
+            if fields is not None and len(result.df) > len(fields):
+                section.details.append(
+                    f"Error slices search the {len(fields)} fields most associated with errors (of "
+                    f"{len(result.df)}): {', '.join(fields)}."
+                )
         texts.append(_text_of(result))
         _add_result(job, section, result)
     if not texts:
         raise _Unavailable("; ".join(failures))
     section.summary = " ".join(texts)
+    section.error = " ".join(failures)
 
 
 def _fairness(job: _Job, section: Section) -> None:
@@ -660,7 +700,7 @@ def _versions(job: _Job, section: Section) -> None:
         if not section.note:
             section.note = "No verdict given (verdicts=[...]) and no canary in the event log."
         return
-    section.summary = "; ".join(_verdict_text(v) for v in verdicts)
+    section.summary = " ".join(_sentence(_verdict_text(v)) for v in verdicts)
     for v in verdicts:
         section.blocks.append(table_block(v._repr_html_(), result=False))
 
@@ -688,11 +728,22 @@ def _canary_verdicts(job: _Job, section: Section) -> list[Any]:
     from ._compare import compare_versions
 
     latest = starts.sort_values("ts").iloc[-1]
+    events = job.events_df
+    decided = events[
+        (events["ts"] > latest["ts"])
+        & events["kind"].isin(["promote", "rollback"])
+        & (events["candidate_version"] == latest["candidate_version"])
+    ]
+    since = {k: v for k, v in job.base.items() if k != "version"}  # the verdict selects both versions itself
+    until = ""
+    if len(decided):
+        decision = decided.sort_values("ts").iloc[0]
+        since["end"] = decision["ts"]
+        until = f" until its {decision['kind']} at {_t(decision['ts'])}"
     section.details.append(
         f"The latest canary in the event log: {latest['candidate_version']} against {latest['baseline_version']}, "
-        f"started {_t(latest['ts'])}; compared on the rows since it started."
+        f"started {_t(latest['ts'])}; compared on its rows{until or ' since it started'}."
     )
-    since = {k: v for k, v in job.base.items() if k != "version"}  # the verdict selects both versions itself
     return [
         compare_versions(
             job.store,
@@ -711,7 +762,9 @@ def _retraining(job: _Job, section: Section) -> None:
         section.summary = "No retraining steps."
         section.note = "Pass steps=[...] (the results of predlog.analysis.retrain) to show them here, in order."
         return
-    section.summary = f"{len(steps)} step{'s' if len(steps) != 1 else ''}: " + "; ".join(_text_of(x) for x in steps)
+    section.summary = f"{len(steps)} step{'s' if len(steps) != 1 else ''}. " + " ".join(
+        _sentence(_text_of(x)) for x in steps
+    )
     for i, step in enumerate(steps, 1):
         section.blocks.append(heading_block(f"Step {i}"))
         section.blocks.append(table_block(step._repr_html_(), result=False))

@@ -1,6 +1,6 @@
 """The retraining loop, end to end: drift, a validated alert, retraining, a canary, a verdict.
 
-    python examples/retraining_loop.py [STORE_DIR]
+    python examples/retraining_loop.py [DIR]     # DIR/store, and the report DIR/report.html
 
 An online shop serves a conversion model (will this visit end in a purchase?) with
 ``@predlog.capture``. Three weeks of traffic are imported day by day with ``log_frame``
@@ -140,7 +140,8 @@ def served_by(model: LogisticRegression, version: str, cents: bool = False) -> C
 # ---------------------------------------------------------------- the story
 
 
-def main(store: Path) -> None:
+def main(workdir: Path) -> None:
+    store = workdir / "store"
     rng = np.random.default_rng(7)
     predlog.configure(store=str(store), model=MODEL, version="1.0")
 
@@ -226,7 +227,15 @@ def main(store: Path) -> None:
                 index=False
             )
         )
-        path = report(s, store.parent / "report.html", model=MODEL, reference=train_old, steps=steps, verdicts=verdicts)
+        path = report(
+            s,
+            workdir / "report.html",
+            model=MODEL,
+            reference=train_old,
+            sensitive="features.age",
+            steps=steps,
+            verdicts=verdicts,
+        )
     print(f"\nReport: {path}")
 
 
@@ -260,7 +269,9 @@ if __name__ == "__main__":
     else:
         tmp = Path(tempfile.mkdtemp(prefix="predlog-retraining-"))
         try:
-            main(tmp / "store")
+            main(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            print("(temporary store removed; run `python examples/retraining_loop.py DIR` to keep it and the report)")
+            print(
+                "(temporary store removed; run `python examples/retraining_loop.py DIR` to keep the store and the report)"
+            )

@@ -44,7 +44,7 @@ def test_the_retraining_loop_promotes_the_retrained_model_and_rolls_back_the_bro
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "retraining_loop.py"), str(store)],
+        [sys.executable, str(ROOT / "examples" / "retraining_loop.py"), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -226,7 +226,9 @@ def test_the_latest_canary_gets_a_verdict(incident_report: Path) -> None:
     versions = read(incident_report)[1].sections["versions"]
     assert versions["state"] == "ok"
     assert versions["summary"].startswith("hold")  # 20 routed calls: too few rows to decide
-    assert "2.0 against 1.0" in incident_report.read_text(encoding="utf-8")
+    text = incident_report.read_text(encoding="utf-8")
+    assert "2.0 against 1.0" in text
+    assert "compared on its rows until its promote at " in text  # calls after the decision are not the canary's
 
 
 def test_the_event_log_is_listed_and_promotions_are_marked_on_the_overview(incident_report: Path) -> None:
@@ -297,7 +299,7 @@ def test_verdicts_and_steps_are_shown_in_order(incident: tuple[Path, dict[str, p
             window="6h",
         )
     text, page = read(out)
-    assert page.sections["versions"]["summary"] == "promote: verdict A <done>"
+    assert page.sections["versions"]["summary"] == "promote: verdict A <done>."
     assert page.sections["retraining"]["state"] == "ok"
     assert text.index("step one") < text.index("step two")
     assert "windows</dt><dd>6h" in text
