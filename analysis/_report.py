@@ -66,6 +66,9 @@ _LABELS_MISSING = (
     "No labels yet: log them with predlog.log_label(label, prediction_id=...) or Recorder.log_labels(frame), "
     "and this section fills in."
 )
+_COUNTED_METRICS = ("accuracy", "precision", "recall", "f1")
+"""The classification metrics performance over time shows: those counted from a confusion
+matrix per window (a fifth of the cost of also ranking the scores for ROC AUC)."""
 _SLICE_FIELDS = 8
 """Error slices search this many fields: those error correlation ranks first (pairs of 8
 fields are 28 groupings; of 23 fields, 253)."""
@@ -634,7 +637,18 @@ def _prediction_drift(job: _Job, section: Section) -> None:
 def _performance(job: _Job, section: Section) -> None:
     from ._performance import performance
 
-    result = performance(job.store, model=job.model, window=job.windows.width, **job.filters)
+    args = {"model": job.model, "window": job.windows.width, **job.filters}
+    try:
+        result = performance(job.store, metrics=_COUNTED_METRICS, **args)
+    except ValueError as exc:  # not a classification: the task's own metrics
+        if "does not apply" not in str(exc):
+            raise
+        result = performance(job.store, **args)
+    else:
+        section.details.append(
+            "ROC AUC and log loss are left out here (each ranks every window's scores); "
+            "performance(s, window=...) gives them."
+        )
     job.labeled_rows = int(result.summary.get("labeled_rows") or 0)
     section.summary = _text_of(result)
     if job.labeled_rows == 0:
