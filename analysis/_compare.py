@@ -20,6 +20,7 @@ from predlog.replay._shapes import ident, lit
 from . import _compare_stats as cs
 from ._performance import CLASSIFICATION_METRICS, REGRESSION_METRICS, _check_filters
 from ._sides import WEIGHT, StoreSide, resolve_model
+from ._stats import query
 from ._verdict import METRICS, Metric, Verdict
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def compare_versions(
         else:
             rows += _latency(rel, cand, sides, tolerance, min_rows, alpha)
     if asked("error_rate"):
-        rows.append(_paired_errors(pairs, min_rows) if use_pairs else _errors(sides, tolerance, min_rows))
+        rows.append(_paired_errors(pairs, tolerance, min_rows) if use_pairs else _errors(sides, tolerance, min_rows))
     if asked("prediction_distribution"):
         rows.append(_distribution(s, name, filters, (baseline, candidate), rel, cand, sides, min_rows, alpha))
     if "confidence_mean" in checked or (not checked and (sides[0]["conf"].n or sides[1]["conf"].n)):
@@ -237,10 +238,6 @@ def _check_tolerance(m: Metric, tol: Any) -> None:
 # ---------------------------------------------------------------- the two sides
 
 
-def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
-    return cs._query(rel, sql)
-
-
 def _sides(rel: duckdb.DuckDBPyRelation, cand: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per version (baseline first): rows, weights, errors, latency quantiles and the
     confidences' moments. One pass; a second for the weighted sums when a version's rows
@@ -257,7 +254,7 @@ def _sides(rel: duckdb.DuckDBPyRelation, cand: str) -> tuple[dict[str, Any], dic
         f'count(*) {conf}, avg("confidence") {conf}, var_samp("confidence") {conf}',
         "count(request_id)",
     ]
-    got = {bool(r[0]): r[1:] for r in _query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
+    got = {bool(r[0]): r[1:] for r in query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
     out = []
     for side in (False, True):
         r = got.get(side)
@@ -292,7 +289,7 @@ def _weighted(rel: duckdb.DuckDBPyRelation, cand: str, out: list[dict[str, Any]]
         f"coalesce(sum({w}) FILTER (\"status\" = 'error'), 0)",
         *cs.moments_sql('"confidence"', w, _CONFIDENCE),
     ]
-    got = {bool(r[0]): r[1:] for r in _query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
+    got = {bool(r[0]): r[1:] for r in query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
     for side, found in zip((False, True), out, strict=True):
         r = got.get(side)
         if r is None or found["same"]:
@@ -325,7 +322,7 @@ def _pairing(
 ) -> tuple[duckdb.DuckDBPyRelation, int, bool]:
     """The pairs relation, how many pairs it has, and whether to use it (``paired="auto"``:
     when more than :data:`PAIRED_SHARE` of the candidate's rows have a partner)."""
-    pairs = _query(rel, _pairs_sql(cand, ["status", "latency_ms", "prediction"]))
+    pairs = query(rel, _pairs_sql(cand, ["status", "latency_ms", "prediction"]))
     if paired is False or (paired == "auto" and sides[1]["requests"] <= PAIRED_SHARE * sides[1]["n"]):
         return pairs, 0, False  # too few of the candidate's rows have a request id: no join
     n = _count(pairs)
@@ -340,7 +337,7 @@ def _pairing(
 def _agreement(pairs: duckdb.DuckDBPyRelation) -> float:
     """The share of pairs, both calls ok, whose predictions are equal."""
     ok = "b_status = 'ok' AND c_status = 'ok'"
-    got = _query(pairs, f"SELECT avg(CAST(b_prediction IS NOT DISTINCT FROM c_prediction AS DOUBLE)) FROM r WHERE {ok}")
+    got = query(pairs, f"SELECT avg(CAST(b_prediction IS NOT DISTINCT FROM c_prediction AS DOUBLE)) FROM r WHERE {ok}")
     value = got.fetchall()[0][0]
     return math.nan if value is None else float(value)
 
@@ -365,33 +362,44 @@ def _latency(
     min_rows: int,
     alpha: float,
 ) -> list[_Row]:
-    """Latency quantiles of the successful calls; Mann–Whitney U of the candidate's
-    latencies divided by the tolerance against the baseline's."""
+    """Latency quantiles of the successful calls. p50: Mann–Whitney U of the candidate's
+    latencies divided by the tolerance against the baseline's. p95, p99: the share of the
+    candidate's calls above ``tolerance × the baseline's quantile`` against the baseline's
+    share above its quantile (two-proportion z), so that a regression of the tail alone shows."""
     b, c = sides
     rows = [_Row(METRICS[name], b["q"][i], c["q"][i], b["lat_n"], c["lat_n"]) for i, name in enumerate(_LATENCY)]
     if min(b["lat_n"], c["lat_n"]) < min_rows:
         for r in rows:
             r.missing = _few("successful calls with a latency", b["lat_n"], c["lat_n"], min_rows)
         return rows
-    tests: dict[float, cs.Test] = {}
-    for r in rows:
-        tol = tolerance[r.metric.name]
-        if tol not in tests:
-            exact = b["lat_n"] + c["lat_n"] <= cs.EXACT_VALUES
-            scaled = _scaled('"latency_ms"', cand, tol)
-            tests[tol] = cs.mann_whitney(rel, scaled, cand, _OK_LATENCY, exact=exact, alpha=alpha)
-        r.test = tests[tol]
+    p50 = rows[0]
+    exact = b["lat_n"] + c["lat_n"] <= cs.EXACT_VALUES
+    scaled = _scaled('"latency_ms"', cand, tolerance[p50.metric.name])
+    p50.test = cs.mann_whitney(rel, scaled, cand, _OK_LATENCY, exact=exact, alpha=alpha)
+    tails = rows[1:]
+    above = []
+    for r in tails:
+        cut = r.baseline  # the baseline's quantile
+        limit = f"CASE WHEN {cand} THEN {_double(tolerance[r.metric.name] * cut)} ELSE {_double(cut)} END"
+        above.append(f'count(*) FILTER ({_OK_LATENCY} AND "latency_ms" > {limit})')
+    got = {bool(x[0]): x[1:] for x in query(rel, f"SELECT {cand}, {', '.join(above)} FROM r GROUP BY 1").fetchall()}
+    for i, r in enumerate(tails):
+        kb, kc = int(got[False][i]), int(got[True][i])
+        test = cs.two_proportions(kb, b["lat_n"], kc, c["lat_n"], higher_is_worse=True)
+        r.test = dataclasses.replace(test, name="tail share z")
     return rows
 
 
 def _paired_latency(
     pairs: duckdb.DuckDBPyRelation, tolerance: Mapping[str, float], min_rows: int, alpha: float
 ) -> list[_Row]:
-    """Latency quantiles over the pairs of successful calls; Wilcoxon signed-rank test of
-    ``candidate − tolerance · baseline``."""
+    """Latency quantiles over the pairs of successful calls. p50: Wilcoxon signed-rank test
+    of ``candidate − tolerance · baseline``. p95, p99: of the pairs, the candidate's share above
+    ``tolerance × the baseline's quantile`` against the baseline's share above its quantile,
+    McNemar's z on the pairs where exactly one of the two is above."""
     ok = "b_status = 'ok' AND c_status = 'ok' AND isfinite(b_latency_ms) AND isfinite(c_latency_ms)"
     q = "[0.5, 0.95, 0.99]"
-    n, qb, qc = _query(
+    n, qb, qc = query(
         pairs,
         f"SELECT count(*), quantile_cont(b_latency_ms, {q}), quantile_cont(c_latency_ms, {q}) FROM r WHERE {ok}",
     ).fetchall()[0]
@@ -403,13 +411,22 @@ def _paired_latency(
         for r in rows:
             r.missing = _few("pairs of successful calls", n, n, min_rows)
         return rows
-    tests: dict[float, cs.Test] = {}
-    for r in rows:
-        tol = tolerance[r.metric.name]
-        if tol not in tests:
-            diff = f"(c_latency_ms - {_double(tol)} * b_latency_ms)"
-            tests[tol] = cs.wilcoxon(pairs, diff, ok, exact=n <= cs.EXACT_VALUES, alpha=alpha)
-        r.test = tests[tol]
+    p50 = rows[0]
+    diff = f"(c_latency_ms - {_double(tolerance[p50.metric.name])} * b_latency_ms)"
+    p50.test = cs.wilcoxon(pairs, diff, ok, exact=n <= cs.EXACT_VALUES, alpha=alpha)
+    tails = rows[1:]
+    counts = []
+    for r in tails:
+        b_above = f"b_latency_ms > {_double(r.baseline)}"
+        c_above = f"c_latency_ms > {_double(tolerance[r.metric.name] * r.baseline)}"
+        counts += [
+            f"count(*) FILTER ({c_above} AND NOT {b_above})",
+            f"count(*) FILTER ({b_above} AND NOT {c_above})",
+        ]
+    got = query(pairs, f"SELECT {', '.join(counts)} FROM r WHERE {ok}").fetchall()[0]
+    for i, r in enumerate(tails):
+        test = cs.paired_proportions(int(got[2 * i]), int(got[2 * i + 1]), n)
+        r.test = dataclasses.replace(test, name="tail share z")
     return rows
 
 
@@ -434,9 +451,10 @@ def _errors(sides: Any, tolerance: Mapping[str, float], min_rows: int) -> _Row:
     return row
 
 
-def _paired_errors(pairs: duckdb.DuckDBPyRelation, min_rows: int) -> _Row:
+def _paired_errors(pairs: duckdb.DuckDBPyRelation, tolerance: Mapping[str, float], min_rows: int) -> _Row:
+    """The error rates of the pairs; the paired score test of a rise by more than the tolerance."""
     b_err, c_err = "b_status = 'error'", "c_status = 'error'"
-    n, nb, nc, worse, better = _query(
+    n, nb, nc, worse, better = query(
         pairs,
         f"SELECT count(*), count(*) FILTER ({b_err}), count(*) FILTER ({c_err}), "
         f"count(*) FILTER ({c_err} AND NOT {b_err}), count(*) FILTER ({b_err} AND NOT {c_err}) FROM r",
@@ -444,7 +462,7 @@ def _paired_errors(pairs: duckdb.DuckDBPyRelation, min_rows: int) -> _Row:
     row = _Row(METRICS["error_rate"], n_baseline=int(n), n_candidate=int(n), paired=True)
     if n:
         row.baseline, row.candidate = int(nb) / int(n), int(nc) / int(n)
-        row.test = cs.mcnemar(int(worse), int(better))
+        row.test = cs.paired_proportions(int(worse), int(better), int(n), margin=tolerance["error_rate"])
     if n < min_rows:
         row.missing, row.test = _few("pairs", int(n), int(n), min_rows), None
     return row
@@ -583,7 +601,7 @@ def _accuracy(lab: Labeled, cand: str, tol: float) -> _Row:
         f"coalesce(sum(_wt) FILTER ({hit}), 0), count(*) FILTER ({hit}), min(_wt) FILTER ({sc}), "
         f"max(_wt) FILTER ({sc}) FROM r GROUP BY 1"
     )
-    got = {bool(r[0]): r[1:] for r in _query(rel, sql).fetchall()}
+    got = {bool(r[0]): r[1:] for r in query(rel, sql).fetchall()}
     row = _Row(METRICS["accuracy"])
     b, c = got.get(False), got.get(True)
     row.n_baseline, row.n_candidate = (int(b[0]) if b else 0), (int(c[0]) if c else 0)
@@ -605,7 +623,7 @@ def _mae(lab: Labeled, cand: str, tol: float) -> _Row:
     divided by the tolerance against the baseline's."""
     rel = lab.relation(["model_version"])
     aggs = cs.moments_sql("abs(_y - _p)", "_wt", "_sc = 1")
-    got = {bool(r[0]): r[1:] for r in _query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
+    got = {bool(r[0]): r[1:] for r in query(rel, f"SELECT {cand}, {', '.join(aggs)} FROM r GROUP BY 1").fetchall()}
     empty = (0, None, None, None, None, None, None, None, None)
     b, c = cs.moments(tuple(got.get(False, empty))), cs.moments(tuple(got.get(True, empty)))
     row = _Row(METRICS["mae"], b.mean, c.mean, b.n, c.n)
@@ -618,15 +636,16 @@ def _mae(lab: Labeled, cand: str, tol: float) -> _Row:
 
 
 def _paired_labels(lab: Labeled, cand: str, task: str, tol: float) -> _Row:
-    """On the pairs: a request's label (either row's) against both predictions. Accuracy:
-    exact McNemar on the pairs one version got right and the other wrong; MAE: the paired t
+    """On the pairs: a request's label (either row's) against both predictions. Accuracy: the
+    paired score test (Tango) of a drop by more than the tolerance, from the pairs one version
+    got right and the other wrong; MAE: the paired t
     test of ``|error of the candidate| / tolerance − |error of the baseline|``. Pairs are not
     weighted (each is one request)."""
     if task == "accuracy":
-        rel = _query(lab.relation(["model_version", "request_id", "batch_index"]), _pairs_sql(cand, ["_yt", "_yp"]))
+        rel = query(lab.relation(["model_version", "request_id", "batch_index"]), _pairs_sql(cand, ["_yt", "_yp"]))
         y = "coalesce(b__yt, c__yt)"
         ok = f"{y} IS NOT NULL AND b__yp IS NOT NULL AND c__yp IS NOT NULL"
-        n, hb, hc, worse, better = _query(
+        n, hb, hc, worse, better = query(
             rel,
             f"SELECT count(*), count(*) FILTER (b__yp = {y}), count(*) FILTER (c__yp = {y}), "
             f"count(*) FILTER (b__yp = {y} AND c__yp <> {y}), count(*) FILTER (c__yp = {y} AND b__yp <> {y}) "
@@ -637,13 +656,14 @@ def _paired_labels(lab: Labeled, cand: str, task: str, tol: float) -> _Row:
             row.missing = "no labeled pairs"
             return row
         row.baseline, row.candidate = int(hb) / int(n), int(hc) / int(n)
-        row.test = cs.mcnemar(int(worse), int(better))
+        # A drop of accuracy by more than -tol is a rise of the share wrong by more than it.
+        row.test = cs.paired_proportions(int(worse), int(better), int(n), margin=-tol)
         return row
-    rel = _query(lab.relation(["model_version", "request_id", "batch_index"]), _pairs_sql(cand, ["_y", "_p"]))
+    rel = query(lab.relation(["model_version", "request_id", "batch_index"]), _pairs_sql(cand, ["_y", "_p"]))
     y = "coalesce(b__y, c__y)"
     eb, ec = f"abs({y} - b__p)", f"abs({y} - c__p)"
     ok = f"{y} IS NOT NULL AND b__p IS NOT NULL AND c__p IS NOT NULL"
-    got = _query(
+    got = query(
         rel,
         f"SELECT avg({eb}), avg({ec}), {', '.join(cs.moments_sql(f'({ec} / {_double(tol)} - {eb})', '1', ok))} FROM r WHERE {ok}",
     )

@@ -18,8 +18,9 @@ test                              equals (on the same rows)
                                   correction=False)`` (z² is χ², the one-sided p half its p)
 :func:`welch_moments`             ``scipy.stats.ttest_ind(cand, base, equal_var=False)``
 :func:`paired_t`                  ``scipy.stats.ttest_rel(cand, base)``
-:func:`mcnemar`                   ``scipy.stats.binomtest(k, n, 0.5, alternative="greater")`` on
-                                  the discordant pairs (exact McNemar)
+:func:`paired_proportions`        the Tango (1998) / Nam (1997) score test of a paired difference
+                                  ``margin``; at 0, McNemar's test without continuity correction
+                                  (z² is ``(w − b)² / (w + b)``, χ² with one degree of freedom)
 ================================  ==============================================================
 
 Rank tests and KS need every value in order. Up to :data:`EXACT_VALUES` values the engine
@@ -39,6 +40,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._stats import ks_pvalue, query
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -49,8 +52,8 @@ __all__ = [
     "Test",
     "ks",
     "mann_whitney",
-    "mcnemar",
     "moments",
+    "paired_proportions",
     "paired_t",
     "two_proportions",
     "welch_moments",
@@ -76,13 +79,6 @@ class Test:
     p_value: float
     bound: float = 0.0  # |statistic - exact statistic| <= bound
     p_bound: float = 0.0  # |p_value - exact p_value| <= p_bound
-
-
-def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
-    """``sql`` over ``rel``, which it names ``r``."""
-    got = rel.query("r", sql)
-    assert got is not None  # a SELECT always gives a relation
-    return got
 
 
 def grid(x: str) -> str:
@@ -111,7 +107,7 @@ def _rank_sum(rel: duckdb.DuckDBPyRelation, value: str, group: str, present: str
     rank range, so ``2 · midrank = 2 · below + t + 1`` is an integer and the sum is exact.
     """
     if exact is None:
-        n = int(_query(rel, f"SELECT count(*) FROM r WHERE {present}").fetchall()[0][0])
+        n = int(query(rel, f"SELECT count(*) FROM r WHERE {present}").fetchall()[0][0])
         exact = n <= EXACT_VALUES
     key = value if exact else grid(value)
     sql = (
@@ -121,7 +117,7 @@ def _rank_sum(rel: duckdb.DuckDBPyRelation, value: str, group: str, present: str
         "coalesce(sum(t) OVER (ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below FROM v) "
         "SELECT sum(c1 * (2 * below + t + 1)), sum(c1), sum(t), sum(t * t * t - t), sum(c1 * (t - c1)) FROM w"
     )
-    r1x2, n1, n, ties, mixed = _query(rel, sql).fetchall()[0]
+    r1x2, n1, n, ties, mixed = query(rel, sql).fetchall()[0]
     if n is None:
         return _Ranks(math.nan, 0, 0, 0.0, 0.0, exact)
     return _Ranks(int(r1x2) / 2, int(n1), int(n), float(ties), 0.0 if exact else int(mixed) / 2, exact)
@@ -212,10 +208,8 @@ def ks(
     ``weight`` (SQL) weighs each row; None counts rows, so that every ECDF step is
     ``count / n`` as scipy computes it.
     """
-    from ._stats import ks_pvalue
-
     if exact is None:
-        n = int(_query(rel, f"SELECT count(*) FROM r WHERE {present}").fetchall()[0][0])
+        n = int(query(rel, f"SELECT count(*) FROM r WHERE {present}").fetchall()[0][0])
         exact = n <= EXACT_VALUES
     key = value if exact else grid(value)
     aggs = [f"count(*) FILTER ({candidate}) AS c1", f"count(*) FILTER (NOT ({candidate})) AS c0"]
@@ -243,7 +237,7 @@ def ks(
         "SELECT max(f0 - f1), min(f0 - f1), max(greatest(abs(f0 - f1), abs(f0 - p1), abs(p0 - f1))), "
         "any_value(n1), any_value(n0), any_value(w1), any_value(w0), any_value(q1), any_value(q0) FROM f, t"
     )
-    hi, lo, upper, n1, n0, w1, w0, q1, q0 = _query(rel, sql).fetchall()[0]
+    hi, lo, upper, n1, n0, w1, w0, q1, q0 = query(rel, sql).fetchall()[0]
     n1, n0 = int(n1 or 0), int(n0 or 0)
     if not n1 or not n0:
         return Test("Kolmogorov–Smirnov", math.nan, math.nan), n0, n1
@@ -380,11 +374,30 @@ def paired_t(d: Moments, *, higher_is_worse: bool) -> Test:
     return Test("paired t", t, float(stats.t.sf(t, d.n - 1)))
 
 
-def mcnemar(worse: int, better: int) -> Test:
-    """Exact McNemar: of the discordant pairs, ``worse`` went the candidate's bad way;
-    ``scipy.stats.binomtest(worse, worse + better, 0.5, alternative="greater")``."""
+def paired_proportions(worse: int, better: int, n: int, *, margin: float = 0.0) -> Test:
+    """Is a bad outcome (an error, a wrong prediction) more frequent for the candidate than for
+    the baseline by more than ``margin``, on ``n`` pairs?
+
+    ``worse`` pairs went bad for the candidate only, ``better`` for the baseline only. The score
+    test of Tango (1998) and Nam (1997) of H0: ``p_cand − p_base = margin`` (the variance of
+    ``(worse − better) / n`` at the cell probabilities' maximum likelihood under H0, the root of
+    a quadratic), one-sided: ``p_cand − p_base > margin``. ``statistic`` is z, positive when the
+    candidate is worse. At ``margin=0`` it is McNemar's z without continuity correction,
+    ``(worse − better) / sqrt(worse + better)``: z² is McNemar's χ² (one degree of freedom).
+    """
     from scipy import stats
 
-    if worse + better == 0:
-        return Test("exact McNemar", 0.0, 1.0)
-    return Test("exact McNemar", float(worse), float(stats.binomtest(worse, worse + better, 0.5, "greater").pvalue))
+    if n <= 0:
+        return Test("Tango score z", math.nan, math.nan)
+    x10, x01, delta = float(worse), float(better), float(margin)
+    if delta < 0:  # the likelihood is symmetric under swapping the discordant cells and the sign of delta
+        x10, x01, delta = x01, x10, -delta
+    # q01 (the restricted probability of the smaller discordant cell): 2n·q² + B·q + C = 0
+    b = -x10 - x01 + (2 * n - x10 + x01) * delta
+    c = -x01 * delta * (1 - delta)
+    q01 = (-b + math.sqrt(max(b * b - 8 * n * c, 0.0))) / (4 * n)
+    var = n * (2 * q01 + delta * (1 - delta))  # the variance of worse − better under H0
+    if not var > 0:
+        return Test("Tango score z", 0.0, 1.0)
+    z = (worse - better - n * margin) / math.sqrt(var)
+    return Test("Tango score z", z, float(stats.norm.sf(z)))

@@ -31,6 +31,7 @@ import numpy as np
 
 from ._result import Result, figure, jsonable
 from ._sides import WEIGHT, describe_filters, feature_path, one_kind, resolve_model
+from ._stats import query as _query
 from ._summary import finite
 from ._windows import Windows, when
 
@@ -694,13 +695,6 @@ def _base_of(plan: _Plan) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- SQL
-
-
-def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
-    """``sql`` over ``rel``, which it names ``r``."""
-    got = rel.query("r", sql)
-    assert got is not None  # a SELECT always gives a relation
-    return got
 
 
 def _bucket(width_us: int) -> str:

@@ -27,11 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._summary import OTHER, Categories, Numbers, category_table
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "PSI_FLOOR",
@@ -42,6 +45,7 @@ __all__ = [
     "compare_numbers",
     "decile_edges",
     "ks_pvalue",
+    "query",
     "upper_p",
     "welch",
 ]
@@ -50,6 +54,13 @@ PSI_FLOOR = 1e-4
 """Smallest share a PSI bin counts with (an empty bin would make PSI infinite)."""
 
 MAX_AUTO_N = 10_000  # scipy's ks_2samp: method="auto" is exact up to this many values per side
+
+
+def query(rel: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
+    """``sql`` over ``rel``, which it names ``r``."""
+    got = rel.query("r", sql)
+    assert got is not None  # a SELECT always gives a relation
+    return got
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _compare_stats as cs
 from ._result import Result, fmt
+from ._verdict import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -257,10 +259,11 @@ class HoldoutCheck(Result):
     """Candidate and baseline scored on the same held-out rows.
 
     Attributes:
-        passed: False when the candidate is significantly worse (one-sided, ``p < alpha``)
-            by more than ``tolerance``; True otherwise.
-        task: ``"classification"`` (accuracy, exact McNemar test) or ``"regression"``
-            (mean absolute error, Wilcoxon signed-rank test on the absolute errors).
+        passed: False when the candidate is worse beyond ``tolerance`` and significantly so
+            (one-sided, ``p < alpha``): the rule of :func:`compare_versions` on shadow pairs.
+        task: ``"classification"`` (accuracy, the paired score test of a drop by more than
+            the tolerance) or ``"regression"`` (mean absolute error, the paired t test of the
+            candidate's absolute errors divided by the tolerance against the baseline's).
         df: One row: metric, baseline, candidate, difference, tolerance, p_value, n,
             and for classification the discordant pairs (``baseline_only``, ``candidate_only``).
         summary: ``text``, ``passed``, and the numbers of the row.
@@ -310,11 +313,13 @@ def holdout_check(
     feature) and returns one prediction per row (``model.predict``). Calls are made under
     :func:`predlog.suppressed`, so a ``@capture``d function does not log the check as traffic.
 
-    Classification compares accuracy with the exact McNemar test (a binomial test on the rows
-    exactly one of the two gets right, as ``scipy.stats.binomtest``); regression compares the
-    mean absolute error with the Wilcoxon signed-rank test on the paired absolute errors
-    (``scipy.stats.wilcoxon``). Paired tests: both models see the same rows, so the
-    comparison is much sharper than two independent samples.
+    Both models see the same rows, so the tests are those :func:`compare_versions` applies to
+    shadow pairs, with its tolerances: accuracy, the score test of Tango (1998) and Nam (1997)
+    of a drop by more than the tolerance, from the rows exactly one of the two gets right;
+    the mean absolute error, the paired t test of ``|candidate error| / tolerance −
+    |baseline error|`` (``scipy.stats.ttest_rel(|e_c| / tol, |e_b|, alternative="greater")``).
+    The check fails when that test rejects (``p < alpha``) and the candidate is worse beyond
+    the tolerance.
 
     Args:
         candidate_fn, baseline_fn: Predict functions over a feature frame.
@@ -322,9 +327,14 @@ def holdout_check(
         label: The label column of a frame.
         task: ``"classification"``, ``"regression"`` or ``"auto"`` (regression when the labels
             are floats that are not all whole numbers).
-        tolerance: How much worse the candidate may be: accuracy points (default 0.01) or a
-            factor on the MAE (default 1.05).
+        tolerance: How much worse the candidate may be, as in ``compare_versions``: the
+            largest drop of accuracy, a negative difference (default -0.01, one point), or the
+            largest factor on the MAE, at least 1 (default 1.05).
         alpha: The significance level.
+
+    Raises:
+        ValueError: A prediction or label that is missing or not finite (NaN, inf, None), a
+            tolerance of the wrong sign, a bad argument; the message says what to pass.
 
     Example::
 
@@ -347,22 +357,48 @@ def holdout_check(
         raise ValueError("holdout_check(): the held-out frame is empty")
     if not 0 < alpha < 1:
         raise ValueError(f"holdout_check(): alpha must be in (0, 1), got {alpha!r}")
+    if task not in ("auto", "classification", "regression"):
+        raise ValueError(f"holdout_check(): task must be 'classification', 'regression' or 'auto', got {task!r}")
     X = frame.drop(columns=[c for c in (label, "label_type") if c in frame.columns])
     y = frame[label].to_numpy()
-    with predlog.suppressed():
-        got = {name: _predictions(fn, X, name) for name, fn in (("candidate", candidate_fn), ("baseline", baseline_fn))}
+    bad = _not_finite(y)
+    if bad:
+        raise ValueError(
+            f"holdout_check(): {bad:,} of {len(y):,} held-out rows have a missing or non-finite {label!r} "
+            "(NaN, inf or None): drop those rows from the held-out frame"
+        )
     if task == "auto":
         task = "regression" if _is_continuous(y) else "classification"
+    tol = _tolerance(task, tolerance)
+    with predlog.suppressed():
+        got = {name: _predictions(fn, X, name) for name, fn in (("candidate", candidate_fn), ("baseline", baseline_fn))}
     if task == "classification":
-        row, passed = _accuracy_check(
-            y, got["baseline"], got["candidate"], 0.01 if tolerance is None else tolerance, alpha
-        )
-    elif task == "regression":
-        y = np.asarray(y, dtype=float)
-        row, passed = _mae_check(y, got["baseline"], got["candidate"], 1.05 if tolerance is None else tolerance, alpha)
+        row, passed = _accuracy_check(y, got["baseline"], got["candidate"], tol, alpha)
     else:
-        raise ValueError(f"holdout_check(): task must be 'classification', 'regression' or 'auto', got {task!r}")
+        y = np.asarray(y, dtype=float)
+        row, passed = _mae_check(y, got["baseline"], got["candidate"], tol, alpha)
     return HoldoutCheck(row, passed, task)
+
+
+def _tolerance(task: str, tolerance: Any) -> float:
+    """The tolerance of ``task``'s metric, with compare_versions' default and sign."""
+    metric = METRICS["accuracy" if task == "classification" else "mae"]
+    if tolerance is None:
+        return metric.tolerance
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance):
+        raise ValueError(f"holdout_check(): tolerance must be a finite number, got {tolerance!r}")
+    if metric.kind == "ratio" and tolerance < 1:
+        raise ValueError(
+            f"holdout_check(): tolerance={tolerance!r}: the MAE is compared as a ratio (candidate / baseline), "
+            f"so its tolerance is the largest factor allowed, at least 1: e.g. {metric.tolerance} lets it be "
+            f"{metric.tolerance - 1:.0%} worse"
+        )
+    if metric.kind == "difference" and tolerance > 0:
+        raise ValueError(
+            f"holdout_check(): tolerance={tolerance!r}: accuracy is worse when lower, so its tolerance is the "
+            f"largest drop allowed, a negative difference (as in compare_versions): e.g. {-tolerance!r}"
+        )
+    return float(tolerance)
 
 
 def _predictions(fn: Callable[[Any], Any], X: pd.DataFrame, name: str) -> Any:
@@ -376,7 +412,27 @@ def _predictions(fn: Callable[[Any], Any], X: pd.DataFrame, name: str) -> Any:
             f"holdout_check(): {name}_fn returned shape {out.shape} for {len(X)} rows; it must return one "
             "prediction per row (model.predict, not model.predict_proba)"
         )
+    bad = _not_finite(out)
+    if bad:
+        raise ValueError(
+            f"holdout_check(): {name}_fn returned {bad:,} of {len(out):,} predictions that are not finite "
+            "(NaN, inf or None); the check scores every held-out row, so the model must predict each one: "
+            "impute the features it cannot handle, or drop those rows from the held-out frame"
+        )
     return out
+
+
+def _not_finite(values: Any) -> int:
+    """How many of ``values`` are missing or not finite: NaN, ±inf, None, NaT."""
+    import numpy as np
+    import pandas as pd
+
+    if values.dtype.kind in "fc":
+        return int((~np.isfinite(values)).sum())
+    if values.dtype.kind != "O":
+        return int(pd.isna(values).sum())
+    infinite = [isinstance(x, (float, np.floating)) and math.isinf(x) for x in values]
+    return int((pd.isna(values) | np.asarray(infinite, dtype=bool)).sum())
 
 
 def _is_continuous(y: Any) -> bool:
@@ -389,12 +445,12 @@ def _is_continuous(y: Any) -> bool:
 
 
 def _accuracy_check(y: Any, base: Any, cand: Any, tolerance: float, alpha: float) -> tuple[dict[str, Any], bool]:
-    from scipy.stats import binomtest
-
+    """Accuracy; the paired score test of a drop by more than ``-tolerance`` (compare_versions'
+    paired accuracy test: a drop of accuracy is a rise of the share wrong)."""
     base_right, cand_right = base == y, cand == y
     b = int((base_right & ~cand_right).sum())  # only the baseline right: a point against the candidate
     c = int((cand_right & ~base_right).sum())
-    p = float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
+    test = cs.paired_proportions(b, c, len(y), margin=-tolerance)
     base_acc, cand_acc = float(base_right.mean()), float(cand_right.mean())
     diff = cand_acc - base_acc
     row = {
@@ -403,30 +459,35 @@ def _accuracy_check(y: Any, base: Any, cand: Any, tolerance: float, alpha: float
         "candidate": cand_acc,
         "difference": diff,
         "tolerance": tolerance,
-        "p_value": p,
+        "p_value": test.p_value,
         "n": len(y),
         "baseline_only": b,
         "candidate_only": c,
     }
-    return row, not (p < alpha and diff < -abs(tolerance))
+    return row, not (test.p_value < alpha and diff < tolerance)
 
 
 def _mae_check(y: Any, base: Any, cand: Any, tolerance: float, alpha: float) -> tuple[dict[str, Any], bool]:
+    """MAE; the paired t test of the candidate's absolute errors divided by ``tolerance``
+    against the baseline's (compare_versions' paired MAE test)."""
     import numpy as np
-    from scipy.stats import wilcoxon
 
     base_err = np.abs(np.asarray(base, dtype=float) - y)
     cand_err = np.abs(np.asarray(cand, dtype=float) - y)
-    diff = cand_err - base_err
-    p = float(wilcoxon(cand_err, base_err, alternative="greater").pvalue) if np.any(diff != 0) else 1.0
+    d = cand_err / tolerance - base_err
+    n = len(d)
+    test = cs.paired_t(
+        cs.Moments(n, float(n), float(d.mean()), float(d.var(ddof=1)) if n > 1 else math.nan), higher_is_worse=True
+    )
     base_mae, cand_mae = float(base_err.mean()), float(cand_err.mean())
+    ratio = cand_mae / base_mae if base_mae > 0 else (1.0 if cand_mae == 0 else math.inf)
     row = {
         "metric": "mae",
         "baseline": base_mae,
         "candidate": cand_mae,
         "difference": cand_mae - base_mae,
         "tolerance": tolerance,
-        "p_value": p,
-        "n": len(y),
+        "p_value": test.p_value,
+        "n": n,
     }
-    return row, not (p < alpha and cand_mae > tolerance * base_mae)
+    return row, not (test.p_value < alpha and ratio > tolerance)

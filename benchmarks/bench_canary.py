@@ -115,7 +115,7 @@ def bench_canary(args: argparse.Namespace) -> list[Row]:
         d = np.asarray(direct, dtype=np.float64)
         r = np.asarray(routed, dtype=np.float64)
         assert served["candidate_calls"] == 0, served
-        # A new context per call pays the per-request work (the key's BLAKE2b, a derived
+        # A new context per call pays the per-request work (hashing the key, deriving a
         # context): shown, but the target is the router's cost per call once that is done.
         targeted = tag != "new context per call"
         for q in (50, 99):

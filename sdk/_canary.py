@@ -9,10 +9,14 @@
 Per call the router reads one immutable routing plan, picks an arm, sets the request
 context to a derived :class:`~._context.Ctx` carrying ``canary_arm`` (cached per thread and
 outer context, so a repeated context costs no allocation) and calls the captured function.
-Routing by key hashes the key's value with BLAKE2b keyed by the model name and the
-candidate version: each canary picks its own users, the same ones in every process, and the
-choice is independent of the per-user sampling bucket (a keyed CRC would not be: CRC32 of a
-salted id is the CRC32 of the bare id XOR a constant for ids of one length).
+The per-thread cache holds no record once the call returns, and goes with its thread; the
+call counts of ended threads are folded into totals (:class:`_Tally`).
+
+Routing by key mixes the CRC32 of the key's value with a 64-bit seed derived from the model
+name and the candidate version, through MurmurHash3's finalizer: each canary picks its own
+users, the same ones in every process, and the choice is independent of the per-user
+sampling bucket, the bare CRC32 (a keyed CRC would not be: CRC32 of a salted id is the CRC32
+of the bare id XOR a constant for ids of one length).
 
 Promote, rollback and share changes swap the plan under a lock and are written to the
 store's event log (:class:`EventLog`) on the caller's thread. In shadow mode the candidate
@@ -33,6 +37,7 @@ import random
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +67,7 @@ EVENT_KINDS = ("start", "share", "promote", "rollback")
 # The context extras of a routed call: by arm, then a shadow call's and a fallback's. The
 # first three are cached per thread and outer context (_Slot.ctxs).
 _SHADOW, _FALLBACK = 2, 3
+_FALLBACKS = 2  # the index of the fallbacks in _Slot.counts
 _EXTRAS: tuple[dict[str, Any], ...] = (
     {"canary_arm": "baseline"},
     {"canary_arm": "candidate"},
@@ -73,6 +79,8 @@ _EXTRAS: tuple[dict[str, Any], ...] = (
 _EXIT_TIMEOUT_S = 2.0
 _UNSEEN = object()
 _TWO_64 = float(1 << 64)
+_M64 = (1 << 64) - 1
+_crc32 = zlib.crc32
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Bound once: module globals are found faster than attributes on the per-call path.
 _get_ctx = CURRENT.get
@@ -82,17 +90,26 @@ _LAST_BY_THREAD = LAST_BY_THREAD
 
 
 def _derive(outer: Ctx | None, extra: dict[str, Any], request_id: str | None = None) -> Ctx:
-    """The context a routed call runs under: the outer one's values plus the arm's extras."""
+    """The context a routed call runs under: the outer one's values plus the arm's extras.
+
+    Without outer extras the arm's own dict is shared, not copied: a context's extras are
+    never changed after it is made (``predlog.context`` shares them the same way).
+    """
     if outer is None:
-        return Ctx(None, request_id, dict(extra))
+        return Ctx(None, request_id, extra)
     rid = outer.request_id if request_id is None else request_id
-    return Ctx(outer.user_id, rid, {**outer.extra, **extra}, outer.suppress)
+    return Ctx(outer.user_id, rid, {**outer.extra, **extra} if outer.extra else extra, outer.suppress)
 
 
 def _hand_last(ctx: Ctx, outer: Ctx | None) -> None:
-    """Make the derived context's last prediction the caller's (for last_prediction_id())."""
+    """Make the derived context's last prediction the caller's (for last_prediction_id()).
+
+    The derived context lets go of it: it is cached per thread, and would otherwise keep the
+    call's arguments and result alive until the thread's next call.
+    """
     rec = ctx.last
     if rec is not None:
+        ctx.last = None
         if outer is not None:
             outer.last = rec
         else:
@@ -114,21 +131,71 @@ class _Plan:
 
 class _Slot:
     """One thread's cache: the outer context last seen, its bucket and derived contexts, and
-    the thread's call counts (summed by ``stats()``; a thread writes only its own)."""
+    the thread's call counts (a thread writes only its own; :class:`_Tally` sums them)."""
 
-    __slots__ = ("outer", "bucket", "ctxs", "counts", "fallbacks")
+    __slots__ = ("outer", "bucket", "ctxs", "counts", "__weakref__")
 
     def __init__(self) -> None:
         self.outer: Any = _UNSEEN
         self.bucket: float | None = -1.0
         self.ctxs: list[Ctx | None] = [None, None, None]
-        self.counts = [0, 0]  # calls routed to the baseline, to the candidate
-        self.fallbacks = 0
+        self.counts = [0, 0, 0]  # calls routed to the baseline, to the candidate; fallbacks
 
     def see(self, outer: Ctx | None) -> None:
         self.outer = outer
         self.bucket = -1.0  # not computed yet; None: the key is absent
-        self.ctxs = [None, None, None]
+        ctxs = self.ctxs
+        ctxs[0] = ctxs[1] = ctxs[2] = None  # in place: a new request allocates no list
+
+
+class _Tally:
+    """The router's call counts, exact, in memory that does not grow with the threads served.
+
+    Each thread counts in its own slot (no lock per call). A thread's slot is freed when the
+    thread ends; a weak reference's callback then queues its counts to be folded into the
+    totals, which ``totals()`` and the next ``add()`` do under the lock. The callback never
+    blocks: it runs while a thread is torn down, or in a forked child whose lock a thread of
+    the parent may have held.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[weakref.ref[_Slot], list[int]] = {}
+        self._ended: collections.deque[weakref.ref[_Slot]] = collections.deque()
+        self._totals = [0, 0, 0]
+
+    def add(self, slot: _Slot) -> None:
+        """Count ``slot``'s calls from now on (the slot of a thread's first call)."""
+        with self._lock:
+            self._fold()
+            self._live[weakref.ref(slot, self._end)] = slot.counts
+
+    def _end(self, ref: weakref.ref[_Slot]) -> None:
+        self._ended.append(ref)  # atomic: no lock needed to queue it
+        if self._lock.acquire(blocking=False):
+            try:
+                self._fold()
+            finally:
+                self._lock.release()
+
+    def _fold(self) -> None:
+        """Move the counts of ended threads into the totals (under the lock)."""
+        ended, live, totals = self._ended, self._live, self._totals
+        while ended:
+            counts = live.pop(ended.popleft(), None)
+            if counts is not None:
+                for i, n in enumerate(counts):
+                    totals[i] += n
+
+    def totals(self) -> list[int]:
+        """Calls routed to the baseline, to the candidate, and fallbacks, of every thread."""
+        with self._lock:
+            self._fold()
+            out = list(self._totals)
+            for counts in list(self._live.values()):
+                for i, n in enumerate(counts):
+                    out[i] += n
+        return out
 
 
 # ---------------------------------------------------------------- the event log
@@ -265,6 +332,7 @@ class _ShadowWorker:
                     self.errors += 1  # the candidate's row records the error
                 finally:
                     CURRENT.reset(token)
+                    ctx.last = None  # cached by the caller's thread: keep no record alive
                     self.runs += 1
                     self.running = 0
             with self.idle:
@@ -380,10 +448,11 @@ class Canary:
         self._fns = (baseline, candidate)
         self._cand_spec = cand_spec
         self._key_of = _key_reader(key)
-        # The routing key: the model and the candidate version, so that each canary picks its
-        # own users (a key of 32 bytes: BLAKE2b takes at most 64).
+        self._by_user = key == "user_id"  # the common key, read inline
+        # The routing seed: from the model and the candidate version, so that each canary
+        # picks its own users; hashed once, here (docs/canary.md gives the formula).
         salt = f"predlog-canary\0{self.model}\0{self.candidate_version}".encode("utf-8", "surrogatepass")
-        self._hasher = hashlib.blake2b(digest_size=8, key=hashlib.blake2b(salt, digest_size=32).digest())
+        self._seed = int.from_bytes(hashlib.blake2b(salt, digest_size=8).digest(), "big")
         self._random = random.random  # reseeded by the random module in a forked child
         self._events = events
         self._shadow = _ShadowWorker(shadow_queue_size)
@@ -395,14 +464,13 @@ class Canary:
 
     def _reset_threads(self) -> None:
         self._local = threading.local()
-        self._slots: list[_Slot] = []
-        self._slots_lock = threading.Lock()
+        self._tally = _Tally()
 
     def _slot(self) -> _Slot:
+        """This thread's slot, made on its first call; freed (counts kept) when it ends."""
         slot = _Slot()
         self._local.slot = slot
-        with self._slots_lock:
-            self._slots.append(slot)
+        self._tally.add(slot)
         return slot
 
     def _after_fork_in_child(self) -> None:
@@ -415,9 +483,18 @@ class Canary:
     # ------------------------------------------------------------ routing
 
     def _bucket(self, value: str) -> float:
-        h = self._hasher.copy()
-        h.update(value.encode("utf-8", "surrogatepass"))
-        return int.from_bytes(h.digest(), "big") / _TWO_64
+        """The key value's number in [0, 1): MurmurHash3's 64-bit finalizer (a bijection that
+        mixes every input bit into every output bit) of the value's CRC32 XOR the seed.
+
+        Unlike a keyed CRC, this is independent of the sampling bucket (the bare CRC32): the
+        mixer scatters any range of CRCs over [0, 1). Ids with one CRC32 share an arm.
+        """
+        h = _crc32(value.encode("utf-8", "surrogatepass")) ^ self._seed
+        h ^= h >> 33
+        h = h * 0xFF51AFD7ED558CCD & _M64
+        h ^= h >> 33
+        h = h * 0xC4CEB9FE1A85EC53 & _M64
+        return (h ^ (h >> 33)) / _TWO_64
 
     def arm_for(self, value: object) -> str:
         """The arm a call whose key has ``value`` goes to now (``None``: the key is absent,
@@ -467,6 +544,27 @@ class Canary:
             ctx = slot.ctxs[which] = _derive(outer, _EXTRAS[which])
         return ctx
 
+    def _enter(self, slot: _Slot, outer: Ctx | None, plan: _Plan) -> int:
+        """The arm of a call under an outer context this thread did not see last: cache the
+        context, hash its key and derive the arm's context into the slot, in one call (a
+        request per call pays this on every call). ``plan`` is not shadow."""
+        slot.outer = outer
+        ctxs = slot.ctxs
+        ctxs[0] = ctxs[1] = ctxs[2] = None
+        arm = plan.arm
+        if arm < 0:
+            value = (None if outer is None else outer.user_id) if self._by_user else self._key_of(outer)
+            if value is None:
+                slot.bucket = None
+                arm = CANDIDATE if self._random() < plan.share else BASELINE
+            else:
+                bucket = slot.bucket = self._bucket(value)
+                arm = CANDIDATE if bucket < plan.share else BASELINE
+        else:
+            slot.bucket = -1.0
+        ctxs[arm] = _derive(outer, _EXTRAS[arm])
+        return arm
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the arm this call is routed to, with the same arguments; return its result."""
         # _route, inlined: this is the per-call cost of the router.
@@ -476,16 +574,20 @@ class Canary:
             slot: _Slot = self._local.slot
         except AttributeError:
             slot = self._slot()
-        if slot.outer is not outer:
-            slot.see(outer)
-        arm = plan.arm
-        if arm < 0:
-            bucket = slot.bucket
-            if bucket is None or bucket < 0.0:
-                bucket = self._draw(slot, outer)
-            arm = CANDIDATE if bucket < plan.share else BASELINE
+        if slot.outer is outer:
+            arm = plan.arm
+            if arm < 0:
+                bucket = slot.bucket
+                if bucket is None or bucket < 0.0:
+                    bucket = self._draw(slot, outer)
+                arm = CANDIDATE if bucket < plan.share else BASELINE
+            elif plan.shadow:
+                return self._serve_with_shadow(slot, outer, args, kwargs)
         elif plan.shadow:
+            slot.see(outer)
             return self._serve_with_shadow(slot, outer, args, kwargs)
+        else:
+            arm = self._enter(slot, outer, plan)
         ctx = slot.ctxs[arm] or self._ctx(slot, outer, arm)
         slot.counts[arm] += 1
         token = _set_ctx(ctx)
@@ -500,6 +602,7 @@ class Canary:
             # The derived context's last prediction becomes the caller's (_hand_last, inlined).
             rec = ctx.last
             if rec is not None:
+                ctx.last = None
                 if outer is not None:
                     outer.last = rec
                 else:
@@ -508,7 +611,7 @@ class Canary:
 
     def _fall_back(self, slot: _Slot, outer: Ctx | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The candidate raised: the baseline serves the call, its row marked canary_fallback."""
-        slot.fallbacks += 1
+        slot.counts[_FALLBACKS] += 1
         # Derived afresh (fallbacks are rare): the slot may hold another outer context by now.
         ctx = _derive(outer, _EXTRAS[_FALLBACK])
         token = CURRENT.set(ctx)
@@ -610,15 +713,12 @@ class Canary:
         them raised), ``shadow_dropped`` those dropped on a full queue, ``shadow_queued``
         those waiting; ``events_failed`` the events that could not be written to the store.
         """
-        with self._slots_lock:
-            slots = list(self._slots)
-        counts = [sum(s.counts[i] for s in slots) for i in (BASELINE, CANDIDATE)]
-        fallbacks = sum(s.fallbacks for s in slots)
+        counts = self._tally.totals()
         shadow = self._shadow
         return {
             "baseline_calls": counts[BASELINE],
             "candidate_calls": counts[CANDIDATE],
-            "fallbacks": fallbacks,
+            "fallbacks": counts[_FALLBACKS],
             "shadow_runs": shadow.runs,
             "shadow_errors": shadow.errors,
             "shadow_dropped": shadow.dropped,
@@ -678,7 +778,7 @@ class _AsyncCanary(Canary):
                 raise
         finally:
             CURRENT.reset(token)
-        slot.fallbacks += 1
+        slot.counts[_FALLBACKS] += 1
         # Derived afresh: while the candidate ran, another task may have changed the slot.
         token = CURRENT.set(_derive(outer, _EXTRAS[_FALLBACK]))
         try:

@@ -26,8 +26,8 @@ __all__ = [
     "DATE_KEY",
     "EVENTS",
     "EVENT_SUFFIX",
-    "HOST",
     "FORMAT_VERSION",
+    "HOST",
     "LABELS",
     "MAINTENANCE",
     "MARKER",
@@ -39,6 +39,7 @@ __all__ = [
     "event_dir",
     "event_name",
     "event_paths",
+    "in_range",
     "is_model_name",
     "label_dir",
     "list_partition_values",
@@ -68,8 +69,7 @@ MODEL_KEY = "model"
 DATE_KEY = "date"
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
-HOST = _HOST
+HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
 """This host's name as file names carry it (letters, digits, ``-``, ``.``; others as ``_``)."""
 
 
@@ -96,7 +96,7 @@ def wal_dir(root: str) -> str:
 
 def segment_name() -> str:
     """A segment file name unique across hosts, processes and time: host-pid-random."""
-    return f"{_HOST}-{os.getpid()}-{os.urandom(8).hex()}{SEGMENT_SUFFIX}"
+    return f"{HOST}-{os.getpid()}-{os.urandom(8).hex()}{SEGMENT_SUFFIX}"
 
 
 def segment_stem(path: str) -> str:
@@ -218,7 +218,7 @@ def event_dir(root: str, date: str) -> str:
 
 def event_name(rand: str, n: int) -> str:
     """The name of this process's ``n``-th event file; ``rand`` tells its event logs apart."""
-    return f"{_HOST}-{os.getpid()}-{rand}-{n}{EVENT_SUFFIX}"
+    return f"{HOST}-{os.getpid()}-{rand}-{n}{EVENT_SUFFIX}"
 
 
 def event_paths(root: str, start: dt.date | None = None, end: dt.date | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, wilcoxon
+from scipy import optimize, stats
 from sklearn.metrics import accuracy_score, mean_absolute_error
 
 import predlog
@@ -107,7 +107,23 @@ def test_the_training_window_is_split_by_time_with_the_latest_days_held_out(hist
             retrain.training_window(s, days=3, holdout_days=3)
 
 
+def paired_score_z(worse: int, better: int, n: int, margin: float) -> float:
+    """The paired score test's z of p_c − p_b = margin (the share wrong), the cell
+    probabilities' maximum likelihood under H0 found numerically."""
+    rest = n - worse - better
+
+    def nll(q01: float) -> float:
+        return -float(worse * np.log(max(q01 + margin, 1e-300)) + better * np.log(max(q01, 1e-300))
+                      + rest * np.log(max(1 - 2 * q01 - margin, 1e-300)))  # fmt: skip
+
+    q01 = optimize.minimize_scalar(nll, bounds=(max(0.0, -margin), (1 - margin) / 2), method="bounded",
+                                   options={"xatol": 1e-14}).x  # fmt: skip
+    return float((worse - better - n * margin) / np.sqrt(n * (2 * q01 + margin - margin**2)))
+
+
 def test_holdout_check_scores_both_models_on_the_same_rows_like_scipy(tmp_path: Path) -> None:
+    """Accuracy: the paired score test compare_versions applies to shadow pairs, a drop of
+    more than the tolerance (default -0.01); at tolerance 0, McNemar's χ²."""
     rng = np.random.default_rng(5)
     n = 2000
     X = pd.DataFrame({"x": rng.normal(size=n)})
@@ -131,17 +147,35 @@ def test_holdout_check_scores_both_models_on_the_same_rows_like_scipy(tmp_path: 
     b = int(((base == y) & (worse != y)).sum())
     c = int(((worse == y) & (base != y)).sum())
     assert (row["baseline_only"], row["candidate_only"]) == (b, c)
-    assert row["p_value"] == pytest.approx(binomtest(b, b + c, 0.5, alternative="greater").pvalue, rel=1e-12)
+    assert row["tolerance"] == -0.01
+    assert row["p_value"] == pytest.approx(stats.norm.sf(paired_score_z(b, c, n, 0.01)), rel=1e-5)
     assert check.summary["text"].startswith("Held-out check failed: accuracy")
+    plain = retrain.holdout_check(lambda X: worse, lambda X: base, frame, tolerance=0.0)
+    chi2 = (b - c) ** 2 / (b + c)  # McNemar, no continuity correction
+    assert plain.df.iloc[0]["p_value"] == pytest.approx(stats.chi2.sf(chi2, 1) / 2, rel=1e-9)
 
     same = retrain.holdout_check(lambda X: base, lambda X: base, frame)
-    assert same.passed and same.df.iloc[0]["p_value"] == 1.0
+    assert same.passed and same.df.iloc[0]["p_value"] > 0.999
     better = retrain.holdout_check(lambda X: base, lambda X: worse, frame)
     assert better.passed and "better by" in better.summary["text"]
     json.dumps(check.to_dict(), allow_nan=False)
 
 
-def test_holdout_check_for_regression_uses_the_mae_and_wilcoxon() -> None:
+def test_holdout_check_fails_a_drop_of_accuracy_beyond_the_tolerance_only_when_significant() -> None:
+    """Within the tolerance (half a point lower) it passes; two points lower on 5,000 rows, it fails."""
+    rng = np.random.default_rng(8)
+    n = 5000
+    y = rng.integers(0, 2, n)
+    frame = pd.DataFrame({"x": np.zeros(n), "label": y})
+    base = np.where(rng.random(n) < 0.90, y, 1 - y)
+    for drop, passed in ((0.005, True), (0.04, False)):
+        flip = (base == y) & (rng.random(n) < drop / 0.9)
+        cand = np.where(flip, 1 - base, base)
+        assert retrain.holdout_check(lambda X, c=cand: c, lambda X: base, frame).passed is passed
+
+
+def test_holdout_check_for_regression_uses_the_mae_and_a_paired_t() -> None:
+    """The MAE: compare_versions' paired test, ``ttest_rel(|e_c| / 1.05, |e_b|)``."""
     rng = np.random.default_rng(6)
     n = 500
     y = rng.normal(10.0, 3.0, n)
@@ -153,9 +187,29 @@ def test_holdout_check_for_regression_uses_the_mae_and_wilcoxon() -> None:
     assert check.task == "regression" and not check.passed
     assert row["candidate"] == pytest.approx(mean_absolute_error(y, cand), rel=1e-12)
     assert row["baseline"] == pytest.approx(mean_absolute_error(y, base), rel=1e-12)
-    expected = wilcoxon(np.abs(cand - y), np.abs(base - y), alternative="greater").pvalue
-    assert row["p_value"] == pytest.approx(expected, rel=1e-12)
+    assert row["tolerance"] == 1.05
+    expected = stats.ttest_rel(np.abs(cand - y) / 1.05, np.abs(base - y), alternative="greater").pvalue
+    assert row["p_value"] == pytest.approx(expected, rel=1e-9)
     assert retrain.holdout_check(lambda X: cand, lambda X: base, frame, label="target", tolerance=2.0).passed
+
+
+def test_holdout_check_refuses_predictions_that_are_not_finite() -> None:
+    """A NaN prediction would make every comparison False (a pass): it is an error instead."""
+    n = 1000
+    frame = pd.DataFrame({"x": np.arange(n, dtype=float), "label": np.arange(n) % 2})
+    good = (np.arange(n) % 2).astype(float)
+    half = np.where(np.arange(n) < 500, np.nan, good)
+    for cand, count in ((np.full(n, np.nan), "1,000"), (half, "500"), (np.where(good == 1, np.inf, 0.0), "500")):
+        with pytest.raises(ValueError, match=f"candidate_fn returned {count} of 1,000 predictions that are not finite"):
+            retrain.holdout_check(lambda X, c=cand: c, lambda X: good, frame)
+    labels = np.array(["a", None] * (n // 2), dtype=object)
+    with pytest.raises(ValueError, match="baseline_fn returned 500 of 1,000 .*impute the features"):
+        retrain.holdout_check(lambda X: np.array(["a"] * n, dtype=object), lambda X: labels, frame)
+    regression = frame.assign(label=np.linspace(0.5, 9.5, n))
+    with pytest.raises(ValueError, match="candidate_fn returned 500 of 1,000"):
+        retrain.holdout_check(lambda X: half, lambda X: good, regression)
+    with pytest.raises(ValueError, match="2 of 1,000 held-out rows have a missing or non-finite 'label'"):
+        retrain.holdout_check(lambda X: good, lambda X: good, regression.assign(label=[np.nan, np.nan, *good[2:]]))
 
 
 def test_holdout_check_says_what_is_wrong_with_its_input() -> None:
@@ -166,3 +220,7 @@ def test_holdout_check_says_what_is_wrong_with_its_input() -> None:
         retrain.holdout_check(lambda X: np.zeros(2), lambda X: np.zeros(2), frame, label="y")
     with pytest.raises(ValueError, match="task must be"):
         retrain.holdout_check(lambda X: np.zeros(2), lambda X: np.zeros(2), frame, task="ranking")
+    with pytest.raises(ValueError, match="a negative difference \\(as in compare_versions\\): e.g. -0.01"):
+        retrain.holdout_check(lambda X: np.zeros(2), lambda X: np.zeros(2), frame, tolerance=0.01)
+    with pytest.raises(ValueError, match="at least 1"):
+        retrain.holdout_check(lambda X: np.zeros(2), lambda X: np.zeros(2), frame, task="regression", tolerance=0.9)

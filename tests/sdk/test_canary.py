@@ -7,12 +7,16 @@ written by real captured calls check that what is stored agrees with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +25,7 @@ import pytest
 from store_helpers import flush
 
 import predlog
+from predlog._canary import _Slot
 from predlog.replay import Store
 
 V1, V2 = "1.4.0", "1.5.0"
@@ -56,10 +61,37 @@ def test_share_over_100k_keys_and_independent_of_sampling(rec):
     cand = [router.arm_for(u) == "candidate" for u in users]
     assert abs(sum(cand) / len(users) - 0.05) <= 0.003
     # Independent of predlog's per-user sampling bucket (crc32 of the bare user id): the
-    # users kept at sample_rate=0.05 are a canary of 5% like the others.
-    sampled = [zlib.crc32(u.encode()) / 4294967296.0 < 0.05 for u in users]
-    both = sum(c and s for c, s in zip(cand, sampled, strict=True))
-    assert abs(both / len(users) - 0.05 * 0.05) <= 0.001
+    # users kept at sample_rate=0.05 are a canary of 5% like the others. The routing hash
+    # is a function of that CRC, so check other ranges of it too (a keyed CRC fails these).
+    bucket = [zlib.crc32(u.encode()) / 4294967296.0 for u in users]
+    for low, high in ((0.0, 0.05), (0.95, 1.0), (0.0, 0.5), (0.25, 0.3)):
+        sampled = [low <= b < high for b in bucket]
+        both = sum(c and s for c, s in zip(cand, sampled, strict=True))
+        assert abs(both / sum(sampled) - 0.05) <= 0.015, (low, high)
+    router.share = 0.5
+    half = [router.arm_for(u) == "candidate" for u in users]
+    for low, high in ((0.0, 0.05), (0.5, 1.0), (0.0, 0.5)):
+        sampled = [low <= b < high for b in bucket]
+        both = sum(c and s for c, s in zip(half, sampled, strict=True))
+        assert abs(both / sum(sampled) - 0.5) <= 0.03, (low, high)
+
+
+def test_buckets_follow_the_documented_formula(rec):
+    """docs/canary.md gives the hash; other processes and versions rely on it."""
+    router = rec.canary(*pair(rec), share=0.3)
+    seed = int.from_bytes(hashlib.blake2b(f"predlog-canary\0m\0{V2}".encode(), digest_size=8).digest(), "big")
+    mask = (1 << 64) - 1
+    for value in ("u1", "user-42", "ü-7", ""):
+        h = zlib.crc32(value.encode()) ^ seed
+        h = (h ^ (h >> 33)) * 0xFF51AFD7ED558CCD & mask
+        h = (h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53 & mask
+        bucket = (h ^ (h >> 33)) / 2**64
+        assert router.arm_for(value) == ("candidate" if bucket < 0.3 else "baseline")
+        router.share = bucket  # the boundary: a bucket equal to the share is the baseline's
+        assert router.arm_for(value) == "baseline"
+        router.share = min(1.0, bucket + 1e-9)
+        assert router.arm_for(value) == "candidate"
+        router.share = 0.3
 
 
 def test_each_canary_picks_its_own_users(rec):
@@ -155,6 +187,71 @@ def test_same_user_same_arm_across_processes(make_rec, tmp_path):
     assert child["arms"] == [router.arm_for(f"user-{i}") for i in range(1000)]
     assert 200 < child["arms"].count("candidate") < 400
     assert child["heavy"] == []  # routing and its events need none of the reading side
+
+
+class _Input(dict):  # type: ignore[type-arg]
+    """Features that can be weakly referenced: alive as long as a record of the call is."""
+
+
+def _slots_alive() -> int:
+    return sum(isinstance(o, _Slot) for o in gc.get_objects())
+
+
+def _drain(rec: predlog.Recorder, direct: Callable[[Any], Any]) -> None:
+    """Flush twice around one more call: the writer holds its last batch until its next one."""
+    flush(rec)
+    direct({"i": -1})
+    flush(rec)
+    gc.collect()
+
+
+def test_short_lived_threads_leave_no_slots_or_records_behind(rec, tmp_path):
+    v1, v2 = pair(rec)
+    router = rec.canary(v1, v2, share=0.5)
+    gc.collect()
+    slots_before = _slots_alive()
+    inputs: list[weakref.ref[_Input]] = []
+    served: dict[str, str] = {}
+
+    def call(i: int) -> None:
+        x = _Input(i=i)
+        inputs.append(weakref.ref(x))
+        # Half the threads call inside a request context, half outside any.
+        with predlog.context(user_id=f"u{i}") if i % 2 else contextlib.nullcontext():
+            version = router(x)[0]
+            pid = predlog.last_prediction_id()
+        assert pid == predlog.last_prediction_id() is not None
+        served[pid] = version
+
+    for start in range(0, 2000, 50):
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(start, start + 50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    _drain(rec, v1)
+    assert len(inputs) == len(served) == 2000
+    # The threads are gone, and with them their slots and the records of their calls.
+    assert _slots_alive() <= slots_before
+    assert sum(r() is not None for r in inputs) == 0
+    st = router.stats()
+    assert st["baseline_calls"] + st["candidate_calls"] == 2000
+    df = rows(tmp_path).set_index("prediction_id")
+    assert len(df) == 2001 and st["candidate_calls"] == int((df["arm"] == "candidate").sum())
+    # last_prediction_id() in each thread named the row of its call.
+    assert {pid: ("v2" if df.loc[pid, "arm"] == "candidate" else "v1") for pid in served} == served
+
+
+def test_the_router_keeps_no_record_once_the_caller_has_moved_on(rec):
+    v1, v2 = pair(rec)
+    router = rec.canary(v1, v2, share=0.5)
+    x = _Input(i=0)
+    ref = weakref.ref(x)
+    router(x)  # outside any context: the thread's last prediction
+    assert predlog.last_prediction_id() is not None
+    del x
+    _drain(rec, v1)  # a direct call: now the thread's last prediction
+    assert ref() is None  # the router's cached context for this thread let go of it
 
 
 # ---------------------------------------------------------------- promote, rollback, share
