@@ -23,9 +23,7 @@ tests report).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import uuid
@@ -38,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from bench_capture import Row, run_cli, temp_store  # noqa: E402
-from bench_replay import _link_copy, _replay_arguments  # noqa: E402
+from bench_replay import _replay_arguments  # noqa: E402
+from investigate_store import cached_store  # noqa: E402
 
 ROWS = 10_000_000
 ROWS_QUICK = 1_000_000
@@ -145,22 +144,7 @@ def generate(path: str, rows: int) -> dict[str, Any]:
 def compare_store(args: argparse.Namespace, tmp: str) -> tuple[str, dict[str, Any]]:
     """A private copy of the benchmark store for this run (generated, or from ``--cache``)."""
     rows = args.rows or (ROWS_QUICK if args.quick else ROWS)
-    key = f"compare-store-{rows}-{DAYS}-{SEED}"
-    cache_dir = getattr(args, "cache", None) or os.environ.get("PREDLOG_BENCH_CACHE")
-    cache = os.path.abspath(cache_dir) if cache_dir else tmp
-    src = os.path.join(cache, key)
-    if not os.path.exists(src + ".json"):
-        shutil.rmtree(src, ignore_errors=True)
-        print(f"generating {rows:,} predictions of two versions into {src} ...", file=sys.stderr, flush=True)
-        desc = generate(src, rows)
-        with open(src + ".json", "w") as f:
-            json.dump(desc, f)
-        print(f"  {desc['files']} files, {desc['bytes'] / 1e9:.2f} GB in {desc['generate_s']} s", file=sys.stderr)
-    with open(src + ".json") as f:
-        desc = json.load(f)
-    dst = os.path.join(tmp, key + "-run")
-    _link_copy(src, dst)
-    return dst, desc
+    return cached_store(args, tmp, f"compare-store-{rows}-{DAYS}-{SEED}", rows, generate, "predictions of two versions")
 
 
 def _pandas_scipy(path: str) -> dict[str, float]:

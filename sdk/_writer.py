@@ -150,6 +150,7 @@ class Writer:
                 pending -= n
                 with self.busy:
                     self.process(batch)
+                del batch  # the calls' arguments and results are not kept until the next drain
             try:
                 self.sink.tick(rotate_now=ticket > self.flush_done or stopping)
             except Exception:

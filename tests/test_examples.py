@@ -15,18 +15,23 @@ from predlog.replay import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_quickstart_finds_the_planted_shift(tmp_path: Path) -> None:
-    store = tmp_path / "store"
+def run_example(name: str, where: Path) -> str:
+    """Run ``examples/<name> <where>`` as a user would; its printed output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(store)],
+        [sys.executable, str(ROOT / "examples" / name), str(where)],
         capture_output=True,
         text=True,
         timeout=300,
         env=env,
     )
     assert run.returncode == 0, run.stderr
-    out = run.stdout
+    return run.stdout
+
+
+def test_the_quickstart_finds_the_planted_shift(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    out = run_example("quickstart.py", store)
     assert re.search(r"^1 of 30 features drifted .* strongest: features\.mean_texture", out, re.M), out
     shifted = re.search(r"features\.mean_texture mean moved from [\d.]+ to [\d.]+ starting (\S+) 00:00 UTC", out)
     assert shifted, out
@@ -42,16 +47,7 @@ def test_the_quickstart_finds_the_planted_shift(tmp_path: Path) -> None:
 
 def test_the_retraining_loop_promotes_the_retrained_model_and_rolls_back_the_broken_one(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "retraining_loop.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr
-    out = run.stdout
+    out = run_example("retraining_loop.py", tmp_path)
     # One drifted day is not enough to act; three are.
     assert re.search(r"^1\. Alert, one day after .*: Not validated: ", out, re.M), out
     assert re.search(r"^   Alert, today: Validated: ", out, re.M), out
