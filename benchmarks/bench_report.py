@@ -46,16 +46,21 @@ def _calls(s: Any) -> dict[str, float]:
         performance,
         prediction_drift,
     )
-    from predlog.analysis._report import _Job
+    from predlog.analysis._report import _COUNTED_METRICS, _SLICE_FIELDS, _Job
 
     job = _Job.start(s, MODEL, {}, None, None, SENSITIVE, None, None)
     ref, cur = job.default_reference(), job.current()
+    ranked: list[str] = []
+
+    def correlation() -> None:
+        ranked[:] = [str(f) for f in error_correlation(s, model=MODEL).df["feature"].head(_SLICE_FIELDS)]
+
     calls = {
         "input_drift": lambda: input_drift(s, ref, cur, model=MODEL),
         "prediction_drift": lambda: prediction_drift(s, ref, cur, model=MODEL),
-        "performance": lambda: performance(s, model=MODEL, window=job.windows.width),
-        "error_correlation": lambda: error_correlation(s, model=MODEL),
-        "error_slices": lambda: error_slices(s, model=MODEL),
+        "performance": lambda: performance(s, model=MODEL, window=job.windows.width, metrics=_COUNTED_METRICS),
+        "error_correlation": correlation,
+        "error_slices": lambda: error_slices(s, model=MODEL, features=ranked),
         "fairness_audit": lambda: fairness_audit(s, SENSITIVE, model=MODEL),
     }
     seconds = {}
