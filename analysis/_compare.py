@@ -21,7 +21,7 @@ from . import _compare_stats as cs
 from ._performance import CLASSIFICATION_METRICS, REGRESSION_METRICS, _check_filters
 from ._sides import WEIGHT, StoreSide, resolve_model
 from ._stats import query
-from ._verdict import METRICS, Metric, Verdict
+from ._verdict import METRICS, Metric, Verdict, check_tolerance
 
 if TYPE_CHECKING:
     import duckdb
@@ -210,29 +210,8 @@ def _arguments(
     if "accuracy" in named and "mae" in named:
         raise ValueError("metrics= names accuracy and mae: a model is a classifier or a regression, not both")
     for m, tol in (tolerances or {}).items():
-        _check_tolerance(METRICS[m], tol)
+        check_tolerance(METRICS[m], tol, f"tolerances[{m!r}]")
     return list(dict.fromkeys(named))
-
-
-def _check_tolerance(m: Metric, tol: Any) -> None:
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol):
-        raise ValueError(f"tolerances[{m.name!r}] must be a finite number, got {tol!r}")
-    if m.kind == "ratio" and tol < 1:
-        raise ValueError(
-            f"tolerances[{m.name!r}]={tol!r}: {m.name} is compared as a ratio (candidate / baseline), so its "
-            f"tolerance is the largest factor allowed, at least 1: e.g. {METRICS[m.name].tolerance} lets it be "
-            f"{METRICS[m.name].tolerance - 1:.0%} worse"
-        )
-    if m.kind == "difference" and m.worse_when == "lower" and tol > 0:
-        raise ValueError(
-            f"tolerances[{m.name!r}]={tol!r}: {m.name} is worse when lower, so its tolerance is the largest "
-            f"drop allowed, a negative difference: e.g. {-tol!r}"
-        )
-    if m.kind != "ratio" and m.worse_when == "higher" and tol < 0:
-        raise ValueError(
-            f"tolerances[{m.name!r}]={tol!r}: {m.name} is worse when higher, so its tolerance is the largest "
-            f"rise allowed, a positive number: e.g. {-tol!r}"
-        )
 
 
 # ---------------------------------------------------------------- the two sides

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["COLUMNS", "DECISIONS", "METRICS", "Metric", "Verdict", "reason"]
+__all__ = ["COLUMNS", "DECISIONS", "METRICS", "Metric", "Verdict", "check_tolerance", "reason"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +261,30 @@ def _p(p: float, bound: float) -> str:
     if bound and bound > 0.0005:
         said += f" ± {bound:.3f}"
     return said
+
+
+def check_tolerance(m: Metric, tol: Any, name: str, hint: str = "") -> None:
+    """A ValueError unless ``tol`` is a tolerance of ``m``'s kind and direction: a factor of at
+    least 1 for a ratio, a drop (negative) or a rise (positive) for a difference. ``name``
+    says where it was given (``"tolerances['accuracy']"``)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol):
+        raise ValueError(f"{name} must be a finite number, got {tol!r}")
+    default = METRICS[m.name].tolerance
+    if m.kind == "ratio" and tol < 1:
+        raise ValueError(
+            f"{name}={tol!r}: {m.name} is compared as a ratio (candidate / baseline), so its tolerance is the "
+            f"largest factor allowed, at least 1: e.g. {default} lets it be {default - 1:.0%} worse"
+        )
+    if m.kind == "difference" and m.worse_when == "lower" and tol > 0:
+        raise ValueError(
+            f"{name}={tol!r}: {m.name} is worse when lower, so its tolerance is the largest drop allowed, "
+            f"a negative difference{hint}: e.g. {-tol!r}"
+        )
+    if m.kind != "ratio" and m.worse_when == "higher" and tol < 0:
+        raise ValueError(
+            f"{name}={tol!r}: {m.name} is worse when higher, so its tolerance is the largest rise allowed, "
+            f"a positive number{hint}: e.g. {-tol!r}"
+        )
 
 
 def reason(rec: dict[str, Any], m: Metric, alpha: float) -> str:

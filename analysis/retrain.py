@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _compare_stats as cs
 from ._result import Result, fmt
-from ._verdict import METRICS
+from ._verdict import METRICS, check_tolerance
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,19 +385,7 @@ def _tolerance(task: str, tolerance: Any) -> float:
     metric = METRICS["accuracy" if task == "classification" else "mae"]
     if tolerance is None:
         return metric.tolerance
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance):
-        raise ValueError(f"holdout_check(): tolerance must be a finite number, got {tolerance!r}")
-    if metric.kind == "ratio" and tolerance < 1:
-        raise ValueError(
-            f"holdout_check(): tolerance={tolerance!r}: the MAE is compared as a ratio (candidate / baseline), "
-            f"so its tolerance is the largest factor allowed, at least 1: e.g. {metric.tolerance} lets it be "
-            f"{metric.tolerance - 1:.0%} worse"
-        )
-    if metric.kind == "difference" and tolerance > 0:
-        raise ValueError(
-            f"holdout_check(): tolerance={tolerance!r}: accuracy is worse when lower, so its tolerance is the "
-            f"largest drop allowed, a negative difference (as in compare_versions): e.g. {-tolerance!r}"
-        )
+    check_tolerance(metric, tolerance, "holdout_check(): tolerance", hint=" (as in compare_versions)")
     return float(tolerance)
 
 
